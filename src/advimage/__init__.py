@@ -1,0 +1,10 @@
+"""advimage: attack, detect, defend and audit PyTorch image classifiers."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("advimage")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+local"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""advimage.distill."""
