@@ -1,1 +1,19 @@
-"""advimage.models."""
+"""advimage.models: classifier wrapper, model registry, architectures and safe checkpoints."""
+
+from advimage.models import resnet_cifar as _resnet_cifar  # noqa: F401  (registers archs)
+from advimage.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from advimage.models.classifier import ImageClassifier, wrap_model
+from advimage.models.factory import create_model, list_models, register_model
+from advimage.models.reference import import_reference
+
+__all__ = [
+    "CheckpointError",
+    "ImageClassifier",
+    "create_model",
+    "import_reference",
+    "list_models",
+    "load_checkpoint",
+    "register_model",
+    "save_checkpoint",
+    "wrap_model",
+]
