@@ -1,0 +1,302 @@
+"""The ``advimage`` command line: thin argument parsing over the library.
+
+Every subcommand accepts ``--device auto|cpu|cuda`` and ``--seed``. Bad input exits with
+status 2 and one line on stderr (``advimage: error: ...``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("advimage")
+
+
+class CliError(Exception):
+    """A user error reported as one line with exit status 2."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def _eps_list(text: str) -> list[float]:
+    from advimage.validation import parse_fraction
+
+    values = [parse_fraction(t, "eps") for t in text.split(",") if t.strip()]
+    if not values:
+        raise CliError("--eps needs at least one value, e.g. 8/255 or 2/255,4/255,8/255")
+    for v in values:
+        if not v > 0:
+            raise CliError(f"eps must be > 0, got {v:g}")
+    return values
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_demo(a: argparse.Namespace) -> int:
+    from advimage.demo import run_demo
+
+    s = run_demo(a.out, eps=a.eps, steps=a.steps, device=a.device, seed=a.seed,
+                 progress=not a.no_progress)
+    print(f"digits test set, {s['n']} images, L-inf eps = {a.eps:g}")
+    print(f"{'attack':<12}{'clean acc':>10}{'robust acc':>12}")
+    for r in s["results"]:
+        print(f"{r['attack']:<12}{r['clean_accuracy']:>10.4f}{r['robust_accuracy']:>12.4f}")
+    print(f"report: {Path(a.out) / 'report.html'}  ({s['seconds']:.1f} s)")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from advimage.train import PRESETS, TrainConfig, train
+
+    preset = "quick" if a.quick else a.preset
+    base: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    for key in ("model", "epochs", "batch_size", "lr", "weight_decay", "momentum", "augment",
+                "label_smoothing", "warmup_epochs", "train_limit", "test_limit"):
+        v = getattr(a, key)
+        if v is not None:
+            base[key] = v
+    if a.data is not None:
+        base["dataset"] = a.data
+    if a.data_root is not None:
+        base["data_root"] = a.data_root
+    base["seed"] = a.seed
+    cfg = TrainConfig.from_dict(base)
+    _, metrics = train(cfg, a.out, device=a.device, resume=not a.no_resume,
+                       progress=not a.no_progress)
+    print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
+          f"checkpoint {Path(a.out) / 'model.safetensors'}")
+    return 0
+
+
+def cmd_models_list(a: argparse.Namespace) -> int:
+    from advimage.hub import list_bundled
+    from advimage.models import list_models
+
+    print("architectures: " + ", ".join(list_models()))
+    print("bundled weights: " + ", ".join(list_bundled()))
+    return 0
+
+
+def cmd_models_import(a: argparse.Namespace) -> int:
+    from advimage.models import import_reference, save_checkpoint
+
+    model = import_reference(a.source, arch=a.arch)
+    meta = {"source": str(a.source), "dataset": a.dataset}
+    if a.classes:
+        model.classes = a.classes.split(",")
+    path = save_checkpoint(model, a.out, meta=meta)
+    print(f"imported {a.source} as {model.arch} -> {path}")
+    return 0
+
+
+def _load(a: argparse.Namespace):  # noqa: ANN202
+    from advimage.hub import load_model
+    from advimage.utils import resolve_device
+
+    dev = resolve_device(a.device)
+    model, meta = load_model(a.model)
+    return model.to(dev), meta, dev
+
+
+def _dataset(a: argparse.Namespace, split: str = "test"):  # noqa: ANN202
+    from advimage.data import load_dataset
+
+    kw: dict[str, Any] = {}
+    if getattr(a, "image_size", None):
+        kw["image_size"] = a.image_size
+    return load_dataset(a.data, split, data_root=a.data_root, **kw)
+
+
+def cmd_models_eval(a: argparse.Namespace) -> int:
+    from advimage.eval.accuracy import evaluate_accuracy
+
+    model, _, dev = _load(a)
+    ds = _dataset(a, a.split)
+    n = min(len(ds), a.limit or len(ds))
+    acc = evaluate_accuracy(model, ds.batches(a.batch_size, limit=a.limit), dev,
+                            progress=not a.no_progress, total=-(-n // a.batch_size))
+    print(f"{a.model}: accuracy {acc:.4f} on {n} {a.data}/{a.split} images")
+    return 0
+
+
+def _attack_kwargs(a: argparse.Namespace, name: str, eps: float) -> dict[str, Any]:
+    kw: dict[str, Any] = {"eps": eps, "norm": a.norm, "seed": a.seed}
+    if a.steps is not None and name not in ("fgsm",):
+        kw["steps"] = a.steps
+    if getattr(a, "restarts", None) is not None and name not in ("fgsm",):
+        kw["restarts"] = a.restarts
+    return kw
+
+
+def cmd_attack(a: argparse.Namespace) -> int:
+    from advimage.attacks import create_attack
+    from advimage.eval.export import save_adversarials
+
+    model, meta, dev = _load(a)
+    ds = _dataset(a, a.split)
+    eps = _eps_list(a.eps)
+    if len(eps) != 1:
+        raise CliError("advimage attack takes one --eps; use `advimage eval robust` for a grid")
+    attack = create_attack(a.attack, **_attack_kwargs(a, a.attack, eps[0]))
+    summary = save_adversarials(model, ds, attack, a.out, batch_size=a.batch_size, limit=a.limit,
+                                device=dev, progress=not a.no_progress,
+                                config={"model": str(a.model), "attack": a.attack,
+                                        "norm": a.norm, "eps": eps[0], "steps": a.steps,
+                                        "data": a.data, "split": a.split, "seed": a.seed})
+    print(f"{a.attack} eps={eps[0]:.5g}: clean accuracy {summary['clean_accuracy']:.4f}, "
+          f"robust accuracy {summary['robust_accuracy']:.4f} on {summary['n']} images -> {a.out}")
+    return 0
+
+
+def cmd_eval_robust(a: argparse.Namespace) -> int:
+    from advimage.attacks import create_attack
+    from advimage.eval.robust import AttackSpec, evaluate_robustness
+    from advimage.utils import run_metadata, write_json
+
+    model, meta, dev = _load(a)
+    ds = _dataset(a, a.split)
+    names = [n.strip() for n in a.attacks.split(",") if n.strip()]
+    eps_list = _eps_list(a.eps)
+    specs = [AttackSpec(f"{n}@{e:.5g}", create_attack(n, **_attack_kwargs(a, n, e)), e, a.norm)
+             for n in names for e in eps_list]
+    n = min(len(ds), a.limit or len(ds))
+    rows, _ = evaluate_robustness(model, ds.batches(a.batch_size, limit=a.limit), specs, device=dev,
+                                  progress=not a.no_progress, total_batches=-(-n // a.batch_size))
+    table = [r.as_dict() for r in rows]
+    print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
+    for r in table:
+        print(f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
+              f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}")
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "robust.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+        write_json(out / "robust.json", {"config": {k: v for k, v in vars(a).items()
+                                                    if k != "func"},
+                                         "results": table, **run_metadata(dev, a.seed)})
+        print(f"written {out / 'robust.csv'} and {out / 'robust.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def _model_data_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required,
+                   help="checkpoint (.safetensors), reference file (.th/.pt) or bundled[:NAME]")
+    p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder")
+    p.add_argument("--data-root", default=None, help="folder holding the dataset")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--image-size", type=int, default=None, help="resize/crop size (folder data)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--batch-size", type=int, default=256)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="advimage", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="attack the bundled digits model and write an HTML report")
+    d.add_argument("--out", default="advimage-demo", help="output folder (default: advimage-demo)")
+    d.add_argument("--eps", type=lambda s: _eps_list(s)[0], default=0.1, help="L-inf budget")
+    d.add_argument("--steps", type=int, default=20, help="PGD steps")
+    _common(d)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a model (checkpoint per epoch, resumable)")
+    t.add_argument("--preset", default=None, help="named schedule (see advimage.train.PRESETS)")
+    t.add_argument("--quick", action="store_true", help="tiny CI-sized run")
+    t.add_argument("--model", default=None, help="architecture name (see `advimage models list`)")
+    t.add_argument("--data", default=None)
+    t.add_argument("--data-root", default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--momentum", type=float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--warmup-epochs", type=float, default=None)
+    t.add_argument("--label-smoothing", type=float, default=None)
+    t.add_argument("--augment", default=None, choices=["standard", "none", "jitter"])
+    t.add_argument("--train-limit", type=int, default=None)
+    t.add_argument("--test-limit", type=int, default=None)
+    t.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("models", help="list, import and evaluate models")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ml = msub.add_parser("list", help="registered architectures and bundled weights")
+    _common(ml)
+    ml.set_defaults(func=cmd_models_list)
+    mi = msub.add_parser("import", help="convert a reference .th/.pt model into a safe checkpoint")
+    mi.add_argument("source")
+    mi.add_argument("--arch", default=None, help="architecture (inferred from the file name)")
+    mi.add_argument("--dataset", default=None, help="dataset the model was trained on")
+    mi.add_argument("--classes", default=None, help="comma-separated class names")
+    mi.add_argument("--out", required=True, help="output .safetensors path")
+    _common(mi)
+    mi.set_defaults(func=cmd_models_import)
+    me = msub.add_parser("eval", help="clean accuracy of a model")
+    _model_data_args(me)
+    _common(me)
+    me.set_defaults(func=cmd_models_eval)
+
+    at = sub.add_parser("attack", help="craft adversarial images and save them losslessly")
+    _model_data_args(at)
+    at.add_argument("--attack", default="pgd", help="attack name (advimage.attacks.list_attacks)")
+    at.add_argument("--norm", default="linf", help="linf|l2")
+    at.add_argument("--eps", default="8/255", help="budget, e.g. 8/255")
+    at.add_argument("--steps", type=int, default=None)
+    at.add_argument("--restarts", type=int, default=None)
+    at.add_argument("--out", required=True)
+    _common(at)
+    at.set_defaults(func=cmd_attack)
+
+    ev = sub.add_parser("eval", help="evaluations")
+    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
+    er = esub.add_parser("robust", help="clean and robust accuracy per attack and eps")
+    _model_data_args(er)
+    er.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
+    er.add_argument("--norm", default="linf")
+    er.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255")
+    er.add_argument("--steps", type=int, default=None)
+    er.add_argument("--restarts", type=int, default=None)
+    er.add_argument("--out", default=None, help="folder for robust.csv / robust.json")
+    _common(er)
+    er.set_defaults(func=cmd_eval_robust)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
+        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"advimage: error: {msg.splitlines()[0] if msg else type(err).__name__}",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("advimage: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
