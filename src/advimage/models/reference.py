@@ -32,6 +32,7 @@ _NAME_PATTERNS = (
     (re.compile(r"^(resnet\d+)-[0-9a-f]+\.th$", re.IGNORECASE), None),  # akamaster
     (re.compile(r"^mnist_lenet5_\w+\.pth?$", re.IGNORECASE), "lenet5-mnist"),  # advertorch
 )
+# Class names by arch; every other supported reference is a CIFAR-10 model.
 _CLASSES = {"lenet5-mnist": MNIST_CLASSES}
 
 
@@ -89,16 +90,7 @@ def import_reference(path: str | os.PathLike, arch: str | None = None) -> ImageC
     for key, ref in expected.items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(ref)
-    if "linear.weight" in raw or "linear2.weight" in raw:
-        out = raw.get("linear.weight", raw.get("linear2.weight"))
-        if out is not None and out.shape[0] != 10:
-            model = create_model(arch, int(out.shape[0]))
-            expected = model.state_dict()
     check_state_dict(model, state, str(file))
     model.load_state_dict(state, strict=True)
-    if model.num_classes == 10:
-        model.classes = list(_CLASSES.get(arch, CIFAR10_CLASSES if arch.startswith("resnet")
-                                          else MNIST_CLASSES if "mnist" in arch else []))
-        if not model.classes:
-            model.classes = None
+    model.classes = list(_CLASSES.get(arch, CIFAR10_CLASSES))
     return model.eval()
