@@ -1,1 +1,33 @@
-"""advimage.attacks."""
+"""Adversarial attacks: config dataclasses called as ``attack(model, x, y, target=None)``.
+
+Build one by name with :func:`create_attack` (``list_attacks()`` shows the names) or
+directly, e.g. ``PGD(eps=8/255, norm="linf", steps=10)``.
+"""
+
+from advimage.attacks.base import Attack, frozen
+from advimage.attacks.fgsm import FGSM
+from advimage.attacks.loop import IterativeAttack, input_gradient
+from advimage.attacks.losses import ce_loss, dlr_loss, margin_loss
+from advimage.attacks.pgd import PGD
+from advimage.attacks.registry import (
+    attack_class,
+    create_attack,
+    list_attacks,
+    register_attack,
+)
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "IterativeAttack",
+    "attack_class",
+    "ce_loss",
+    "create_attack",
+    "dlr_loss",
+    "frozen",
+    "input_gradient",
+    "list_attacks",
+    "margin_loss",
+    "register_attack",
+]

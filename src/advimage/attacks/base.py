@@ -1,0 +1,205 @@
+"""Attack base class: validation, model freezing, seeding and the final projection.
+
+Attacks hold no model (the Foolbox 3 design of Rauber et al., 2020): an attack is a small
+config dataclass called as ``attack(model, x, y, target=None) -> x_adv``. The base class does
+everything every attack must get right exactly once:
+
+1. validate inputs (images in bounds, labels in range, targets differ from labels) and warn
+   when the model returns probabilities instead of logits (as AutoAttack's checks do);
+2. freeze the model (eval mode, parameters without ``requires_grad``) and restore it after;
+3. seed a ``torch.Generator`` and the global RNG (in a forked scope) for reproducibility;
+4. project the result into the threat model and return it in the input's dtype and device.
+
+Subclasses implement :meth:`Attack._run` only.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from advimage.threat import ThreatModel
+from advimage.validation import check_images, check_labels
+
+__all__ = [
+    "Attack",
+    "Model",
+    "check_positive_float",
+    "check_positive_int",
+    "frozen",
+    "model_dtype_device",
+]
+
+Model = Callable[[Tensor], Tensor]
+
+# Tolerance (probability units) for "rows sum to one" when detecting softmax outputs.
+_PROB_ATOL = 1e-3
+
+
+@contextmanager
+def frozen(model: Model) -> Iterator[Model]:
+    """Put ``model`` in eval mode with frozen parameters; restore every flag on exit.
+
+    Restores each submodule's ``training`` flag and each parameter's ``requires_grad``, so a
+    model that was half in train mode comes back exactly as it was. Freezing parameters means
+    backward passes never write ``.grad`` into the model and skip weight gradients.
+    Non-``nn.Module`` callables pass through untouched.
+    """
+    if not isinstance(model, nn.Module):
+        yield model
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def model_dtype_device(model: Model, x: Tensor) -> tuple[torch.dtype, torch.device]:
+    """The dtype/device the model computes in: its first floating parameter's, else ``x``'s."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype, p.device
+    return x.dtype, x.device
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[torch.Generator]:
+    """A generator on ``device`` seeded with ``seed``; also seeds the global RNG in a fork.
+
+    Seeding the (forked) global RNG makes randomized models (dropout-style defenses, noise
+    layers) reproducible too, without disturbing the caller's random state.
+    """
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+        yield gen
+        return
+    gen.manual_seed(int(seed))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(seed))
+        yield gen
+
+
+@dataclass
+class Attack(ABC):
+    """Base attack: ``attack(model, x, y, *, target=None) -> x_adv`` inside ``self.threat``.
+
+    Args:
+        eps: Perturbation budget in pixel units of ``bounds`` (``inf`` for minimal-perturbation
+            attacks: then only the pixel box constrains).
+        norm: ``"linf"`` or ``"l2"``.
+        seed: Seed for random starts and the model's randomness; ``None`` = nondeterministic.
+        bounds: Valid pixel range ``(low, high)`` of the model's inputs.
+    """
+
+    name: ClassVar[str] = "attack"
+    supports_targeted: ClassVar[bool] = True
+
+    eps: float = 8 / 255
+    norm: str = "linf"
+    seed: int | None = 0
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
+        seed = self.seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {self.seed!r}")
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The threat model (norm ball of radius ``eps`` inside ``bounds``) this attack obeys."""
+        return ThreatModel(self.norm, self.eps, tuple(self.bounds))  # type: ignore[arg-type]
+
+    def __call__(
+        self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
+    ) -> Tensor:
+        """Attack ``model`` at ``x`` (``(B, C, H, W)`` in ``bounds``) with labels ``y`` ``(B,)``.
+
+        Returns adversarial images of the same shape, dtype and device as ``x``, always inside
+        the threat model. ``target`` ``(B,)`` asks for a targeted attack.
+        """
+        threat = self.threat
+        check_images(x, "x", bounds=threat.bounds)
+        if target is not None and not self.supports_targeted:
+            raise ValueError(f"attack {self.name!r} does not support targeted attacks")
+        dtype, device = model_dtype_device(model, x)
+        xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
+        with frozen(model), _seeded(self.seed, device) as gen:
+            with torch.no_grad():
+                logits = model(xw)
+            num_classes = self._check_logits(logits, len(x))
+            yw = check_labels(y, len(x), num_classes, "y").to(device)
+            tw = None
+            if target is not None:
+                tw = check_labels(target, len(x), num_classes, "target").to(device)
+                if bool((tw == yw).any()):
+                    raise ValueError("target must differ from y for every sample")
+            x_adv = self._run(model, xw, yw, tw, gen)
+        x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
+        return threat.project(x.detach(), x_adv).detach()
+
+    @staticmethod
+    def _check_logits(logits: object, n: int) -> int:
+        """Check the model's output is ``(B, K)`` and warn if it looks like probabilities."""
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"model must return logits of shape ({n}, num_classes), got {shape}")
+        if bool((logits >= 0).all()) and bool(
+            ((logits.sum(dim=1) - 1).abs() <= _PROB_ATOL).all()
+        ):
+            warnings.warn(
+                "model outputs look like probabilities (non-negative rows summing to 1); "
+                "attacks expect logits, remove the final softmax",
+                UserWarning,
+                stacklevel=3,
+            )
+        return int(logits.shape[1])
+
+    @abstractmethod
+    def _run(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Return adversarial examples for validated ``x`` (detached); the caller projects."""
+
+
+def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``ValueError`` unless ``value`` is an int ``>= minimum`` (config checks)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_float(value: object, name: str, allow_inf: bool = False) -> float:
+    """``ValueError`` unless ``value`` is a positive number (finite unless ``allow_inf``)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return v
+

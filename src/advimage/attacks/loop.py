@@ -1,0 +1,251 @@
+"""The one shared iterative gradient loop (FGSM, BIM/PGD and friends build on it).
+
+Projected gradient ascent of Madry et al. (2018), "Towards Deep Learning Models Resistant to
+Adversarial Attacks", written once with the practical details every iterative attack needs:
+
+* early stopping on the *active subset*: with ``early_stop=True`` a sample that already fools
+  the model (or hits its target) is frozen and dropped from later forward/backward passes; the
+  success test reuses the logits of the gradient pass, so it costs no extra forward;
+* ``early_stop=False`` and one restart does exactly the work of a bare PGD loop (no extra
+  forwards, no host syncs) and returns the last iterate;
+* restarts run only on samples not yet fooled and keep, per sample, the best result
+  (successful, else highest loss);
+* Expectation over Transformation (Athalye et al., 2018): ``eot > 1`` averages the input
+  gradient over that many passes, for randomized models;
+* memory grows with the batch only; no iterate history is kept.
+
+Subclasses customise the hooks :meth:`init`, :meth:`init_state`, :meth:`loss_fn`,
+:meth:`step` and :meth:`step_size_at`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
+from advimage.attacks.losses import get_loss, is_success
+
+__all__ = ["SCHEDULES", "IterativeAttack", "input_gradient"]
+
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+# "step" schedule: multiply the step size by this factor at each milestone (fractions of steps).
+_STEP_DECAY = 0.1
+_STEP_MILESTONES = (0.5, 0.75)
+
+
+def input_gradient(
+    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor], eot: int = 1
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradient of ``objective(model(x_adv))`` w.r.t. ``x_adv``, averaged over ``eot`` passes.
+
+    Every gradient attack goes through this function, which is what makes :func:`EOT` work for
+    all of them. ``objective`` maps logits ``(B, K)`` to a per-sample loss ``(B,)``; samples are
+    independent, so the gradient of the sum is each sample's own gradient.
+
+    Returns:
+        ``(grad (B, ...), loss (B,), logits (B, K))``, all detached; loss and logits are the
+        means over the ``eot`` passes.
+    """
+    check_positive_int(eot, "eot")
+    grad_sum = loss_sum = logits_sum = None
+    for _ in range(eot):
+        xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
+        logits = model(xg)  # (B, K)
+        loss = objective(logits)  # (B,)
+        (grad,) = torch.autograd.grad(loss.sum(), xg)
+        if grad_sum is None:
+            grad_sum, loss_sum, logits_sum = grad, loss.detach(), logits.detach()
+        else:
+            grad_sum = grad_sum + grad
+            loss_sum = loss_sum + loss.detach()
+            logits_sum = logits_sum + logits.detach()
+    assert grad_sum is not None and loss_sum is not None and logits_sum is not None
+    if eot > 1:
+        return grad_sum / eot, loss_sum / eot, logits_sum / eot
+    return grad_sum, loss_sum, logits_sum
+
+
+def _subset_state(state: dict[str, Any], idx: Tensor) -> dict[str, Any]:
+    """Keep rows ``idx`` of every per-sample tensor in ``state`` (leading dim = batch)."""
+    return {k: v.index_select(0, idx) if isinstance(v, Tensor) else v for k, v in state.items()}
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass
+class IterativeAttack(Attack):
+    """Projected gradient ascent on a per-sample loss, with early stop, restarts and EOT.
+
+    Args:
+        steps: Gradient steps per restart (>= 1).
+        step_size: Step length in the norm's units; ``None`` = :meth:`default_step_size`.
+        random_start: Start from a uniform random point of the ball instead of ``x``.
+        restarts: Independent runs; each later run attacks only samples not yet fooled.
+        early_stop: Freeze samples as soon as they are fooled (cheaper, never weaker).
+        loss: ``"ce"``, ``"margin"``/``"cw"`` or ``"dlr"`` (see :mod:`advimage.attacks.losses`).
+        eot: Gradient samples averaged per step (Expectation over Transformation, >= 1).
+        schedule: Step-size schedule: ``"constant"``, ``"cosine"`` or ``"step"`` (x0.1 at 50%
+            and 75% of the steps).
+    """
+
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+    restarts: int = 1
+    early_stop: bool = True
+    loss: str = "ce"
+    eot: int = 1
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.restarts, "restarts")
+        check_positive_int(self.eot, "eot")
+        get_loss(self.loss)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"
+            )
+        if self.step_size is not None:
+            check_positive_float(self.step_size, "step_size")
+        elif not math.isfinite(self.eps):
+            raise ValueError("step_size is required when eps is inf")
+
+    # ------------------------------------------------------------------ hooks
+    def default_step_size(self) -> float:
+        """Step size when none is given: ``2.5 * eps / steps`` (Madry et al., 2018)."""
+        return 2.5 * self.eps / self.steps
+
+    def step_size_at(self, i: int) -> float:
+        """Step size of step ``i`` (0-based) under :attr:`schedule`."""
+        base = self.step_size if self.step_size is not None else self.default_step_size()
+        if self.schedule == "cosine":
+            return base * 0.5 * (1.0 + math.cos(math.pi * i / self.steps))
+        if self.schedule == "step":
+            passed = sum(i >= int(m * self.steps) for m in _STEP_MILESTONES)
+            return base * _STEP_DECAY**passed
+        return base
+
+    def init(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Starting point: a random point of the ball, or ``x`` itself."""
+        if self.random_start:
+            return self.threat.random_start(x, generator)
+        return x.clone()
+
+    def init_state(self, x: Tensor, x_adv: Tensor) -> dict[str, Any]:
+        """Per-run state for :meth:`step`; tensors must be per-sample (leading dim B)."""
+        return {}
+
+    def loss_fn(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+        """Per-sample loss ``(B,)`` to maximise."""
+        return get_loss(self.loss)(logits, y, target)
+
+    def step(
+        self, x_adv: Tensor, grad: Tensor, x: Tensor, state: dict[str, Any], i: int
+    ) -> Tensor:
+        """One ascent step (the loop projects afterwards): steepest direction of the norm."""
+        return x_adv + self.step_size_at(i) * self.threat.direction(grad)
+
+    # ------------------------------------------------------------------ shared pieces
+    def gradient(
+        self, model: Model, x_adv: Tensor, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(grad, loss, logits)`` of :meth:`loss_fn` at ``x_adv``, averaged over ``eot``."""
+        return input_gradient(model, x_adv, lambda z: self.loss_fn(z, y, target), self.eot)
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: Model, x_adv: Tensor, y: Tensor, target: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(success (B,), loss (B,))`` at ``x_adv`` from one forward pass."""
+        logits = model(x_adv)
+        return is_success(logits, y, target), self.loss_fn(logits, y, target)
+
+    # ------------------------------------------------------------------ the loop
+    def _run(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        if self.restarts == 1:
+            return self._run_once(model, x, y, target, generator)[0]
+        best_x = x.clone()  # (B, C, H, W)
+        best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+        for r in range(self.restarts):
+            idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero()[:, 0]
+            if idx.numel() == 0:
+                break
+            t = None if target is None else target[idx]
+            xs, succ, loss = self._run_once(model, x[idx], y[idx], t, generator)
+            if succ is None or loss is None:
+                succ, loss = self.evaluate(model, xs, y[idx], t)
+            # idx holds only unsuccessful samples, so success or a higher loss wins
+            better = succ | (loss > best_loss[idx])  # (b,)
+            best_x[idx] = torch.where(_rows(better, xs), xs, best_x[idx])
+            best_loss[idx] = torch.where(better, loss, best_loss[idx])
+            best_succ[idx] = succ
+        return best_x
+
+    def _run_once(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One run from :meth:`init`. Returns ``(x_adv, success, loss)``.
+
+        ``success``/``loss`` describe the returned points when they were computed for free or
+        are needed (early stop with restarts); otherwise they are ``None``.
+        """
+        project = self.threat.project
+        x_adv = self.init(x, generator)
+        state = self.init_state(x, x_adv)
+        if not self.early_stop:  # the bare loop: nothing but forward, backward and step
+            for i in range(self.steps):
+                grad = self.gradient(model, x_adv, y, target)[0]
+                x_adv = project(x, self.step(x_adv, grad, x, state, i)).detach()
+            return x_adv, None, None
+
+        out = x_adv.clone()  # (B, C, H, W) results, filled as samples finish
+        out_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        out_loss = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+        act = torch.arange(len(x), device=x.device)  # rows of x still attacked
+        xa, ya, ta = x, y, target
+        for i in range(self.steps):
+            grad, loss, logits = self.gradient(model, x_adv, ya, ta)
+            succ = is_success(logits, ya, ta)  # (b,) judged at x_adv, before stepping
+            if bool(succ.any()):
+                done = act[succ]
+                out[done] = x_adv[succ]
+                out_succ[done] = True
+                out_loss[done] = loss[succ]
+                keep = (~succ).nonzero()[:, 0]
+                if keep.numel() == 0:
+                    return out, out_succ, out_loss
+                act, xa, ya = act[keep], xa[keep], ya[keep]
+                ta = None if ta is None else ta[keep]
+                x_adv, grad = x_adv[keep], grad[keep]
+                state = _subset_state(state, keep)
+            x_adv = project(xa, self.step(x_adv, grad, xa, state, i)).detach()
+        out[act] = x_adv
+        if self.restarts == 1:  # nobody compares runs: skip the final forward
+            return out, None, None
+        succ, loss = self.evaluate(model, x_adv, ya, ta)
+        out_succ[act] = succ
+        out_loss[act] = loss
+        return out, out_succ, out_loss
