@@ -62,7 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(model="small-cnn", dataset="digits", epochs=30, batch_size=64, lr=0.05,
                    weight_decay=5e-4, warmup_epochs=1),
     # resnet20 on CIFAR-10 sized for a 2-core CPU (about 1-1.5 min per epoch)
-    "cifar10-resnet20-cpu": dict(model="resnet20", dataset="cifar10", epochs=30, batch_size=128,
+    "cifar10-resnet20-cpu": dict(model="resnet20", dataset="cifar10", epochs=25, batch_size=128,
                                  lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1),
     # He et al.'s full-length resnet20 schedule, length-matched (for a GPU)
     "cifar10-resnet20-full": dict(model="resnet20", dataset="cifar10", epochs=180, batch_size=128,

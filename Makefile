@@ -1,0 +1,40 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   -- set up .venv and run `advimage demo`
+#   make test   -- set up .venv and run the test suite
+# The CPU build of torch 2.13.0 is installed first, so the range in pyproject.toml is already
+# satisfied and pip never pulls a multi-GB CUDA build; torchvision is never needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-all lint peers bench clean
+
+$(BIN)/advimage: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(BIN)/advimage
+
+setup: $(BIN)/advimage
+
+demo: setup
+	$(BIN)/advimage demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+# Peers for differential tests and benchmarks; torchattacks without its torchvision pin.
+peers: setup
+	$(BIN)/python -m pip install --quiet -e ".[peers]"
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks
+
+bench: peers
+	$(BIN)/python bench/attack_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
