@@ -30,42 +30,37 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "advimage"
 
 
-def cache_key(root: Path, files: Iterable[Path], extra: str = "") -> str:
-    """A hex digest of ``root`` (resolved) and each file's relative path, size and mtime."""
-    root = root.resolve()
+def cache_key(root: Path, entries: Iterable[tuple[str, int, int]], extra: str = "") -> str:
+    """A hex digest of ``root`` (resolved) and ``(relative path, size, mtime_ns)`` per file."""
     h = hashlib.sha256()
-    h.update(f"{root}\0{extra}\0".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(root) if f.is_absolute() else f}\0{st.st_size}\0"
-                 f"{st.st_mtime_ns}\n".encode())
+    h.update(f"{root.resolve()}\0{extra}\0".encode())
+    h.update("\n".join(f"{rel}\0{size}\0{mtime}" for rel, size, mtime in entries).encode())
     return h.hexdigest()[:24]
 
 
-def load_cached(name: str) -> dict[str, np.ndarray] | None:
-    """The arrays saved under ``name``, or ``None`` when absent or unreadable."""
-    path = cache_dir() / f"{name}.npz"
+def load_cached(name: str) -> np.ndarray | None:
+    """The array saved as ``name``, or ``None`` when absent or unreadable."""
+    path = cache_dir() / f"{name}.npy"
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:  # truncated/corrupt entry: rebuild it
         log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
         return None
 
 
-def save_cached(name: str, arrays: dict[str, np.ndarray]) -> Path | None:
-    """Atomically write ``arrays`` as ``name``; warn (not fail) when the cache is unwritable."""
+def save_cached(name: str, array: np.ndarray) -> Path | None:
+    """Atomically write ``array`` as ``name``; warn (not fail) when the cache is unwritable."""
     folder = cache_dir()
-    path = folder / f"{name}.npz"
+    path = folder / f"{name}.npy"
     tmp_name = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp",
                                          delete=False) as tmp:
             tmp_name = tmp.name
-            np.savez(tmp, **arrays)
+            np.save(tmp, array, allow_pickle=False)
         os.replace(tmp_name, path)
         log.info("cached decoded images at %s", path)
         return path

@@ -61,25 +61,32 @@ def _find_layout(root: Path, split: str) -> tuple[str, Path]:
 
 
 # ---------------------------------------------------------------------- PNG ImageFolder layout
-def _list_pngs(split_dir: Path) -> tuple[list[Path], np.ndarray]:
+def _list_pngs(split_dir: Path) -> tuple[list[str], np.ndarray, list[tuple[str, int, int]]]:
+    """PNG paths sorted by class then name, their labels and ``(rel, size, mtime)`` entries."""
     present = sorted(p.name for p in split_dir.iterdir() if p.is_dir()
                      and not p.name.startswith("."))
     if present != sorted(CIFAR10_CLASSES):
         raise ValueError(f"CIFAR-10 folder {split_dir} must hold exactly the class folders "
                          f"{', '.join(CIFAR10_CLASSES)}; found {', '.join(present) or 'none'}")
-    files: list[Path] = []
+    files: list[str] = []
     labels: list[int] = []
+    entries: list[tuple[str, int, int]] = []
     for k, cls in enumerate(CIFAR10_CLASSES):
-        names = sorted(e.name for e in os.scandir(split_dir / cls)
-                       if e.is_file() and e.name.lower().endswith(".png"))
-        if not names:
-            raise ValueError(f"CIFAR-10 class folder {split_dir / cls} has no .png files")
-        files.extend(split_dir / cls / n for n in names)
-        labels.extend([k] * len(names))
-    return files, np.asarray(labels, dtype=np.int64)
+        folder = os.path.join(split_dir, cls)
+        with os.scandir(folder) as it:
+            found = {e.name: e for e in it if e.name.lower().endswith(".png") and e.is_file()}
+        if not found:
+            raise ValueError(f"CIFAR-10 class folder {folder} has no .png files")
+        for name in sorted(found):
+            e = found[name]
+            st = e.stat()
+            files.append(e.path)
+            entries.append((f"{cls}/{name}", st.st_size, st.st_mtime_ns))
+        labels.extend([k] * len(found))
+    return files, np.asarray(labels, dtype=np.int64), entries
 
 
-def _decode_into(out: np.ndarray, files: list[Path], start: int, stop: int) -> None:
+def _decode_into(out: np.ndarray, files: list[str], start: int, stop: int) -> None:
     for i in range(start, stop):
         path = files[i]
         try:
@@ -95,7 +102,7 @@ def _decode_into(out: np.ndarray, files: list[Path], start: int, stop: int) -> N
         out[i] = arr
 
 
-def decode_pngs(files: list[Path], workers: int | None = None) -> np.ndarray:
+def decode_pngs(files: list[str], workers: int | None = None) -> np.ndarray:
     """Decode 32x32 RGB PNGs into ``(N, 32, 32, 3)`` uint8 using a thread pool."""
     out = np.empty((len(files), _SIDE, _SIDE, 3), dtype=np.uint8)
     workers = workers or min(8, os.cpu_count() or 1)
@@ -109,15 +116,15 @@ def decode_pngs(files: list[Path], workers: int | None = None) -> np.ndarray:
 
 
 def _load_folder(split_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    files, labels = _list_pngs(split_dir)
-    key = cache_key(split_dir, files, extra="cifar10-v1")
-    name = f"cifar10-{split}-{key}"
+    files, labels, entries = _list_pngs(split_dir)
+    name = f"cifar10-{split}-{cache_key(split_dir, entries, extra='cifar10-uint8-v1')}"
     cached = load_cached(name)
-    if cached is not None and cached.get("images", np.empty(0)).shape == (len(files), 32, 32, 3):
-        return cached["images"], labels
+    if cached is not None and cached.dtype == np.uint8 \
+            and cached.shape == (len(files), _SIDE, _SIDE, 3):
+        return cached, labels
     log.info("decoding %d CIFAR-10 PNGs from %s (once; cached afterwards)", len(files), split_dir)
     images = decode_pngs(files)
-    save_cached(name, {"images": images, "labels": labels})
+    save_cached(name, images)
     return images, labels
 
 
