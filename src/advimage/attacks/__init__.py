@@ -1,10 +1,15 @@
 """Adversarial attacks: config dataclasses called as ``attack(model, x, y, target=None)``.
 
 Build one by name with :func:`create_attack` (``list_attacks()`` shows the names) or
-directly, e.g. ``PGD(eps=8/255, norm="linf", steps=10)``.
+directly, e.g. ``PGD(eps=8/255, norm="linf", steps=10)``. Importing this package registers
+every attack.
 """
 
+from advimage.attacks.apgd import APGD, APGDT
 from advimage.attacks.base import Attack, frozen
+from advimage.attacks.bpda import BPDA
+from advimage.attacks.cw import CarliniWagnerL2
+from advimage.attacks.eot import EOT
 from advimage.attacks.fgsm import FGSM
 from advimage.attacks.loop import IterativeAttack, input_gradient
 from advimage.attacks.losses import ce_loss, dlr_loss, margin_loss
@@ -17,9 +22,14 @@ from advimage.attacks.registry import (
 )
 
 __all__ = [
+    "APGD",
+    "APGDT",
+    "BPDA",
+    "EOT",
     "FGSM",
     "PGD",
     "Attack",
+    "CarliniWagnerL2",
     "IterativeAttack",
     "attack_class",
     "ce_loss",
