@@ -153,7 +153,8 @@ class Attack(ABC):
                 tw = check_labels(target, len(x), num_classes, "target").to(device)
                 if bool((tw == yw).any()):
                     raise ValueError("target must differ from y for every sample")
-            x_adv = self._run(model, xw, yw, tw, gen)
+            with torch.enable_grad():  # attacks need input gradients even under no_grad()
+                x_adv = self._run(model, xw, yw, tw, gen)
         x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
         return threat.project(x.detach(), x_adv).detach()
 

@@ -56,8 +56,9 @@ def input_gradient(
     grad_sum = loss_sum = logits_sum = None
     for _ in range(eot):
         xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
-        logits = model(xg)  # (B, K)
-        loss = objective(logits)  # (B,)
+        with torch.enable_grad():
+            logits = model(xg)  # (B, K)
+            loss = objective(logits)  # (B,)
         (grad,) = torch.autograd.grad(loss.sum(), xg)
         if grad_sum is None:
             grad_sum, loss_sum, logits_sum = grad, loss.detach(), logits.detach()
