@@ -6,6 +6,8 @@ tests can check that accuracy of a *trained* model really drops.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -44,7 +46,7 @@ def train_digits_cnn() -> TrainedDigits:
     model = make_digits_cnn()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(15):  # epochs
-        for idx in perm[:1400][torch.randperm(1400, generator=gen)].split(64):
+        for idx in train[torch.randperm(len(train), generator=gen)].split(64):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
@@ -57,4 +59,23 @@ def train_digits_cnn() -> TrainedDigits:
 
 @pytest.fixture(scope="session")
 def trained_digits() -> TrainedDigits:
-    return train_digits_cnn()
+    with single_thread():
+        return train_digits_cnn()
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: these tiny models are 10-100x slower with several threads
+    fighting over the cores the test runs share."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    with single_thread():
+        yield
