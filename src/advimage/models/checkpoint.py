@@ -121,9 +121,14 @@ def save_checkpoint(
 
 def _looks_like_pickle(path: Path) -> bool:
     with path.open("rb") as fh:
-        head = fh.read(4)
-    # torch.save zip archives start with "PK\x03\x04"; raw pickles with the PROTO opcode 0x80.
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        head = fh.read(9)
+    # safetensors: u64 little-endian header length, then the JSON header's "{".
+    if len(head) == 9 and head[8:9] == b"{":
+        if int.from_bytes(head[:8], "little") < path.stat().st_size:
+            return False
+    # torch.save zip archives start with "PK\x03\x04"; raw pickles with PROTO (0x80) + version.
+    is_zip = head.startswith(b"PK\x03\x04")
+    return is_zip or (len(head) >= 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5))
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
