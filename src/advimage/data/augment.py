@@ -74,12 +74,10 @@ class RandomCrop:
         # top-left corner of each crop, uniform over all valid positions
         top = (_draw_rand(B, generator, x) * (H + 2 * p - s + 1)).floor().long()  # (B,)
         left = (_draw_rand(B, generator, x) * (W + 2 * p - s + 1)).floor().long()  # (B,)
-        ar = torch.arange(s, device=x.device)
-        rows = (top[:, None] + ar)[:, :, None]  # (B, s, 1)
-        cols = (left[:, None] + ar)[:, None, :]  # (B, 1, s)
-        b = torch.arange(B, device=x.device)[:, None, None]  # (B, 1, 1)
-        out = padded.permute(0, 2, 3, 1)[b, rows, cols]  # (B, s, s, C)
-        return out.permute(0, 3, 1, 2).contiguous()  # (B, C, s, s)
+        # every s x s window as a strided view (no copy), then one indexed copy of the chosen ones
+        windows = padded.unfold(2, s, 1).unfold(3, s, 1)  # (B, C, H+2p-s+1, W+2p-s+1, s, s)
+        b = torch.arange(B, device=x.device)  # (B,)
+        return windows[b, :, top, left].contiguous()  # (B, C, s, s)
 
     def __repr__(self) -> str:
         return (f"RandomCrop(size={self.size}, padding={self.padding}, fill={self.fill}, "
