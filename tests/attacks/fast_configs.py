@@ -16,7 +16,9 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "cw-l2": {"steps": 30, "binary_steps": 4, "lr": 0.05, "initial_const": 1.0},
     "apgd-ce": {"eps": 0.3, "steps": 10},
     "apgd-dlr": {"eps": 0.3, "steps": 10},
-    "apgd-t": {"eps": 0.3, "steps": 10},
+    "apgd-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
+    "square": {"eps": 0.3, "queries": 150},
+    "autoattack": {"eps": 0.3, "version": "fast"},
 }
 
 

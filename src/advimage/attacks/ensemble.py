@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.apgd import APGD, APGDT
-from advimage.attacks.base import Attack, Model, check_positive_float
+from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
 from advimage.attacks.square import Square
@@ -85,6 +85,8 @@ class AutoAttack(Attack):
         seed: Seed shared by the members' random starts and searches.
         version: ``"standard"`` (the paper's budgets: 100 steps, 9 targets, 5000 queries) or
             ``"fast"`` (25 steps, 3 targets, 500 queries: for CI and quick looks, weaker).
+        eot: Gradient samples per APGD step (``EOT(AutoAttack(...), n)`` for randomized
+            models; the paper's "rand" version uses 20).
 
     After a call, :attr:`last_report` holds an :class:`AutoAttackReport`.
     """
@@ -92,6 +94,7 @@ class AutoAttack(Attack):
     name: ClassVar[str] = "autoattack"
     supports_targeted: ClassVar[bool] = False
     version: str = "standard"
+    eot: int = 1
     last_report: AutoAttackReport | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -99,6 +102,7 @@ class AutoAttack(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_float(self.eps, "eps")
+        check_positive_int(self.eot, "eot")
         if self.version not in VERSIONS:
             raise ValueError(
                 f"unknown version {self.version!r}; choose one of: {', '.join(VERSIONS)}"
@@ -112,8 +116,9 @@ class AutoAttack(Attack):
         else:
             steps, targets, queries = 25, 3, 500
         attacks: list[Attack] = [
-            APGD(loss="ce", steps=steps, restarts=1, **common),
-            APGDT(loss="dlr", steps=steps, n_target_classes=targets, restarts=1, **common),
+            APGD(loss="ce", steps=steps, restarts=1, eot=self.eot, **common),
+            APGDT(loss="dlr", steps=steps, n_target_classes=targets, restarts=1, eot=self.eot,
+                  **common),
         ]
         if self.norm == "linf":
             attacks.append(Square(queries=queries, p_init=0.8, restarts=1, **common))
