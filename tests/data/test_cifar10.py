@@ -127,3 +127,17 @@ def test_missing_data_says_where_to_put_it(tmp_path: Path) -> None:
         load_dataset("cifar10", "train", data_root=tmp_path)
     with pytest.raises(ValueError, match="data_root"):
         load_dataset("cifar10", "train")
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADVIMAGE_CACHE", str(tmp_path / "cache"))
+    for cls in CIFAR10_CLASSES:
+        (tmp_path / "d" / "train" / cls).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (7, 8, 9)).save(tmp_path / "d" / "train" / cls / "x.png")
+    ref = load_dataset("cifar10", "train", data_root=tmp_path / "d").tensors()[0]
+    (entry,) = (tmp_path / "cache").glob("cifar10-train-*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated by a crash or a full disk
+    again = load_dataset("cifar10", "train", data_root=tmp_path / "d").tensors()[0]
+    assert torch.equal(again, ref)
+    assert entry.stat().st_size > 100  # rewritten
+    assert not list((tmp_path / "cache").glob(".*.tmp"))  # no temporary files left behind

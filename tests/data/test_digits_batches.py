@@ -127,6 +127,8 @@ def test_subset_is_a_view(test: ImageDataset) -> None:
         test.subset([len(test)])
     with pytest.raises(IndexError):
         test[len(test)]
+    assert torch.equal(test[torch.tensor(3)][0], test[3][0])
+    assert torch.equal(test[np.int64(-1)][0], test[len(test) - 1][0])
 
 
 def test_image_size_resizes(test: ImageDataset) -> None:

@@ -10,6 +10,7 @@ augmentation draws.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -133,11 +134,13 @@ class ImageDataset:
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         n = len(self)
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"dataset index must be an int, got {type(i).__name__}")
+        try:
+            i = operator.index(i)  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"dataset index must be an int, got {type(i).__name__}") from None
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {self.name}/{self.split} of size {n}")
-        i = int(i) % n
+        i %= n
         x = self._loader(self._indices[i : i + 1])[0]  # (C, H, W)
         return x, int(self._labels[i])
 
