@@ -9,6 +9,7 @@ from advimage.attacks.apgd import APGD, APGDT
 from advimage.attacks.base import Attack, frozen
 from advimage.attacks.bpda import BPDA
 from advimage.attacks.cw import CarliniWagnerL2
+from advimage.attacks.ensemble import AutoAttack, AutoAttackReport
 from advimage.attacks.eot import EOT
 from advimage.attacks.fgsm import FGSM
 from advimage.attacks.loop import IterativeAttack, input_gradient
@@ -20,6 +21,7 @@ from advimage.attacks.registry import (
     list_attacks,
     register_attack,
 )
+from advimage.attacks.square import Square
 
 __all__ = [
     "APGD",
@@ -29,6 +31,8 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "AutoAttack",
+    "AutoAttackReport",
     "CarliniWagnerL2",
     "IterativeAttack",
     "attack_class",
@@ -40,4 +44,5 @@ __all__ = [
     "list_attacks",
     "margin_loss",
     "register_attack",
+    "Square",
 ]
