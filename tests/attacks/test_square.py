@@ -1,0 +1,125 @@
+"""Square attack: query budget (checked by counting the model's rows), threat model, strength,
+seeding, the p schedule and the stripe initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advimage.attacks.square import Square, square_p_schedule
+
+
+class CountingModel(nn.Module):
+    """Counts how many rows (images) the wrapped model has been asked to classify."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+def _acc(model, x, y) -> float:
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("queries", [1, 7, 60])
+def test_query_budget_is_respected_and_counted(trained_digits, queries: int) -> None:
+    td = trained_digits
+    x, y = td.x[:48], td.y[:48]
+    counter = CountingModel(td.model)
+    attack = Square(eps=0.15, queries=queries, seed=1)
+    attack(counter, x, y)
+    used = attack.last_queries
+    assert used is not None and used.shape == (48,)
+    assert int(used.max()) <= queries
+    with torch.no_grad():
+        wrong = td.model(x).argmax(1) != y
+    assert bool((used[wrong] == 0).all())  # misclassified points are never queried
+    assert bool((used[~wrong] >= 1).all())
+    # every row the model saw: the base's validation pass + the clean check + the queries
+    assert counter.rows == 2 * len(x) + int(used.sum())
+    if queries == 60:
+        assert int((used < queries).sum()) > int(wrong.sum())  # some stopped early when fooled
+
+
+def test_restarts_budget(trained_digits) -> None:
+    td = trained_digits
+    attack = Square(eps=0.05, queries=10, restarts=3)
+    attack(td.model, td.x[:32], td.y[:32])
+    assert int(attack.last_queries.max()) <= 30
+
+
+def test_in_ball_and_lowers_accuracy(trained_digits) -> None:
+    td = trained_digits
+    x, y = td.x[:64], td.y[:64]
+    attack = Square(eps=0.2, queries=200)
+    raw = attack._run(td.model, x, y, None, torch.Generator().manual_seed(0))  # before final proj
+    assert bool(attack.threat.contains(x, raw, atol=1e-6).all())
+    x_adv = attack(td.model, x, y)
+    assert bool(attack.threat.contains(x, x_adv).all())
+    assert _acc(td.model, x_adv, y) < _acc(td.model, x, y) - 0.3
+
+
+def test_targeted(trained_digits) -> None:
+    td = trained_digits
+    x, y = td.x[:48], td.y[:48]
+    target = (y + 1) % 10
+    attack = Square(eps=0.25, queries=150)
+    with torch.no_grad():
+        hit_t = (td.model(attack(td.model, x, y, target=target)).argmax(1) == target).float()
+        hit_u = (td.model(attack(td.model, x, y)).argmax(1) == target).float()
+    assert hit_t.mean() > hit_u.mean() + 0.2
+
+
+def test_reproducible_by_seed(trained_digits) -> None:
+    td = trained_digits
+    x, y = td.x[:32], td.y[:32]
+    a = Square(eps=0.1, queries=40, seed=5)(td.model, x, y)
+    b = Square(eps=0.1, queries=40, seed=5)(td.model, x, y)
+    c = Square(eps=0.1, queries=40, seed=6)(td.model, x, y)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_single_query_is_vertical_stripes(trained_digits) -> None:
+    td = trained_digits
+    x, y = td.x[:16], td.y[:16]
+    with torch.no_grad():
+        keep = td.model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    x_adv = Square(eps=0.1, queries=1)(td.model, x, y)
+    delta = x_adv - x  # (B, 1, 8, 8)
+    # each column moves by +eps or -eps (clipped at the pixel bounds): signs are per column
+    up = (x + 0.1).clamp(max=1.0) - x
+    down = (x - 0.1).clamp(min=0.0) - x
+    col_up = torch.isclose(delta, up, atol=1e-6).all(dim=2, keepdim=True)  # (B, 1, 1, 8)
+    col_down = torch.isclose(delta, down, atol=1e-6).all(dim=2, keepdim=True)
+    assert bool((col_up | col_down).all())
+
+
+def test_p_schedule() -> None:
+    # reference breakpoints for a 10,000-query budget
+    expected = {0: 0.8, 10: 0.8, 11: 0.4, 50: 0.4, 51: 0.2, 200: 0.2, 201: 0.1, 500: 0.1,
+                501: 0.05, 1000: 0.05, 1001: 0.025, 2001: 0.0125, 4001: 0.00625,
+                6001: 0.003125, 8000: 0.003125, 8001: 0.0015625, 9999: 0.0015625}
+    for it, p in expected.items():
+        assert square_p_schedule(it, 10000, 0.8) == pytest.approx(p), it
+    # other budgets are rescaled: iteration 6 of 5000 is iteration 12 of 10000
+    assert square_p_schedule(6, 5000, 0.8) == pytest.approx(0.4)
+    assert square_p_schedule(5, 5000, 0.8) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"norm": "l2"}, {"queries": 0}, {"p_init": 0.0}, {"p_init": 1.5}, {"loss": "dlr"},
+     {"restarts": 0}, {"eps": float("inf")}],
+)
+def test_bad_config_raises(config: dict) -> None:
+    with pytest.raises(ValueError):
+        Square(**config)
