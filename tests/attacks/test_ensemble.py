@@ -1,0 +1,87 @@
+"""AutoAttack-style ensemble: per-sample worst case, never weaker than its members, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advimage.attacks.ensemble import AutoAttack
+from advimage.attacks.square import Square
+
+
+def _correct(model, x, y) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(trained_digits):
+    td = trained_digits
+    x, y = td.x[:96], td.y[:96]
+    attack = AutoAttack(eps=0.08, version="fast")
+    x_adv, report = attack.run(td.model, x, y)
+    return td.model, x, y, attack, x_adv, report
+
+
+def test_worst_case_per_sample(ensemble_run) -> None:
+    model, x, y, attack, x_adv, report = ensemble_run
+    assert bool(attack.threat.contains(x, x_adv).all())
+    correct = _correct(model, x_adv, y)
+    assert torch.equal(correct, report.robust)  # the report is the truth about x_adv
+    # robust points come back clean; fooled ones carry the attack that fooled them
+    assert torch.equal(x_adv[report.robust], x[report.robust])
+    assert bool((report.fooled_by[report.robust] == -1).all())
+    clean_wrong = ~_correct(model, x, y)
+    assert bool((report.fooled_by[clean_wrong] == -2).all())
+    assert torch.equal(x_adv[clean_wrong], x[clean_wrong])
+    assert report.robust_accuracy == pytest.approx(correct.float().mean().item())
+    assert report.robust_accuracy < report.clean_accuracy
+
+
+def test_not_weaker_than_any_member(ensemble_run) -> None:
+    model, x, y, attack, _, report = ensemble_run
+    for member in attack.members():
+        alone = _correct(model, member(model, x, y), y).float().mean().item()
+        # the ensemble's members see the same points plus a head start; allow one sample of
+        # noise from the different random streams
+        assert report.robust_accuracy <= alone + 1 / len(x), member.name
+
+
+def test_report_structure(ensemble_run) -> None:
+    model, x, y, attack, _, report = ensemble_run
+    assert attack.last_report is report
+    assert [s.name for s in report.stages] == ["apgd-ce", "apgd-t", "square"]
+    n_robust = round(report.clean_accuracy * len(x))
+    assert report.stages[0].n_attacked == n_robust
+    for s in report.stages:  # each attack runs only on the points still robust
+        assert s.n_attacked == n_robust
+        n_robust -= s.n_fooled
+        assert s.robust_accuracy == pytest.approx(n_robust / len(x))
+        assert s.seconds >= 0.0
+        assert int((report.fooled_by == report.stages.index(s)).sum()) == s.n_fooled
+    assert report.stages[-1].robust_accuracy == report.robust_accuracy
+    json.dumps(report.as_dict())
+
+
+def test_members_follow_version_and_norm() -> None:
+    std = AutoAttack(eps=0.3).members()
+    assert [m.name for m in std] == ["apgd-ce", "apgd-t", "square"]
+    assert std[0].steps == 100 and std[0].restarts == 1 and std[0].loss == "ce"
+    assert std[1].steps == 100 and std[1].n_target_classes == 9 and std[1].loss == "dlr"
+    assert isinstance(std[2], Square) and std[2].queries == 5000
+    assert all(m.eps == 0.3 for m in std)
+    fast = AutoAttack(eps=0.3, version="fast").members()
+    assert fast[0].steps < 100 and fast[2].queries < 5000
+    assert [m.name for m in AutoAttack(eps=0.5, norm="l2").members()] == ["apgd-ce", "apgd-t"]
+
+
+def test_bad_use_raises(trained_digits) -> None:
+    with pytest.raises(ValueError):
+        AutoAttack(version="plus")
+    with pytest.raises(ValueError):
+        AutoAttack(eps=float("inf"))
+    td = trained_digits
+    with pytest.raises(ValueError):
+        AutoAttack(version="fast")(td.model, td.x[:4], td.y[:4], target=(td.y[:4] + 1) % 10)
