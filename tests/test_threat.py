@@ -141,6 +141,8 @@ def test_dtype_follows_input() -> None:
         {"norm": "l2", "eps": float("nan")},
         {"norm": "l2", "eps": "big"},
         {"norm": "l2", "eps": 1.0, "bounds": (1.0, 0.0)},
+        {"norm": "l2", "eps": 1.0, "bounds": (0.0, 1.0, 2.0)},
+        {"norm": "l2", "eps": 1.0, "bounds": 1.0},
     ],
 )
 def test_bad_config_raises(kwargs: dict) -> None:

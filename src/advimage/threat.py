@@ -54,7 +54,10 @@ class ThreatModel:
             raise ValueError(f"eps must be a number, got {self.eps!r}") from None
         if math.isnan(eps) or eps <= 0:
             raise ValueError(f"eps must be > 0 (inf allowed), got {self.eps!r}")
-        lo, hi = (float(b) for b in self.bounds)
+        try:
+            lo, hi = (float(b) for b in self.bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds must be a pair (low, high), got {self.bounds!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"bounds must be finite with low < high, got {self.bounds!r}")
         object.__setattr__(self, "eps", eps)

@@ -16,6 +16,7 @@ Subclasses implement :meth:`Attack._run` only.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -121,8 +122,10 @@ class Attack(ABC):
     def __post_init__(self) -> None:
         self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
         seed = self.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed must be an int or None, got {self.seed!r}")
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise ValueError(f"seed must be an int or None, got {seed!r}")
+            self.seed = int(seed)  # numpy ints from configs become plain ints
 
     @property
     def threat(self) -> ThreatModel:
