@@ -84,7 +84,14 @@ def test_cw_failures_return_the_clean_image(trained_digits) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"steps": 0}, {"binary_steps": 0}, {"lr": 0.0}, {"initial_const": -1.0}, {"kappa": -1.0}],
+    [
+        {"steps": 0},
+        {"binary_steps": 0},
+        {"lr": 0.0},
+        {"initial_const": -1.0},
+        {"kappa": -1.0},
+        {"norm": "linf"},
+    ],
 )
 def test_cw_bad_config(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -15,7 +15,7 @@ Samples never fooled are returned unchanged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -44,6 +44,7 @@ class CarliniWagnerL2(Attack):
 
     Args:
         eps: L2 budget; ``inf`` (default) = minimal perturbation, only clipped to bounds.
+        norm: Must be ``"l2"`` (accepted so generic callers can pass ``norm=``).
         steps: Adam steps per binary-search step.
         binary_steps: Binary-search steps over ``c``.
         initial_const: Starting ``c`` (trade-off of distance vs. misclassification).
@@ -53,7 +54,7 @@ class CarliniWagnerL2(Attack):
     """
 
     eps: float = math.inf
-    norm: str = field(default="l2", init=False)
+    norm: str = "l2"
     steps: int = 100
     binary_steps: int = 9
     initial_const: float = 1e-3
@@ -63,6 +64,8 @@ class CarliniWagnerL2(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.norm != "l2":
+            raise ValueError(f"cw-l2 is an L2 attack: norm must be 'l2', got {self.norm!r}")
         check_positive_int(self.steps, "steps")
         check_positive_int(self.binary_steps, "binary_steps")
         check_positive_int(self.eot, "eot")
