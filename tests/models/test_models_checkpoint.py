@@ -153,7 +153,10 @@ def test_sidecar_arch_mismatch(tmp_path: Path) -> None:
     _edit_sidecar(path, arch="resnet20", num_classes=100)
     with pytest.raises(CheckpointError, match="shape mismatch for 'net.linear.weight'"):
         load_checkpoint(path)
-    _edit_sidecar(path, arch="no-such-net", num_classes=10)
+    _edit_sidecar(path, num_classes=10, classes=["only-one"])
+    with pytest.raises(CheckpointError, match="classes must list 10 names"):
+        load_checkpoint(path)
+    _edit_sidecar(path, arch="no-such-net", classes=None)
     with pytest.raises(CheckpointError, match="'no-such-net' is not a registered model.*resnet20"):
         load_checkpoint(path)
 

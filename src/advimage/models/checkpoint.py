@@ -196,8 +196,13 @@ def load_checkpoint(
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
-    if sidecar.get("classes") is not None:
-        model.classes = [str(c) for c in sidecar["classes"]]
+    classes = sidecar.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or len(classes) != model.num_classes:
+            raise CheckpointError(
+                f"sidecar {side_path.name}: classes must list {model.num_classes} names"
+            )
+        model.classes = [str(c) for c in classes]
     expected_fp = sidecar.get("fingerprint")
     if expected_fp is not None and model.fingerprint() != expected_fp:
         raise CheckpointError(
