@@ -75,7 +75,8 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _single_thread() -> Iterator[None]:
+    # module scope: active before any module-scoped fixture of the test file runs
     with single_thread():
         yield
