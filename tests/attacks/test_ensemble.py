@@ -74,7 +74,9 @@ def test_members_follow_version_and_norm() -> None:
     assert all(m.eps == 0.3 for m in std)
     fast = AutoAttack(eps=0.3, version="fast").members()
     assert fast[0].steps < 100 and fast[2].queries < 5000
-    assert [m.name for m in AutoAttack(eps=0.5, norm="l2").members()] == ["apgd-ce", "apgd-t"]
+    l2 = AutoAttack(eps=0.5, norm="l2").members()
+    assert [m.name for m in l2] == ["apgd-ce", "apgd-t", "square"]
+    assert all(m.norm == "l2" for m in l2)
 
 
 def test_bad_use_raises(trained_digits) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from advimage.attacks.square import Square, square_p_schedule
+from advimage.attacks.square import Square, _eta, square_p_schedule
 
 
 class CountingModel(nn.Module):
@@ -66,6 +66,34 @@ def test_in_ball_and_lowers_accuracy(trained_digits) -> None:
     assert _acc(td.model, x_adv, y) < _acc(td.model, x, y) - 0.3
 
 
+def test_l2_in_ball_and_lowers_accuracy(trained_digits) -> None:
+    td = trained_digits
+    x, y = td.x[:64], td.y[:64]
+    attack = Square(eps=1.5, norm="l2", queries=150)
+    raw = attack._run(td.model, x, y, None, torch.Generator().manual_seed(0))  # before final proj
+    assert bool(attack.threat.contains(x, raw, atol=1e-5).all())
+    x_adv = attack(td.model, x, y)
+    assert bool(attack.threat.contains(x, x_adv).all())
+    assert _acc(td.model, x_adv, y) < _acc(td.model, x, y) - 0.3
+    assert int(attack.last_queries.max()) <= 150
+
+
+def test_eta_pattern() -> None:
+    like = torch.zeros(1, dtype=torch.float64)
+    for s in (1, 3, 5, 8):
+        eta = _eta(s, like, transpose=False)
+        assert eta.shape == (s, s)
+        assert float(eta.norm()) == pytest.approx(1.0)
+        assert bool((eta[s // 2 :] < 0).all()) and bool((eta[: s // 2] > 0).all())
+        assert torch.equal(_eta(s, like, transpose=True), eta.t())
+    # s = 5: the lower half (3 x 5) peaks at its centre (row 1, col 2), rings weigh 1/(k+1)^2
+    low = -_eta(5, like, transpose=False)[2:]
+    ring = torch.tensor([1 + 1 / 4 + 1 / 9, 1 / 4 + 1 / 9, 1 / 9], dtype=torch.float64)
+    d = torch.tensor([[2, 1, 1, 1, 2], [2, 1, 0, 1, 2], [2, 1, 1, 1, 2]])
+    ref = ring[d]
+    torch.testing.assert_close(low / low.max(), ref / ref.max())
+
+
 def test_targeted(trained_digits) -> None:
     td = trained_digits
     x, y = td.x[:48], td.y[:48]
@@ -117,7 +145,7 @@ def test_p_schedule() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [{"norm": "l2"}, {"queries": 0}, {"p_init": 0.0}, {"p_init": 1.5}, {"loss": "dlr"},
+    [{"norm": "l1"}, {"queries": 0}, {"p_init": 0.0}, {"p_init": 1.5}, {"loss": "dlr"},
      {"restarts": 0}, {"eps": float("inf")}],
 )
 def test_bad_config_raises(config: dict) -> None:

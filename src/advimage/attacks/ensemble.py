@@ -80,8 +80,7 @@ class AutoAttack(Attack):
 
     Args (dataclass fields):
         eps: Radius of the threat model.
-        norm: ``"linf"`` or ``"l2"`` (Square is linf-only, so the l2 ensemble is APGD-CE and
-            APGD-T).
+        norm: ``"linf"`` or ``"l2"``.
         seed: Seed shared by the members' random starts and searches.
         version: ``"standard"`` (the paper's budgets: 100 steps, 9 targets, 5000 queries) or
             ``"fast"`` (25 steps, 3 targets, 500 queries: for CI and quick looks, weaker).
@@ -120,8 +119,7 @@ class AutoAttack(Attack):
             APGDT(loss="dlr", steps=steps, n_target_classes=targets, restarts=1, eot=self.eot,
                   **common),
         ]
-        if self.norm == "linf":
-            attacks.append(Square(queries=queries, p_init=0.8, restarts=1, **common))
+        attacks.append(Square(queries=queries, p_init=0.8, restarts=1, **common))
         return attacks
 
     def run(self, model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, AutoAttackReport]:

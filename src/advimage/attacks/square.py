@@ -1,9 +1,11 @@
-"""Square Attack: a score-based black-box attack by random search (linf).
+"""Square Attack: a score-based black-box attack by random search (linf and l2).
 
 Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box adversarial
 attack via random search", ECCV 2020. Starting from vertical stripes of +-eps, each query pastes
 a random square of side ``s`` (per channel +-eps) onto the current best point and keeps it when
-the margin loss drops. The square's area fraction ``p`` follows the paper's piecewise-constant
+the margin loss drops (l2: a square of the paper's eta pattern takes over the perturbation
+mass of the square and of a second random square, keeping the point on the eps-sphere). The
+square's area fraction ``p`` follows the paper's piecewise-constant
 schedule, shrinking from ``p_init`` as queries are spent. No gradients are used, so the attack is
 immune to gradient masking; that is why AutoAttack includes it.
 
@@ -50,11 +52,11 @@ def square_p_schedule(it: int, queries: int, p_init: float) -> float:
 @register_attack("square")
 @dataclass
 class Square(Attack):
-    """Square Attack (Andriushchenko et al., ECCV 2020), linf, batched.
+    """Square Attack (Andriushchenko et al., ECCV 2020), linf and l2, batched.
 
     Args (dataclass fields):
         eps: linf radius (pixel units).
-        norm: only ``"linf"`` is implemented.
+        norm: ``"linf"`` or ``"l2"``.
         seed: Seed of the random search (``None``: nondeterministic).
         queries: Model evaluations per sample and restart (5000 in AutoAttack), the stripe
             initialisation included; samples stop being queried once fooled.
@@ -76,8 +78,6 @@ class Square(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.norm != "linf":
-            raise ValueError(f"square supports norm 'linf' only, got {self.norm!r}")
         check_positive_float(self.eps, "eps")
         check_positive_int(self.queries, "queries")
         check_positive_int(self.restarts, "restarts")
@@ -141,18 +141,13 @@ class Square(Attack):
         Returns:
             Best points (B, C, H, W), success (B,), their loss (B,), queries spent (B,).
         """
-        threat = self.threat
-        n, c, h, w = x.shape
-        dev = x.device
-        # vertical stripes: one sign per (sample, channel, column), query 1
-        x_best = threat.project(x, x + self.eps * self._random_sign((n, c, 1, w), x, gen))
+        n = x.shape[0]
+        x_best = self._init_linf(x, gen) if self.norm == "linf" else self._init_l2(x, gen)
         ok, loss = self._scores(model(x_best), y, target)
         res_x, res_ok, res_loss = x_best.clone(), ok.clone(), loss.clone()
         res_q = torch.ones_like(y)
-        idx = torch.arange(n, device=dev)  # rows of the active samples in the result
+        idx = torch.arange(n, device=x.device)  # rows of the active samples in the result
         tgt = target
-        rows = torch.arange(h, device=dev)
-        cols = torch.arange(w, device=dev)
         for it in range(self.queries - 1):
             if bool(ok.any()):  # drop fooled samples: they are never queried again
                 hit = idx[ok]
@@ -166,17 +161,11 @@ class Square(Attack):
                     t.index_select(0, keep) for t in (idx, x, y, x_best, loss, ok)
                 )
                 tgt = None if tgt is None else tgt.index_select(0, keep)
-            b = x.shape[0]
             p = square_p_schedule(it, self.queries, self.p_init)
-            s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)  # side of the square (px)
-            vh = torch.randint(0, h - s + 1, (b, 1), generator=gen, device=dev)  # top row
-            vw = torch.randint(0, w - s + 1, (b, 1), generator=gen, device=dev)  # left column
-            in_h = (rows >= vh) & (rows < vh + s)  # (b, H)
-            in_w = (cols >= vw) & (cols < vw + s)  # (b, W)
-            mask = in_h[:, None, :, None] & in_w[:, None, None, :]  # (b, 1, H, W)
-            # inside the square each channel jumps to a corner of the ball: x +- eps
-            corner = x + self.eps * self._random_sign((b, c, 1, 1), x, gen)  # (b, C, H, W)
-            x_new = threat.clamp(torch.where(mask, corner, x_best))
+            if self.norm == "linf":
+                x_new = self._propose_linf(x, x_best, p, gen)
+            else:
+                x_new = self._propose_l2(x, x_best, p, gen)
             ok_new, loss_new = self._scores(model(x_new), y, tgt)
             better = (loss_new < loss) | ok_new
             x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
@@ -191,3 +180,103 @@ class Square(Attack):
         res_x.index_copy_(0, rest, x_best[~ok])
         res_loss.index_copy_(0, rest, loss[~ok])
         return res_x, res_ok, res_loss, res_q
+
+    # ------------------------------------------------------------------ windows
+    def _windows(self, x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """A random s x s window per sample: mask (b, 1, H, W), local row (b, H) / col (b, W)
+        index into the window (clamped outside it)."""
+        b, _, h, w = x.shape
+        vh = torch.randint(0, h - s + 1, (b, 1), generator=gen, device=x.device)  # top row
+        vw = torch.randint(0, w - s + 1, (b, 1), generator=gen, device=x.device)  # left col
+        li = torch.arange(h, device=x.device) - vh  # (b, H) row inside the window
+        lj = torch.arange(w, device=x.device) - vw  # (b, W)
+        mask = ((li >= 0) & (li < s))[:, None, :, None] & ((lj >= 0) & (lj < s))[:, None, None, :]
+        return mask, li.clamp(0, s - 1), lj.clamp(0, s - 1)
+
+    # ------------------------------------------------------------------ linf
+    def _init_linf(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """Vertical stripes: one sign per (sample, channel, column), at distance eps."""
+        n, c, _, w = x.shape
+        return self.threat.project(x, x + self.eps * self._random_sign((n, c, 1, w), x, gen))
+
+    def _propose_linf(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
+        """Paste an s x s square whose channels jump to x +- eps onto ``x_best``."""
+        b, c, h, w = x.shape
+        s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)  # side of the square (px)
+        mask, _, _ = self._windows(x, s, gen)
+        corner = x + self.eps * self._random_sign((b, c, 1, 1), x, gen)  # (b, C, H, W)
+        return self.threat.clamp(torch.where(mask, corner, x_best))
+
+    # ------------------------------------------------------------------ l2
+    def _init_l2(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """A grid of s x s :func:`_eta` blocks (s = H // 5) with random signs, rescaled to eps."""
+        n, c, h, w = x.shape
+        s = max(h // 5, 1)
+        eta = _eta(s, x, transpose=False)  # (s, s)
+        delta = torch.zeros_like(x)  # (B, C, H, W)
+        start = (h - 5 * s) // 2 if h >= 5 * s else 0
+        for top in range(start, h, s):  # block positions, not samples: <= 25-64 iterations
+            for left in range(start, w, s):
+                hh, ww = min(s, h - top), min(s, w - left)
+                sign = self._random_sign((n, c, 1, 1), x, gen)
+                delta[:, :, top:top + hh, left:left + ww] += eta[:hh, :ww] * sign
+        return self._on_sphere(x, delta)
+
+    def _on_sphere(self, x: Tensor, delta: Tensor) -> Tensor:
+        """``clip(x + eps * delta / ||delta||_2)``: the proposal sits on the eps-sphere."""
+        return self.threat.clamp(x + self.eps * delta / (_l2(delta) + 1e-12))
+
+    def _propose_l2(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
+        """Move the mass of window 2 into window 1 (Alg. 3 of the paper), batched per sample."""
+        b, c, h, w = x.shape
+        s = max(int(round(math.sqrt(p * h * w))), 3)
+        s = min(s + 1 - s % 2, h, w)  # odd side, at most the image
+        delta = x_best - x  # (b, C, H, W)
+        mask1, li, lj = self._windows(x, s, gen)
+        mask2, _, _ = self._windows(x, s, gen)
+        norm_img = _l2(delta)  # (b, 1, 1, 1)
+        norm_win = _l2(delta * (mask1 | mask2))  # (b, 1, 1, 1) mass in both windows
+        in1 = delta * mask1
+        norm_in1 = in1.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (b, C, 1, 1)
+        # the eta pattern placed at each sample's window 1, randomly transposed per sample
+        etas = torch.stack([_eta(s, x, False), _eta(s, x, True)])  # (2, s, s)
+        flip = torch.randint(0, 2, (b, 1, 1), generator=gen, device=x.device)
+        eta_img = etas[flip, li[:, :, None], lj[:, None, :]][:, None] * mask1  # (b, 1, H, W)
+        new = eta_img * self._random_sign((b, c, 1, 1), x, gen) + in1 / (norm_in1 + 1e-12)
+        new_norm = new.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (b, C, 1, 1)
+        budget = ((self.eps**2 - norm_img**2).clamp_min(0.0) / c + norm_win**2).sqrt()
+        new = new / (new_norm + 1e-12) * budget  # (b, C, H, W), zero outside window 1
+        delta = torch.where(mask1, new, torch.where(mask2, torch.zeros_like(delta), delta))
+        return self._on_sphere(x, delta)
+
+
+def _l2(t: Tensor) -> Tensor:
+    """Per-sample l2 norm, shape (B, 1, 1, 1)."""
+    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def _eta(s: int, like: Tensor, transpose: bool) -> Tensor:
+    """The l2 square pattern of the paper, (s, s), unit Frobenius norm.
+
+    Two stacked halves of opposite sign; each half weighs pixel (i, j) by
+    ``sum_{k >= d} 1 / (k + 1)^2`` with ``d`` its Chebyshev distance to the half's centre, so
+    the mass concentrates in the middle of each half.
+    """
+    top = _rect(s // 2, s, like)
+    bottom = _rect(s - s // 2, s, like)
+    eta = torch.cat([top, -bottom], dim=0)
+    eta = eta / eta.norm().clamp_min(1e-12)
+    return eta.t() if transpose else eta
+
+
+def _rect(a: int, b: int, like: Tensor) -> Tensor:
+    """(a, b) block of concentric rectangles around (a // 2, b // 2), unit norm (empty if a=0)."""
+    if a == 0:
+        return torch.zeros(0, b, dtype=like.dtype, device=like.device)
+    i = torch.arange(a, device=like.device)[:, None] - a // 2
+    j = torch.arange(b, device=like.device)[None, :] - b // 2
+    d = torch.maximum(i.abs(), j.abs())  # (a, b) Chebyshev distance
+    k = torch.arange(max(a // 2, b // 2) + 1, device=like.device, dtype=like.dtype)  # rings
+    weights = 1.0 / (k + 1) ** 2
+    r = ((k >= d[..., None]).to(like.dtype) * weights).sum(-1)
+    return r / r.norm().clamp_min(1e-12)
