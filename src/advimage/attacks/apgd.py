@@ -303,8 +303,9 @@ class APGD(Attack):
                     s["grad"] = torch.where(h, s["grad_best"], s["grad"])
             if i == self.steps:
                 break
-            # 3. momentum step (Eq. 2 of the paper): z = P(x + eta * dir(grad)),
-            #    x_new = P(x + a (z - x) + (1 - a)(x - x_prev)), a = 1 on the first step
+            # 3. momentum step (Eq. 2 of the paper), with P the projection and x^k the iterate:
+            #    z = P(x^k + eta * dir(grad)); x^{k+1} = P(x^k + a (z - x^k) + (1 - a)(x^k -
+            #    x^{k-1})); a = 1 on the first step, else the momentum 0.75
             a = 1.0 if i == 0 else self.momentum
             xc, xa = s["x"], s["x_adv"]
             z = threat.project(xc, xa + s["step"] * threat.direction(s["grad"]))
