@@ -69,6 +69,10 @@ class StepSizeRule:
 
     Feed it the per-sample loss of every iterate with :meth:`update`; :meth:`select` keeps the
     state of a subset when the attack drops finished samples.
+
+    This follows the paper's text: condition 1 is a strict ``<`` and counts the step from the
+    starting point, and condition 2 may already fire at ``w_1`` (the reference code uses ``<=``
+    and skips condition 2 at the first checkpoint); the robust accuracies agree in practice.
     """
 
     def __init__(self, steps: int, loss0: Tensor, rho: float = 0.75) -> None:
