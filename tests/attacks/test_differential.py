@@ -29,7 +29,11 @@ from advimage.attacks import create_attack
 from advimage.data import load_dataset
 from advimage.models import import_reference
 
-pytestmark = [pytest.mark.peers, pytest.mark.shared]
+
+def peer_test(fn):  # noqa: ANN001, ANN201
+    """Mark a test that needs the peers and the shared models/data."""
+    return pytest.mark.shared(pytest.mark.peers(fn))
+
 
 CIFAR_EPS = 8 / 255  # linf budget in [0, 1] pixel units
 MNIST_EPS = 0.3
@@ -126,6 +130,7 @@ def assert_same_outcome(ours: Tensor, theirs: Tensor, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- inputs/models
+@peer_test
 def test_peers_see_the_same_model_outputs(cifar: Case) -> None:
     """The peers' wrappers return our model's logits on our inputs: no double normalization."""
     import torchattacks
@@ -142,11 +147,13 @@ def test_peers_see_the_same_model_outputs(cifar: Case) -> None:
     assert 88.0 <= pct(cifar.clean) <= 96.0
 
 
+@peer_test
 def test_mnist_model_is_the_adversarially_trained_one(mnist: Case) -> None:
     assert pct(mnist.clean) >= 97.0
 
 
 # --------------------------------------------------------------------------- FGSM
+@peer_test
 @pytest.mark.parametrize("which", ["cifar", "mnist"])
 def test_fgsm_matches_all_peers_pixelwise(which: str, request: pytest.FixtureRequest) -> None:
     """FGSM is a closed form: every library must return the same image (up to sign(0)).
@@ -176,6 +183,7 @@ PGD_SETTINGS = {  # steps, step size (pixel units): full budget reached in 4 ste
 }
 
 
+@peer_test
 @pytest.mark.parametrize("which", ["cifar", "mnist"])
 def test_pgd_without_random_start_matches_peers(
     which: str, request: pytest.FixtureRequest
@@ -203,6 +211,7 @@ def test_pgd_without_random_start_matches_peers(
         assert_same_outcome(r_ours, robust(case, adv), f"pgd/{which}/{name}")
 
 
+@peer_test
 def test_pgd_random_start_not_weaker_than_torchattacks(mnist: Case) -> None:
     """Both start uniformly in the ball (different random streams): paired bound."""
     steps, alpha = 10, MNIST_EPS / 4
@@ -220,6 +229,7 @@ def l2(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).flatten(1).norm(dim=1)  # (B,)
 
 
+@peer_test
 def test_cw_matches_foolbox_per_sample(cifar: Case) -> None:
     """Foolbox's CW-L2 (binary search over c, Adam in tanh space) is the same algorithm.
 
@@ -245,6 +255,7 @@ def test_cw_matches_foolbox_per_sample(cifar: Case) -> None:
     assert 10.0 <= pct(rob_theirs) <= 90.0  # the budget makes the comparison informative
 
 
+@peer_test
 def test_cw_matches_torchattacks_and_is_stronger_at_full_budget(cifar: Case) -> None:
     """torchattacks' CW uses one fixed c (no binary search) and stops early.
 
@@ -276,6 +287,7 @@ def test_cw_matches_torchattacks_and_is_stronger_at_full_budget(cifar: Case) -> 
 
 
 # --------------------------------------------------------------------------- APGD, Square
+@peer_test
 def test_apgd_ce_not_weaker_than_torchattacks(mnist: Case) -> None:
     """APGD-CE, 15 steps, both with their own random start (torchattacks cannot start at x).
 
@@ -294,6 +306,7 @@ def test_apgd_ce_not_weaker_than_torchattacks(mnist: Case) -> None:
     assert_not_weaker(r_ours, r_theirs, "apgd-ce/mnist")
 
 
+@peer_test
 def test_square_not_weaker_than_torchattacks(cifar: Case) -> None:
     """Square, 40 queries, margin loss, p_init 0.8, same schedule.
 
@@ -311,3 +324,31 @@ def test_square_not_weaker_than_torchattacks(cifar: Case) -> None:
     r_ours, r_theirs = robust(cifar, ours), robust(cifar, theirs)
     assert pct(r_theirs) < pct(cifar.clean) - 10.0
     assert_not_weaker(r_ours, r_theirs, "square/cifar")
+
+
+# --------------------------------------------------------------------------- engine
+class RowCounter(nn.Module):
+    """Counts the rows (images) the wrapped model is evaluated on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += len(x)
+        return self.model(x)
+
+
+def test_pgd_without_early_stop_does_the_bare_loops_work(trained_digits) -> None:  # noqa: ANN001
+    """``early_stop=False`` must cost what the bare loop costs (the speed benchmark's premise).
+
+    The bare loop evaluates the model on ``steps * B`` rows. Input validation only needs the
+    number of classes, so it may probe a single row, not run a whole extra forward pass.
+    """
+    x, y = trained_digits.x[:64], trained_digits.y[:64]
+    counter = RowCounter(trained_digits.model)
+    steps = 3
+    create_attack("pgd", eps=0.1, steps=steps, random_start=False, early_stop=False)(
+        counter, x, y
+    )
+    assert steps * len(x) <= counter.rows <= steps * len(x) + 1
