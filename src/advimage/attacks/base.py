@@ -147,9 +147,10 @@ class Attack(ABC):
         dtype, device = model_dtype_device(model, x)
         xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
         with frozen(model), _seeded(self.seed, device) as gen:
+            probe = self._probe_input(xw)  # (b, C, H, W), b <= B
             with torch.no_grad():
-                logits = model(xw)
-            num_classes = self._check_logits(logits, len(x))
+                logits = model(probe)
+            num_classes = self._check_logits(logits, len(probe))
             yw = check_labels(y, len(x), num_classes, "y").to(device)
             tw = None
             if target is not None:
@@ -160,6 +161,14 @@ class Attack(ABC):
                 x_adv = self._run(model, xw, yw, tw, gen)
         x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
         return threat.project(x.detach(), x_adv).detach()
+
+    def _probe_input(self, x: Tensor) -> Tensor:
+        """Rows the model is checked on before attacking (output shape, number of classes).
+
+        The whole batch by default. Attacks that need no clean logits override this with one
+        row, so validation does not cost a whole extra forward pass.
+        """
+        return x
 
     @staticmethod
     def _check_logits(logits: object, n: int) -> int:

@@ -156,6 +156,11 @@ class IterativeAttack(Attack):
         """One ascent step (the loop projects afterwards): steepest direction of the norm."""
         return x_adv + self.step_size_at(i) * self.threat.direction(grad)
 
+    def _probe_input(self, x: Tensor) -> Tensor:
+        """Validate on one row: the loop needs only the class count, so ``early_stop=False``
+        costs exactly the bare loop's ``steps * B`` rows (plus this one)."""
+        return x[:1]
+
     # ------------------------------------------------------------------ shared pieces
     def gradient(
         self, model: Model, x_adv: Tensor, y: Tensor, target: Tensor | None
