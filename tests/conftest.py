@@ -32,7 +32,9 @@ def cifar10_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    return _need(shared_root() / "data" / "mnist" / "raw", "MNIST IDX files (shared/data/mnist/raw)")
+    return _need(
+        shared_root() / "data" / "mnist" / "raw", "MNIST IDX files (shared/data/mnist/raw)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
 
 
@@ -47,8 +49,9 @@ def _eps_list(text: str) -> list[float]:
 def cmd_demo(a: argparse.Namespace) -> int:
     from advimage.demo import run_demo
 
-    s = run_demo(a.out, eps=a.eps, steps=a.steps, device=a.device, seed=a.seed,
-                 progress=not a.no_progress)
+    s = run_demo(
+        a.out, eps=a.eps, steps=a.steps, device=a.device, seed=a.seed, progress=not a.no_progress
+    )
     print(f"digits test set, {s['n']} images, L-inf eps = {a.eps:g}")
     print(f"{'attack':<12}{'clean acc':>10}{'robust acc':>12}")
     for r in s["results"]:
@@ -62,8 +65,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     preset = "quick" if a.quick else a.preset
     base: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-    for key in ("model", "epochs", "batch_size", "lr", "weight_decay", "momentum", "augment",
-                "label_smoothing", "warmup_epochs", "train_limit", "test_limit"):
+    for key in (
+        "model",
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "momentum",
+        "augment",
+        "label_smoothing",
+        "warmup_epochs",
+        "train_limit",
+        "test_limit",
+    ):
         v = getattr(a, key)
         if v is not None:
             base[key] = v
@@ -73,10 +87,13 @@ def cmd_train(a: argparse.Namespace) -> int:
         base["data_root"] = a.data_root
     base["seed"] = a.seed
     cfg = TrainConfig.from_dict(base)
-    _, metrics = train(cfg, a.out, device=a.device, resume=not a.no_resume,
-                       progress=not a.no_progress)
-    print(f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
-          f"checkpoint {Path(a.out) / 'model.safetensors'}")
+    _, metrics = train(
+        cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
+    )
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
+        f"checkpoint {Path(a.out) / 'model.safetensors'}"
+    )
     return 0
 
 
@@ -116,7 +133,13 @@ def _dataset(a: argparse.Namespace, split: str = "test"):  # noqa: ANN202
     kw: dict[str, Any] = {}
     if getattr(a, "image_size", None):
         kw["image_size"] = a.image_size
-    return load_dataset(a.data, split, data_root=a.data_root, **kw)
+    ds = load_dataset(a.data, split, data_root=a.data_root, **kw)
+    limit = getattr(a, "limit", None)
+    if limit is not None:
+        if limit < 1:
+            raise CliError(f"--limit must be >= 1, got {limit}")
+        ds = ds.balanced(limit)  # class-balanced: CIFAR-10's order is sorted by class
+    return ds
 
 
 def cmd_models_eval(a: argparse.Namespace) -> int:
@@ -124,19 +147,41 @@ def cmd_models_eval(a: argparse.Namespace) -> int:
 
     model, _, dev = _load(a)
     ds = _dataset(a, a.split)
-    n = min(len(ds), a.limit or len(ds))
-    acc = evaluate_accuracy(model, ds.batches(a.batch_size, limit=a.limit), dev,
-                            progress=not a.no_progress, total=-(-n // a.batch_size))
+    n = len(ds)
+    acc = evaluate_accuracy(
+        model,
+        ds.batches(a.batch_size),
+        dev,
+        progress=not a.no_progress,
+        total=-(-n // a.batch_size),
+    )
     print(f"{a.model}: accuracy {acc:.4f} on {n} {a.data}/{a.split} images")
     return 0
 
 
-def _attack_kwargs(a: argparse.Namespace, name: str, eps: float) -> dict[str, Any]:
+def _attack_kwargs(
+    a: argparse.Namespace, name: str, eps: float, strict: bool = True
+) -> dict[str, Any]:
+    """Options for attack ``name``.
+
+    --steps/--restarts go only to attacks that have them: an error for a single attack
+    (``strict``), skipped for the attacks of a grid that lack them (e.g. fgsm).
+    """
+    from dataclasses import fields
+
+    from advimage.attacks import attack_class
+
+    allowed = {f.name for f in fields(attack_class(name)) if f.init}
     kw: dict[str, Any] = {"eps": eps, "norm": a.norm, "seed": a.seed}
-    if a.steps is not None and name not in ("fgsm",):
-        kw["steps"] = a.steps
-    if getattr(a, "restarts", None) is not None and name not in ("fgsm",):
-        kw["restarts"] = a.restarts
+    for key in ("steps", "restarts"):
+        value = getattr(a, key, None)
+        if value is None:
+            continue
+        if key not in allowed:
+            if not strict:
+                continue
+            raise CliError(f"attack {name!r} has no --{key} option")
+        kw[key] = value
     return kw
 
 
@@ -150,13 +195,29 @@ def cmd_attack(a: argparse.Namespace) -> int:
     if len(eps) != 1:
         raise CliError("advimage attack takes one --eps; use `advimage eval robust` for a grid")
     attack = create_attack(a.attack, **_attack_kwargs(a, a.attack, eps[0]))
-    summary = save_adversarials(model, ds, attack, a.out, batch_size=a.batch_size, limit=a.limit,
-                                device=dev, progress=not a.no_progress,
-                                config={"model": str(a.model), "attack": a.attack,
-                                        "norm": a.norm, "eps": eps[0], "steps": a.steps,
-                                        "data": a.data, "split": a.split, "seed": a.seed})
-    print(f"{a.attack} eps={eps[0]:.5g}: clean accuracy {summary['clean_accuracy']:.4f}, "
-          f"robust accuracy {summary['robust_accuracy']:.4f} on {summary['n']} images -> {a.out}")
+    summary = save_adversarials(
+        model,
+        ds,
+        attack,
+        a.out,
+        batch_size=a.batch_size,
+        device=dev,
+        progress=not a.no_progress,
+        config={
+            "model": str(a.model),
+            "attack": a.attack,
+            "norm": a.norm,
+            "eps": eps[0],
+            "steps": a.steps,
+            "data": a.data,
+            "split": a.split,
+            "seed": a.seed,
+        },
+    )
+    print(
+        f"{a.attack} eps={eps[0]:.5g}: clean accuracy {summary['clean_accuracy']:.4f}, "
+        f"robust accuracy {summary['robust_accuracy']:.4f} on {summary['n']} images -> {a.out}"
+    )
     return 0
 
 
@@ -169,16 +230,29 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     ds = _dataset(a, a.split)
     names = [n.strip() for n in a.attacks.split(",") if n.strip()]
     eps_list = _eps_list(a.eps)
-    specs = [AttackSpec(f"{n}@{e:.5g}", create_attack(n, **_attack_kwargs(a, n, e)), e, a.norm)
-             for n in names for e in eps_list]
-    n = min(len(ds), a.limit or len(ds))
-    rows, _ = evaluate_robustness(model, ds.batches(a.batch_size, limit=a.limit), specs, device=dev,
-                                  progress=not a.no_progress, total_batches=-(-n // a.batch_size))
+    specs = [
+        AttackSpec(
+            f"{n}@{e:.5g}", create_attack(n, **_attack_kwargs(a, n, e, strict=False)), e, a.norm
+        )
+        for n in names
+        for e in eps_list
+    ]
+    n = len(ds)
+    rows, _ = evaluate_robustness(
+        model,
+        ds.batches(a.batch_size),
+        specs,
+        device=dev,
+        progress=not a.no_progress,
+        total_batches=-(-n // a.batch_size),
+    )
     table = [r.as_dict() for r in rows]
     print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
     for r in table:
-        print(f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
-              f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}")
+        print(
+            f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
+            f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}"
+        )
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -186,22 +260,35 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
             w = csv.DictWriter(fh, fieldnames=list(table[0]))
             w.writeheader()
             w.writerows(table)
-        write_json(out / "robust.json", {"config": {k: v for k, v in vars(a).items()
-                                                    if k != "func"},
-                                         "results": table, **run_metadata(dev, a.seed)})
+        write_json(
+            out / "robust.json",
+            {
+                "config": {k: v for k, v in vars(a).items() if k != "func"},
+                "results": table,
+                **run_metadata(dev, a.seed),
+            },
+        )
         print(f"written {out / 'robust.csv'} and {out / 'robust.json'}")
     return 0
 
 
 # ----------------------------------------------------------------------------- parser
 def _model_data_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required,
-                   help="checkpoint (.safetensors), reference file (.th/.pt) or bundled[:NAME]")
+    p.add_argument(
+        "--model",
+        required=model_required,
+        help="checkpoint (.safetensors), reference file (.th/.pt) or bundled[:NAME]",
+    )
     p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder")
     p.add_argument("--data-root", default=None, help="folder holding the dataset")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--image-size", type=int, default=None, help="resize/crop size (folder data)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use N images, class-balanced (the first N/K of each class)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
 
 
@@ -233,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-limit", type=int, default=None)
     t.add_argument("--test-limit", type=int, default=None)
     t.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
-    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument(
+        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
+    )
     _common(t)
     t.set_defaults(func=cmd_train)
 
@@ -272,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_data_args(er)
     er.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
     er.add_argument("--norm", default="linf")
-    er.add_argument("--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255")
+    er.add_argument(
+        "--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255"
+    )
     er.add_argument("--steps", type=int, default=None)
     er.add_argument("--restarts", type=int, default=None)
     er.add_argument("--out", default=None, help="folder for robust.csv / robust.json")
@@ -284,14 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise CliError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except (CliError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
         msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        print(f"advimage: error: {msg.splitlines()[0] if msg else type(err).__name__}",
-              file=sys.stderr)
+        print(
+            f"advimage: error: {msg.splitlines()[0] if msg else type(err).__name__}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("advimage: interrupted (checkpoints written so far are kept)", file=sys.stderr)

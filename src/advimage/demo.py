@@ -47,11 +47,16 @@ def run_demo(
     test = load_dataset("digits", "test")
     specs = [
         AttackSpec("fgsm", create_attack("fgsm", eps=eps, norm="linf"), eps, "linf"),
-        AttackSpec(f"pgd-{steps}", create_attack("pgd", eps=eps, norm="linf", steps=steps, seed=seed),
-                   eps, "linf"),
+        AttackSpec(
+            f"pgd-{steps}",
+            create_attack("pgd", eps=eps, norm="linf", steps=steps, seed=seed),
+            eps,
+            "linf",
+        ),
     ]
-    rows, ex = evaluate_robustness(model, test.batches(512), specs, device=dev, progress=progress,
-                                   keep_examples=64)
+    rows, ex = evaluate_robustness(
+        model, test.batches(512), specs, device=dev, progress=progress, keep_examples=64
+    )
     table = [r.as_dict() for r in rows]
     summary = {
         "model": f"bundled:{BUNDLED_DEFAULT}",
@@ -65,22 +70,44 @@ def run_demo(
     }
 
     report = HtmlReport("advimage demo: adversarial digits")
-    report.text(f"Model: bundled small-cnn trained on scikit-learn digits "
-                f"(recorded test accuracy {meta.get('accuracy', float('nan')):.4f}). "
-                f"Test images: {rows[0].n}. Threat model: L-inf, eps = {eps:g} on [0, 1] pixels.")
+    report.text(
+        f"Model: bundled small-cnn trained on scikit-learn digits "
+        f"(recorded test accuracy {meta.get('accuracy', float('nan')):.4f}). "
+        f"Test images: {rows[0].n}. Threat model: L-inf, eps = {eps:g} on [0, 1] pixels."
+    )
     report.heading("Clean vs robust accuracy")
-    report.table(table, ["attack", "norm", "eps", "n", "clean_accuracy", "robust_accuracy",
-                         "mean_distance", "seconds"])
+    report.table(
+        table,
+        [
+            "attack",
+            "norm",
+            "eps",
+            "n",
+            "clean_accuracy",
+            "robust_accuracy",
+            "mean_distance",
+            "seconds",
+        ],
+    )
     if ex is not None:
         label = specs[-1].label
         pred_adv = ex.pred_adv[label]
         # show fooled examples first: they are the interesting ones
         order = torch.argsort((pred_adv == ex.pred_clean).int(), stable=True)[:grid]
-        fig = image_grid_figure(ex.x[order], ex.x_adv[label][order], ex.pred_clean[order].tolist(),
-                                pred_adv[order].tolist(), test.classes, ex.y[order].tolist())
+        fig = image_grid_figure(
+            ex.x[order],
+            ex.x_adv[label][order],
+            ex.pred_clean[order].tolist(),
+            pred_adv[order].tolist(),
+            test.classes,
+            ex.y[order].tolist(),
+        )
         report.heading(f"Examples ({label})")
-        report.figure(fig, "clean image, adversarial image, amplified perturbation; red title = "
-                           "prediction changed")
+        report.figure(
+            fig,
+            "clean image, adversarial image, amplified perturbation; red title = "
+            "prediction changed",
+        )
     report.heading("Run")
     report.table([{"key": k, "value": v} for k, v in summary.items() if k != "results"])
     report.save(out / "report.html")

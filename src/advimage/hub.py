@@ -31,11 +31,15 @@ def list_bundled() -> list[str]:
 def bundled_path(name: str = BUNDLED_DEFAULT) -> Path:
     path = _weights_dir() / f"{name}.safetensors"
     if not path.exists():
-        raise ValueError(f"no bundled weights {name!r}; available: {', '.join(list_bundled()) or 'none'}")
+        raise ValueError(
+            f"no bundled weights {name!r}; available: {', '.join(list_bundled()) or 'none'}"
+        )
     return path
 
 
-def load_model(spec: str | Path, map_location: str = "cpu") -> tuple[ImageClassifier, dict[str, Any]]:
+def load_model(
+    spec: str | Path, map_location: str = "cpu"
+) -> tuple[ImageClassifier, dict[str, Any]]:
     """Load a model from a ``--model`` argument; returns the model (eval mode) and its metadata."""
     text = str(spec)
     if text == "bundled" or text.startswith("bundled:"):

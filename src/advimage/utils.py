@@ -43,7 +43,10 @@ def seed_everything(seed: int) -> None:
 def _git_hash() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -51,13 +54,18 @@ def _git_hash() -> str | None:
     if out.returncode != 0:
         return None
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-        timeout=5, cwd=Path(__file__).resolve().parent,
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        cwd=Path(__file__).resolve().parent,
     )
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def run_metadata(device: torch.device | str | None = None, seed: int | None = None) -> dict[str, Any]:
+def run_metadata(
+    device: torch.device | str | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """Versions, git hash, device and seed: written into every run directory."""
     from advimage import __version__
 

@@ -24,8 +24,9 @@ def check_images(
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor in [{bounds[0]}, {bounds[1]}], "
-                         f"got dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must be a floating tensor in [{bounds[0]}, {bounds[1]}], got dtype {x.dtype}"
+        )
     if x.dim() != ndim:
         shape = "NCHW" if ndim == 4 else f"{ndim}-d"
         raise ValueError(f"{name} must be a {shape} tensor, got shape {tuple(x.shape)}")
@@ -37,8 +38,9 @@ def check_images(
     lo, hi = float(x.min()), float(x.max())
     tol = 1e-6
     if lo < bounds[0] - tol or hi > bounds[1] + tol:
-        raise ValueError(f"{name} must lie in [{bounds[0]}, {bounds[1]}], "
-                         f"got values in [{lo:.4g}, {hi:.4g}]")
+        raise ValueError(
+            f"{name} must lie in [{bounds[0]}, {bounds[1]}], got values in [{lo:.4g}, {hi:.4g}]"
+        )
     return x
 
 
@@ -55,9 +57,7 @@ def check_labels(
     if n and int(y.min()) < 0:
         raise ValueError(f"{name} has negative labels (min {int(y.min())})")
     if n and num_classes is not None and int(y.max()) >= num_classes:
-        raise ValueError(
-            f"{name} has label {int(y.max())} out of range for {num_classes} classes"
-        )
+        raise ValueError(f"{name} has label {int(y.max())} out of range for {num_classes} classes")
     return y
 
 
@@ -73,5 +73,7 @@ def parse_fraction(text: str | float | int, name: str = "value") -> float:
         else:
             value = float(s)
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{name} must be a number or a fraction like 8/255, got {text!r}") from None
+        raise ValueError(
+            f"{name} must be a number or a fraction like 8/255, got {text!r}"
+        ) from None
     return value

@@ -220,3 +220,20 @@ class ImageDataset:
         idx = idx % n if n else idx
         return ImageDataset(self.name, self.split, self.classes, self._all_labels,
                             self.image_shape, self._loader, indices=self._indices[idx])
+
+    def balanced(self, n: int) -> ImageDataset:
+        """The first ``n`` samples taken round-robin over classes (deterministic, class-balanced).
+
+        CIFAR-10's deterministic order is sorted by class, so "the first 1,000 images" would be
+        one class; ``balanced(1000)`` takes the first 100 of each class instead, interleaved
+        (position ``i`` holds class ``i % K`` while every class has images left).
+        """
+        if n < 1:
+            raise ValueError(f"subset size must be >= 1, got {n}")
+        labels = self.labels.numpy()
+        rank = np.empty(len(labels), dtype=np.int64)  # position of each sample within its class
+        for k in np.unique(labels):
+            members = np.flatnonzero(labels == k)
+            rank[members] = np.arange(len(members))
+        order = np.lexsort((labels, rank))  # by rank, then class
+        return self.subset(order[: min(n, len(order))])

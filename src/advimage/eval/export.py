@@ -43,7 +43,7 @@ def save_adversarials(
     config: dict[str, Any] | None = None,
     png: bool = True,
 ) -> dict[str, Any]:
-    """Run ``attack`` over ``dataset`` and write shards, PNGs and ``summary.json`` to ``out_dir``."""
+    """Run ``attack`` over ``dataset``; write shards, PNGs and ``summary.json`` to ``out_dir``."""
     out = Path(out_dir)
     (out / "tensors").mkdir(parents=True, exist_ok=True)
     if png:
@@ -54,8 +54,13 @@ def save_adversarials(
     write_json(out / "run.json", meta)
     counts = {"n": 0, "clean_correct": 0, "robust_correct": 0, "seconds": 0.0}
     model.eval()
-    bar = tqdm(dataset.batches(batch_size, limit=limit), total=n_batches, desc="attack",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        dataset.batches(batch_size, limit=limit),
+        total=n_batches,
+        desc="attack",
+        disable=not progress,
+        leave=False,
+    )
     for b, (x, y) in enumerate(bar):
         shard = out / "tensors" / f"batch_{b:05d}.safetensors"
         if shard.exists():  # finished before an interruption
@@ -70,22 +75,35 @@ def save_adversarials(
                 pred = model(x).argmax(1)
                 pred_adv = model(x_adv).argmax(1)
             y_s = y
-            tensors = {"x": x.float().cpu().contiguous(), "x_adv": x_adv.float().cpu().contiguous(),
-                       "y": y.cpu(), "pred": pred.cpu(), "pred_adv": pred_adv.cpu()}
+            tensors = {
+                "x": x.float().cpu().contiguous(),
+                "x_adv": x_adv.float().cpu().contiguous(),
+                "y": y.cpu(),
+                "pred": pred.cpu(),
+                "pred_adv": pred_adv.cpu(),
+            }
             tmp = shard.with_suffix(".tmp")
             save_file(tensors, str(tmp))
             if png:
                 for i in range(len(x_adv)):
-                    _png(x_adv[i], out / "png" / f"{b * batch_size + i:06d}_y{int(y[i])}"
-                                                 f"_p{int(pred_adv[i])}.png")
+                    _png(
+                        x_adv[i],
+                        out / "png" / f"{b * batch_size + i:06d}_y{int(y[i])}"
+                        f"_p{int(pred_adv[i])}.png",
+                    )
             tmp.replace(shard)
         ok = pred.cpu() == y_s.cpu()
         counts["n"] += len(y_s)
         counts["clean_correct"] += int(ok.sum())
         counts["robust_correct"] += int((ok & (pred_adv.cpu() == y_s.cpu())).sum())
-        summary = {**counts, "clean_accuracy": counts["clean_correct"] / counts["n"],
-                   "robust_accuracy": counts["robust_correct"] / counts["n"],
-                   "batches_done": b + 1, "batches_total": n_batches, "config": config or {}}
+        summary = {
+            **counts,
+            "clean_accuracy": counts["clean_correct"] / counts["n"],
+            "robust_accuracy": counts["robust_correct"] / counts["n"],
+            "batches_done": b + 1,
+            "batches_total": n_batches,
+            "config": config or {},
+        }
         write_json(out / "summary.json", summary)
     return json.loads((out / "summary.json").read_text())
 

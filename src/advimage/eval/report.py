@@ -83,8 +83,11 @@ def image_grid_figure(
         for j, (img, title) in enumerate(cells):
             ax = axes[i][j]
             ax.imshow(_to_hwc(img), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=8,
-                         color="crimson" if j == 1 and pred_adv[i] != pred_clean[i] else "black")
+            ax.set_title(
+                title,
+                fontsize=8,
+                color="crimson" if j == 1 and pred_adv[i] != pred_clean[i] else "black",
+            )
             ax.axis("off")
     fig.tight_layout()
     return fig
@@ -107,8 +110,12 @@ class HtmlReport:
     def warning(self, text: str) -> None:
         self.text(text, "warn")
 
-    def table(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
-              floatfmt: str = "{:.4g}") -> None:
+    def table(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        columns: Sequence[str] | None = None,
+        floatfmt: str = "{:.4g}",
+    ) -> None:
         if not rows:
             self.text("(no rows)")
             return
@@ -129,8 +136,10 @@ class HtmlReport:
         png = fig if isinstance(fig, bytes) else figure_to_png(fig)
         data = base64.b64encode(png).decode("ascii")
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self._parts.append(f'<figure><img alt="{html.escape(caption or "figure")}" '
-                           f'src="data:image/png;base64,{data}">{cap}</figure>')
+        self._parts.append(
+            f'<figure><img alt="{html.escape(caption or "figure")}" '
+            f'src="data:image/png;base64,{data}">{cap}</figure>'
+        )
 
     def raw(self, fragment: str) -> None:
         """Append trusted HTML (callers escape their own text)."""
@@ -138,9 +147,11 @@ class HtmlReport:
 
     def render(self) -> str:
         body = "\n".join(self._parts)
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
-                f"<body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
+            f"<body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
+        )
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, self.render())

@@ -50,9 +50,16 @@ class RobustRow:
         return self.robust_correct / self.n if self.n else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"attack": self.attack, "norm": self.norm, "eps": self.eps, "n": self.n,
-                "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-                "mean_distance": self.mean_distance, "seconds": round(self.seconds, 3)}
+        return {
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "n": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "mean_distance": self.mean_distance,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass

@@ -23,7 +23,9 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 on weights (not on BN/bias)
     warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs
     label_smoothing: float = 0.0
-    augment: str = "standard"  # "standard" (dataset default) | "none" | "jitter" (standard + color jitter)
+    augment: str = (
+        "standard"  # "standard" (dataset default) | "none" | "jitter" (standard + color jitter)
+    )
     seed: int = 0
     channels_last: bool = True  # faster convolutions on CPU
     train_limit: int | None = None  # use only the first N training images (quick runs)
@@ -59,15 +61,44 @@ class TrainConfig:
 # Named schedules (stated in the README with their measured accuracy and wall time).
 PRESETS: dict[str, dict[str, Any]] = {
     # bundled demo weights: small CNN on scikit-learn digits, seconds on a CPU
-    "digits": dict(model="small-cnn", dataset="digits", epochs=30, batch_size=64, lr=0.05,
-                   weight_decay=5e-4, warmup_epochs=1),
+    "digits": dict(
+        model="small-cnn",
+        dataset="digits",
+        epochs=30,
+        batch_size=64,
+        lr=0.05,
+        weight_decay=5e-4,
+        warmup_epochs=1,
+    ),
     # resnet20 on CIFAR-10 sized for a 2-core CPU (about 1-1.5 min per epoch)
-    "cifar10-resnet20-cpu": dict(model="resnet20", dataset="cifar10", epochs=25, batch_size=128,
-                                 lr=0.1, weight_decay=5e-4, warmup_epochs=1, label_smoothing=0.1),
+    "cifar10-resnet20-cpu": dict(
+        model="resnet20",
+        dataset="cifar10",
+        epochs=25,
+        batch_size=128,
+        lr=0.1,
+        weight_decay=5e-4,
+        warmup_epochs=1,
+        label_smoothing=0.1,
+    ),
     # He et al.'s full-length resnet20 schedule, length-matched (for a GPU)
-    "cifar10-resnet20-full": dict(model="resnet20", dataset="cifar10", epochs=180, batch_size=128,
-                                  lr=0.1, weight_decay=1e-4, warmup_epochs=1),
+    "cifar10-resnet20-full": dict(
+        model="resnet20",
+        dataset="cifar10",
+        epochs=180,
+        batch_size=128,
+        lr=0.1,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+    ),
     # CI smoke run
-    "quick": dict(model="small-cnn", dataset="digits", epochs=2, batch_size=64, lr=0.05,
-                  train_limit=512, test_limit=256),
+    "quick": dict(
+        model="small-cnn",
+        dataset="digits",
+        epochs=2,
+        batch_size=64,
+        lr=0.05,
+        train_limit=512,
+        test_limit=256,
+    ),
 }

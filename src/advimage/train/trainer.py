@@ -22,8 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from advimage.data import load_dataset, standard_augmentation
-from advimage.data import ColorJitter, Compose
+from advimage.data import ColorJitter, Compose, load_dataset, standard_augmentation
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier, create_model, save_checkpoint
 from advimage.train.config import TrainConfig
@@ -66,7 +65,9 @@ def _augmentation(cfg: TrainConfig, dataset: str):  # noqa: ANN202
     return base
 
 
-def _save_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+def _save_state(
+    out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
@@ -79,7 +80,9 @@ def _save_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: d
     write_json(out / "state.json", meta)
 
 
-def _load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> dict:
+def _load_state(
+    out: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+) -> dict:
     meta = json.loads((out / "state.json").read_text())
     tensors = load_file(str(out / "state.safetensors"), device=str(device))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -111,6 +114,10 @@ def train(
 
     train_ds = load_dataset(cfg.dataset, "train", data_root=cfg.data_root)
     test_ds = load_dataset(cfg.dataset, "test", data_root=cfg.data_root)
+    if cfg.train_limit is not None:  # class-balanced subsets (CIFAR-10's order is by class)
+        train_ds = train_ds.balanced(cfg.train_limit)
+    if cfg.test_limit is not None:
+        test_ds = test_ds.balanced(cfg.test_limit)
     model = create_model(cfg.model, num_classes=train_ds.num_classes, **cfg.model_kwargs)
     model.classes = list(train_ds.classes)
     model.to(dev)
@@ -119,7 +126,7 @@ def train(
     opt = build_optimizer(model, cfg)
     aug = _augmentation(cfg, cfg.dataset)
 
-    n_train = min(len(train_ds), cfg.train_limit or len(train_ds))
+    n_train = len(train_ds)
     steps_per_epoch = n_train // cfg.batch_size or 1
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
@@ -128,8 +135,10 @@ def train(
     if resume and (out / "state.json").exists():
         meta = _load_state(out, model, opt, dev)
         if meta.get("config") != cfg.to_dict():
-            raise ValueError(f"{out} holds a run with another configuration; use a new --out "
-                             "directory or the same options to resume")
+            raise ValueError(
+                f"{out} holds a run with another configuration; use a new --out "
+                "directory or the same options to resume"
+            )
         start_epoch, history = meta["epoch"], meta["history"]
         log.info("resuming %s at epoch %d", out, start_epoch)
     write_json(out / "config.json", {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)})
@@ -138,11 +147,20 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        batches = train_ds.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch,
-                                   limit=cfg.train_limit, drop_last=n_train >= cfg.batch_size)
+        batches = train_ds.batches(
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed * 100_003 + epoch,
+            drop_last=n_train >= cfg.batch_size,
+        )
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
         t0 = time.time()
         for i, (x, y) in enumerate(bar):
             step = epoch * steps_per_epoch + i
@@ -156,8 +174,9 @@ def train(
             logits = model(x)  # (B, K)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, "
-                                         f"step {i}; lower --lr")
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,28 +184,52 @@ def train(
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        test_acc = evaluate_accuracy(model, test_ds.batches(512, limit=cfg.test_limit), dev)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-                  "train_acc": correct / max(seen, 1), "test_acc": test_acc,
-                  "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        test_acc = evaluate_accuracy(model, test_ds.batches(512), dev)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "test_acc": test_acc,
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.time() - t0,
+        }
         history.append(record)
-        log.info("epoch %d: loss %.4f train %.4f test %.4f (%.0fs)", epoch + 1,
-                 record["train_loss"], record["train_acc"], test_acc, record["seconds"])
+        log.info(
+            "epoch %d: loss %.4f train %.4f test %.4f (%.0fs)",
+            epoch + 1,
+            record["train_loss"],
+            record["train_acc"],
+            test_acc,
+            record["seconds"],
+        )
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        _save_state(out, model, opt, {"epoch": epoch + 1, "history": history,
-                                      "config": cfg.to_dict()})
+        _save_state(
+            out, model, opt, {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()}
+        )
 
     model.eval()
-    final_acc = history[-1]["test_acc"] if history else evaluate_accuracy(
-        model, test_ds.batches(512, limit=cfg.test_limit), dev)
-    metrics = {"test_accuracy": final_acc, "epochs": cfg.epochs,
-               "train_seconds_this_session": time.time() - t_start,
-               "train_seconds_total": sum(h["seconds"] for h in history),
-               "test_images": min(len(test_ds), cfg.test_limit or len(test_ds))}
+    final_acc = (
+        history[-1]["test_acc"] if history else evaluate_accuracy(model, test_ds.batches(512), dev)
+    )
+    metrics = {
+        "test_accuracy": final_acc,
+        "epochs": cfg.epochs,
+        "train_seconds_this_session": time.time() - t_start,
+        "train_seconds_total": sum(h["seconds"] for h in history),
+        "test_images": len(test_ds),
+    }
     model.to(memory_format=torch.contiguous_format)
-    save_checkpoint(model.cpu(), out / "model.safetensors", meta={
-        "dataset": cfg.dataset, "accuracy": final_acc, "train_config": cfg.to_dict(),
-        "seed": cfg.seed, "history": history})
+    save_checkpoint(
+        model.cpu(),
+        out / "model.safetensors",
+        meta={
+            "dataset": cfg.dataset,
+            "accuracy": final_acc,
+            "train_config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "history": history,
+        },
+    )
     write_json(out / "metrics.json", metrics)
     return model, metrics
