@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,34 @@ from advimage.data import load_dataset
 from advimage.eval.report import HtmlReport, image_grid_figure
 from advimage.eval.robust import AttackSpec, evaluate_robustness
 from advimage.hub import BUNDLED_DEFAULT, load_model
+from advimage.registry import Registry
 from advimage.utils import resolve_device, run_metadata, seed_everything, write_json
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "register_demo_section", "DemoContext"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoContext:
+    """What a demo section gets: the model, data, device, seed and the attack results so far."""
+
+    model: torch.nn.Module
+    test: Any  # ImageDataset
+    device: torch.device
+    seed: int
+    eps: float
+    out_dir: Path
+    summary: dict[str, Any]
+
+
+# Capabilities (detection, cache, ...) append sections: fn(report, ctx) -> dict of summary items.
+_SECTIONS: Registry[Callable[[HtmlReport, DemoContext], dict[str, Any]]] = Registry("demo section")
+
+
+def register_demo_section(name: str):  # noqa: ANN201
+    """Decorator: add a section to ``advimage demo`` (run in registration order)."""
+    return _SECTIONS.register(name)
 
 
 def run_demo(
@@ -108,8 +133,13 @@ def run_demo(
             "clean image, adversarial image, amplified perturbation; red title = "
             "prediction changed",
         )
+    ctx = DemoContext(model, test, dev, seed, eps, out, summary)
+    for name in _SECTIONS.registration_order():
+        summary.setdefault("sections", {})[name] = _SECTIONS.get(name)(report, ctx)
     report.heading("Run")
-    report.table([{"key": k, "value": v} for k, v in summary.items() if k != "results"])
+    report.table(
+        [{"key": k, "value": v} for k, v in summary.items() if k not in ("results", "sections")]
+    )
     report.save(out / "report.html")
     write_json(out / "summary.json", summary)
     log.info("demo written to %s", out)

@@ -42,6 +42,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def registration_order(self) -> list[str]:
+        """Names in the order they were registered (dicts keep insertion order)."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._items
 
