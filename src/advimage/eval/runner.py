@@ -1,0 +1,257 @@
+"""Run a declarative evaluation into a resumable run directory.
+
+``run_evaluation(config, run_dir)`` streams the dataset batch by batch; for every batch it
+attacks every defended model with every attack of the grid and commits the outcome to the
+SQLite store as one transaction (see :mod:`advimage.eval.store`). A killed run resumes with
+``resume=True``: finished batches are skipped, and since every random draw of a batch is seeded
+from (run seed, batch index, defense, attack), a resumed batch is bit-identical to the batch an
+uninterrupted run computes. Memory holds one batch at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from advimage.attacks.base import Attack, frozen
+from advimage.attacks.registry import create_attack
+from advimage.data.base import ImageDataset
+from advimage.data.registry import load_dataset
+from advimage.eval.config import AttackConfig, RunConfig, parse_config
+from advimage.eval.defenses import build_defense, build_detector, defense_flags
+from advimage.eval.store import DB_NAME, ResultStore
+from advimage.hub import load_model
+from advimage.utils import resolve_device, run_metadata, write_json
+
+__all__ = ["UNBOUNDED_LABEL", "batch_seed", "load_run_config", "run_evaluation"]
+
+log = logging.getLogger(__name__)
+
+UNBOUNDED_LABEL = "unbounded-pgd"
+CONFIG_NAME = "config.json"
+EXAMPLES_DIR = "examples"
+
+
+def batch_seed(run_seed: int, batch: int, *parts: str) -> int:
+    """A 63-bit seed derived from the run seed, the batch index and names (defense, attack)."""
+    text = "|".join([str(int(run_seed)), str(int(batch)), *parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device):  # noqa: ANN202
+    """Seed the global RNG in a forked scope (randomized defenses draw from it)."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _unbounded(cfg: RunConfig) -> AttackConfig:
+    # eps = 1.0 (the whole [0, 1] pixel box in L-inf): every image is reachable
+    return AttackConfig("pgd", 1.0, "linf", {"steps": cfg.checks.unbounded_steps},
+                        UNBOUNDED_LABEL, "unbounded")
+
+
+def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[str, Any]]:
+    rows = []
+    for i, (s, a) in enumerate(zip(specs, built, strict=True)):
+        rows.append({
+            "attack": s.key, "name": s.name, "label": s.label, "kind": s.kind, "norm": s.norm,
+            "eps": s.eps, "options": json.dumps(s.options, sort_keys=True),
+            "steps": getattr(a, "steps", getattr(a, "queries", 1)),
+            "restarts": getattr(a, "restarts", 1), "eot": getattr(a, "eot", 1), "position": i,
+        })
+    return rows
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config stored in a run directory (for ``--resume``)."""
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(f"not a run directory (no {CONFIG_NAME}): {Path(run_dir)}")
+    return parse_config(json.loads(path.read_text(encoding="utf-8")), base=Path(run_dir))
+
+
+def _distance(norm: str, x: Tensor, x_adv: Tensor) -> Tensor:
+    d = (x_adv - x).flatten(1)  # (B, D)
+    return d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)  # (B,)
+
+
+def _grad_stats(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, float]:
+    """Samples whose cross-entropy input gradient is exactly zero, and the sum of L1 norms."""
+    xg = x.detach().clone().requires_grad_(True)
+    with frozen(model), torch.enable_grad():
+        loss = F.cross_entropy(model(xg), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
+    if g is None:  # the output does not depend on the input at all
+        return len(x), 0.0
+    norms = g.flatten(1).abs().sum(dim=1)  # (B,) L1 norm per sample
+    return int((norms == 0).sum()), float(norms.sum())
+
+
+def run_evaluation(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    model: nn.Module | None = None,
+    dataset: ImageDataset | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Path:
+    """Evaluate ``config`` into ``run_dir`` (created), or continue it when ``resume``.
+
+    Args:
+        config: validated run config (:func:`advimage.eval.config.load_config`).
+        run_dir: run directory; holds ``config.json``, ``run.json``, ``results.sqlite`` and
+            ``examples/*.safetensors``.
+        resume: continue an interrupted run; finished batches are not recomputed.
+        device: overrides ``config.device``.
+        model, dataset: use these objects instead of loading ``config.model``/``config.data``.
+        on_batch: called with the batch index after each committed batch.
+
+    Returns:
+        The run directory.
+    """
+    out = Path(run_dir)
+    db = out / DB_NAME
+    if resume and not db.exists():
+        raise ValueError(f"nothing to resume in {out} (no {DB_NAME})")
+    if not resume and db.exists():
+        raise ValueError(f"run directory {out} already holds results; resume it with "
+                         f"--resume {out}")
+    dev = resolve_device(device or config.device)
+    if model is None:
+        model, _ = load_model(config.model)
+    model = model.to(dev).eval()
+    ds = dataset
+    if ds is None:
+        d = config.data
+        ds = load_dataset(d.name, d.split, data_root=d.root, image_size=d.image_size)
+        if d.limit is not None:
+            ds = ds.balanced(d.limit)
+    if len(ds) == 0:
+        raise ValueError("the dataset is empty")
+
+    specs = list(config.attacks)
+    if config.checks.enabled and config.checks.unbounded:
+        specs.append(_unbounded(config))
+    attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
+               for s in specs]
+    defended = [(d.label, build_defense(d.name, model, d.options)) for d in config.defenses]
+    detectors = {label: [(d.label, build_detector(d.name, m, d.options))
+                         for d in config.detectors] for label, m in defended}
+
+    out.mkdir(parents=True, exist_ok=True)
+    with ResultStore(db) as store:
+        if not resume:
+            write_json(out / CONFIG_NAME, config.to_dict())
+            meta = {**run_metadata(dev, config.seed), "started": time.time()}
+            write_json(out / "run.json", meta)
+            store.set_meta("run", meta)
+            store.put_attacks(_attack_rows(specs, attacks))
+            store.put_defenses([
+                {"defense": label, "name": d.name, "options": json.dumps(d.options),
+                 **{k: int(v) for k, v in defense_flags(m).items()}, "position": i}
+                for i, ((label, m), d) in enumerate(zip(defended, config.defenses, strict=True))
+            ])
+        else:
+            stored = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
+            if stored != config.to_dict():
+                raise ValueError(f"config differs from the one stored in {out / CONFIG_NAME}; "
+                                 "resume with the stored config")
+        session = store.new_session()
+        done = store.done_batches()
+        bs = config.data.batch_size
+        n_batches = -(-len(ds) // bs)
+        todo = [b for b in range(n_batches) if b not in done]
+        log.info("run %s: %d of %d batches to do", out, len(todo), n_batches)
+        for b in tqdm(todo, desc="run", disable=not progress, leave=False):
+            start = b * bs
+            x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
+            x, y = x.to(dev), y.to(dev)
+            rows = _run_batch(config, b, start, x, y, specs, attacks, defended, detectors,
+                              dev, out if b == 0 and config.examples else None)
+            store.write_batch(b, len(y), session, *rows)
+            if on_batch is not None:
+                on_batch(b)
+        store.set_meta("finished", len(store.done_batches()) == n_batches)
+    return out
+
+
+def _run_batch(
+    cfg: RunConfig, b: int, start: int, x: Tensor, y: Tensor, specs: list[AttackConfig],
+    attacks: list[Attack], defended: list[tuple[str, nn.Module]],
+    detectors: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]], dev: torch.device,
+    examples_dir: Path | None,
+) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
+    """Attack one batch under every defense; returns the store's row lists for it."""
+    samples: list[tuple] = []
+    timings: list[tuple] = []
+    grads: list[tuple] = []
+    scores: list[tuple] = []
+    idx = list(range(start, start + len(y)))
+    labels = y.tolist()
+    for dname, dmodel in defended:
+        with _seeded(batch_seed(cfg.seed, b, dname, "clean"), dev), torch.no_grad():
+            pred = dmodel(x).argmax(1)  # (B,)
+        ok = pred == y
+        if cfg.checks.enabled and cfg.checks.zero_gradients:
+            with _seeded(batch_seed(cfg.seed, b, dname, "grad"), dev):
+                n_zero, norm_sum = _grad_stats(dmodel, x, y)
+            grads.append((b, dname, len(y), n_zero, norm_sum))
+        clean_scores = {}
+        for tname, det in detectors[dname]:
+            with _seeded(batch_seed(cfg.seed, b, dname, tname), dev):
+                clean_scores[tname] = det(x).float().cpu().tolist()
+        keep: dict[str, Tensor] = {}
+        k = min(cfg.examples, len(y))
+        if examples_dir is not None:
+            keep = {"x": x[:k], "y": y[:k], "pred_clean": pred[:k]}
+        for spec, attack in zip(specs, attacks, strict=True):
+            seed = batch_seed(cfg.seed, b, dname, spec.key)
+            t0 = time.perf_counter()
+            x_adv = dataclasses.replace(attack, seed=seed)(dmodel, x, y)  # (B, C, H, W)
+            with _seeded(seed, dev), torch.no_grad():
+                pred_adv = dmodel(x_adv).argmax(1)  # (B,)
+            timings.append((b, dname, spec.key, time.perf_counter() - t0))
+            robust = ok & (pred_adv == y)
+            dist = _distance(spec.norm, x, x_adv).tolist()
+            for i, (p, pa, c, r) in enumerate(zip(pred.tolist(), pred_adv.tolist(),
+                                                  ok.tolist(), robust.tolist(), strict=True)):
+                samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, int(c), int(r),
+                                dist[i]))
+            for tname, det in detectors[dname]:
+                with _seeded(batch_seed(cfg.seed, b, dname, spec.key, tname), dev):
+                    adv = det(x_adv).float().cpu().tolist()
+                scores.extend((idx[i], dname, spec.key, tname, clean_scores[tname][i], adv[i])
+                              for i in range(len(adv)))
+            if examples_dir is not None:
+                keep[f"adv/{spec.key}"] = x_adv[:k]
+                keep[f"pred/{spec.key}"] = pred_adv[:k]
+        if examples_dir is not None and k:
+            _save_examples(examples_dir / EXAMPLES_DIR / f"{dname}.safetensors", keep)
+    return samples, timings, grads, scores
+
+
+def _save_examples(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Write the example images atomically (a resumed batch 0 rewrites identical bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"format": "advimage-examples-v1"})
+    tmp.replace(path)
