@@ -36,7 +36,13 @@ from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
 from advimage.utils import resolve_device, run_metadata, write_json
 
-__all__ = ["UNBOUNDED_LABEL", "batch_seed", "load_run_config", "run_evaluation"]
+__all__ = [
+    "UNBOUNDED_LABEL",
+    "batch_seed",
+    "default_run_dir",
+    "load_run_config",
+    "run_evaluation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,11 @@ def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[st
             "restarts": getattr(a, "restarts", 1), "eot": getattr(a, "eot", 1), "position": i,
         })
     return rows
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/NAME-YYYYmmdd-HHMMSS`` under the current directory."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
@@ -163,6 +174,7 @@ def run_evaluation(
             meta = {**run_metadata(dev, config.seed), "started": time.time()}
             write_json(out / "run.json", meta)
             store.set_meta("run", meta)
+            store.set_meta("classes", list(ds.classes))
             store.put_attacks(_attack_rows(specs, attacks))
             store.put_defenses([
                 {"defense": label, "name": d.name, "options": json.dumps(d.options),
