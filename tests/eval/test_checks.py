@@ -119,10 +119,10 @@ class Saturated(nn.Module):
 
 
 def _findings(tmp_path, model: nn.Module | None, **overrides) -> list:
-    cfg = parse_config(tiny_config(
-        data={"name": "digits", "limit": 20, "batch_size": 10},
-        attacks=[{"name": "fgsm", "eps": [0.1]}], checks={"unbounded_steps": 5}, examples=0,
-        **overrides))
+    cfg = parse_config(tiny_config(**{
+        "data": {"name": "digits", "limit": 20, "batch_size": 10},
+        "attacks": [{"name": "fgsm", "eps": [0.1]}], "checks": {"unbounded_steps": 5},
+        "examples": 0, **overrides}))
     run = run_evaluation(cfg, tmp_path / "run", device="cpu", model=model)
     with ResultStore(run / "results.sqlite") as store:
         return run_checks(store.results(), store.defenses(), store.gradients())
@@ -153,3 +153,15 @@ def test_zero_gradient_check_on_a_real_saturated_model(tmp_path, masked) -> None
 def test_quantized_defense_without_bpda_is_flagged(tmp_path) -> None:
     found = _findings(tmp_path, None, defenses=[{"name": "quantize", "options": {"bits": 2}}])
     assert {"zero-gradients", "bpda"} <= {f.check for f in found}
+
+
+def test_transfer_from_undefended_surrogate_beats_masked_white_box(tmp_path) -> None:
+    """Real masking: PGD on the quantized model (no BPDA) sees zero gradients, while PGD
+    crafted on the undefended model transfers; the black-box/transfer check fires."""
+    found = _findings(tmp_path, None,
+                      attacks=[{"name": "pgd", "eps": [0.2], "options": {"steps": 5}},
+                               {"name": "pgd", "eps": [0.2], "options": {"steps": 5},
+                                "surrogate": "bundled"}],
+                      defenses=[{"name": "quantize", "options": {"bits": 2}}])
+    (f,) = [f for f in found if f.check == "blackbox-beats-whitebox"]
+    assert "transfer attack pgd-transfer@0.2" in f.message and "pgd@0.2" in f.message

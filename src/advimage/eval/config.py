@@ -138,6 +138,7 @@ class AttackConfig:
     options: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     kind: str = "white-box"
+    surrogate: str | None = None  # craft on this model, evaluate on the defended one
 
     @property
     def key(self) -> str:
@@ -195,7 +196,7 @@ class RunConfig:
             "data": vars(self.data).copy(),
             "attacks": [
                 {"name": a.name, "eps": a.eps, "norm": a.norm, "options": dict(a.options),
-                 "label": a.label, "kind": a.kind}
+                 "label": a.label, "kind": a.kind, "surrogate": a.surrogate}
                 for a in self.attacks
             ],
             "defenses": [vars(d).copy() for d in self.defenses],
@@ -304,13 +305,19 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
             "options": _Key((dict,), dict),
             "label": _Key((str,), None, nullable=True),
             "kind": _Key((str,), None, nullable=True, choices=ATTACK_KINDS),
+            "surrogate": _Key((str,), None, nullable=True),
         })
         name = a["name"].lower()
         _check_attack_options(where, name, a["options"])
-        kind = a["kind"] or ("black-box" if name in _BLACK_BOX else "white-box")
-        label = a["label"] or name
+        surrogate = a["surrogate"]
+        if surrogate is not None:
+            surrogate = resolve_path(surrogate, base, f"surrogate model ({where}.surrogate)")
+        kind = a["kind"] or ("transfer" if surrogate else
+                             "black-box" if name in _BLACK_BOX else "white-box")
+        label = a["label"] or (f"{name}-transfer" if surrogate else name)
         for eps in _eps_values(f"{where}.eps", a["eps"]):
-            attacks.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind))
+            attacks.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind,
+                                        surrogate))
     keys = [a.key for a in attacks]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:

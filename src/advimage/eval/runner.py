@@ -164,6 +164,8 @@ def run_evaluation(
     attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
                for s in specs]
     defended = [(d.label, build_defense(d.name, model, d.options)) for d in config.defenses]
+    surrogates = {s.surrogate: load_model(s.surrogate)[0].to(dev).eval()
+                  for s in specs if s.surrogate}
     detectors = {label: [(d.label, build_detector(d.name, m, d.options))
                          for d in config.detectors] for label, m in defended}
 
@@ -197,7 +199,7 @@ def run_evaluation(
             x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
             x, y = x.to(dev), y.to(dev)
             rows = _run_batch(config, b, start, x, y, specs, attacks, defended, detectors,
-                              dev, out if b == 0 and config.examples else None)
+                              surrogates, dev, out if b == 0 and config.examples else None)
             store.write_batch(b, len(y), session, *rows)
             if on_batch is not None:
                 on_batch(b)
@@ -208,8 +210,8 @@ def run_evaluation(
 def _run_batch(
     cfg: RunConfig, b: int, start: int, x: Tensor, y: Tensor, specs: list[AttackConfig],
     attacks: list[Attack], defended: list[tuple[str, nn.Module]],
-    detectors: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]], dev: torch.device,
-    examples_dir: Path | None,
+    detectors: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]],
+    surrogates: dict[str, nn.Module], dev: torch.device, examples_dir: Path | None,
 ) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
     """Attack one batch under every defense; returns the store's row lists for it."""
     samples: list[tuple] = []
@@ -237,7 +239,9 @@ def _run_batch(
         for spec, attack in zip(specs, attacks, strict=True):
             seed = batch_seed(cfg.seed, b, dname, spec.key)
             t0 = time.perf_counter()
-            x_adv = dataclasses.replace(attack, seed=seed)(dmodel, x, y)  # (B, C, H, W)
+            # transfer attacks are crafted on their surrogate, then evaluated on the defense
+            source = surrogates[spec.surrogate] if spec.surrogate else dmodel
+            x_adv = dataclasses.replace(attack, seed=seed)(source, x, y)  # (B, C, H, W)
             with _seeded(seed, dev), torch.no_grad():
                 pred_adv = dmodel(x_adv).argmax(1)  # (B,)
             timings.append((b, dname, spec.key, time.perf_counter() - t0))
