@@ -7,7 +7,8 @@ images on advertorch's adversarially trained LeNet5 at eps = 0.3. Prints a markd
 robust accuracy per library, the gap to ours (percentage points; negative = ours stronger), the
 per-point agreement of the attack's outcome with ours, and the wall time.
 
-    python bench/attack_agreement.py            # full size (about 20 min on 2 busy cores)
+    python bench/attack_agreement.py            # full size (an hour on 2 busy cores)
+    python bench/attack_agreement.py --n 500    # what bench/README.md reports
     python bench/attack_agreement.py --quick    # 100 points, small budgets (a smoke run)
 """
 
@@ -53,7 +54,7 @@ def compare(
         else:
             agree = 100.0 * (mask == ours_mask).float().mean().item()
             rows.append((dataset, attack, lib, acc, ours_acc - acc, agree, seconds))
-        print(f"  {dataset:6s} {attack:34s} {lib:13s} {acc:6.2f}%  {seconds:7.1f}s", flush=True)
+        print("  " + table(rows[-1:]).splitlines()[-1], flush=True)
 
 
 def cw_robust(model: nn.Module, x: Tensor, y: Tensor, budget: float) -> Callable[[Tensor], Tensor]:
@@ -134,7 +135,7 @@ def run_mnist(args: argparse.Namespace, rows: list[Row]) -> None:
                 model, x, y),
             "torchattacks": lambda loss=loss: peers.ta_apgd(model, x, y, eps, steps, loss=loss),
         })
-    queries = 50 if q else 1000
+    queries = 50 if q else 500  # every robust point is queried this often: the costliest row
     compare(rows, model, x, y, ds, f"Square {queries} queries", {
         "advimage": lambda: create_attack("square", eps=eps, queries=queries)(model, x, y),
         "torchattacks": lambda: peers.ta_square(model, x, y, eps, queries),
