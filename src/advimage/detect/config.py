@@ -96,6 +96,23 @@ class DetectorConfig:
             )
         return DetectorConfig(**{**asdict(self), **changes})
 
+    def with_overrides(self, items: list[str] | tuple[str, ...]) -> DetectorConfig:
+        """Apply ``KEY=VALUE`` strings (the CLI's ``--set``), values cast to each field's type."""
+        types = {f.name: f.type for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for item in items:
+            key, sep, value = str(item).partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in types:
+                raise ValueError(
+                    f"--set takes KEY=VALUE with KEY one of {', '.join(types)}, got {item!r}"
+                )
+            try:
+                changes[key] = int(value) if types[key] in ("int", int) else float(value)
+            except ValueError:
+                raise ValueError(f"{key} needs a number, got {value!r}") from None
+        return self.replace(**changes)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
