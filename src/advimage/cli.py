@@ -227,6 +227,12 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     from advimage.utils import run_metadata, write_json
 
     model, meta, dev = _load(a)
+    if a.defense:  # attack the defended model (e.g. cache:PATH from `advimage cache tune`)
+        from advimage.defend.cache_eval import parse_defense_arg
+        from advimage.eval.defenses import build_defense
+
+        name, options = parse_defense_arg(a.defense)
+        model = build_defense(name, model, options).to(dev).eval()
     ds = _dataset(a, a.split)
     names = [n.strip() for n in a.attacks.split(",") if n.strip()]
     eps_list = _eps_list(a.eps)
@@ -470,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--steps", type=int, default=None)
     er.add_argument("--restarts", type=int, default=None)
     er.add_argument("--out", default=None, help="folder for robust.csv / robust.json")
+    er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
+                    help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
+                         "tune`), cache:runs/c,lam=1,bpda_theta=5")
     _common(er)
     er.set_defaults(func=cmd_eval_robust)
 

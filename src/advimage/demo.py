@@ -144,3 +144,7 @@ def run_demo(
     write_json(out / "summary.json", summary)
     log.info("demo written to %s", out)
     return summary
+
+
+# capability sections register themselves at import (after the definitions above)
+import advimage.defend.cache_demo  # noqa: E402,F401

@@ -21,3 +21,6 @@ __all__ = [
     "save_cache",
     "tune_cache",
 ]
+
+# registers the ``cache`` defense of the run harness (advimage.eval.defenses)
+import advimage.defend.cache_eval  # noqa: E402,F401
