@@ -210,3 +210,36 @@ def test_robustness_study_worst_case_and_min_eps(digits, saved_cache, tmp_path):
         need = np.array(m["per_image_eps_255"]) / 255
         assert ((need == 0).mean()) == pytest.approx(1 - res["clean"][c])
         assert m["survive_all"] <= round(res["worst_case"]["0.2"][c] * 20)
+
+
+def test_run_harness_with_cache_defenses(digits, saved_cache, tmp_path):
+    """`advimage run` machinery: cache, cache-only and BPDA rows; flags recorded; clean
+    accuracy of the cache row equals the cache's own accuracy on the same images."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+    from harness_helpers import tiny_config
+
+    from advimage.eval.config import parse_config
+    from advimage.eval.runner import run_evaluation
+    from advimage.eval.store import ResultStore
+
+    cache, path = saved_cache
+    cfg = parse_config(tiny_config(
+        attacks=[{"name": "pgd", "eps": [0.1], "options": {"steps": 3}}], examples=0,
+        defenses=["none", {"name": "cache", "options": {"path": str(path)}},
+                  {"name": "cache", "label": "cache-bpda",
+                   "options": {"path": str(path), "bpda_theta": 2}}]))
+    run = run_evaluation(cfg, tmp_path / "run", device="cpu")
+    with ResultStore(run / "results.sqlite") as store:
+        rows = {r["defense"]: r for r in store.results()}
+        flags = {d["defense"]: d for d in store.defenses()}
+    assert set(rows) == {"none", "cache", "cache-bpda"}
+    assert flags["cache-bpda"]["uses_bpda"] == 1 and flags["cache"]["is_differentiable"] == 1
+    x, y = load_dataset("digits", "test").balanced(20).tensors()
+    with torch.no_grad():
+        acc = float((cache(x).argmax(1) == y).float().mean())
+    assert rows["cache"]["clean_accuracy"] == pytest.approx(acc)
+    assert rows["cache-bpda"]["clean_accuracy"] == pytest.approx(acc)  # same forward pass
+    assert rows["cache"]["robust_accuracy"] < rows["cache"]["clean_accuracy"]
