@@ -6,6 +6,7 @@ target false-positive rate, JSON persistence keyed on the model fingerprint, and
 differentiable surrogates an adaptive white-box attack needs.
 """
 
+from advimage.detect.adaptive import AdaptiveAttack, HuAttack
 from advimage.detect.calibration import (
     check_fpr,
     joint_thresholds,
@@ -14,6 +15,12 @@ from advimage.detect.calibration import (
 )
 from advimage.detect.config import CRITERIA, PRESETS, DetectorConfig, check_criteria, get_preset
 from advimage.detect.criteria import draw_noise, random_targets, softmax_l1_change, steps_to_flip
+from advimage.detect.evaluation import (
+    combined_score,
+    detection_rates,
+    roc_aucs,
+    run_detection_eval,
+)
 from advimage.detect.inputs import load_images
 from advimage.detect.noise_signature import (
     DEFAULT_CRITERIA,
@@ -23,6 +30,12 @@ from advimage.detect.noise_signature import (
 from advimage.detect.surrogates import c2t_surrogate_loss, c2u_surrogate_loss, one_step_attack
 
 __all__ = [
+    "AdaptiveAttack",
+    "HuAttack",
+    "combined_score",
+    "detection_rates",
+    "roc_aucs",
+    "run_detection_eval",
     "CRITERIA",
     "DEFAULT_CRITERIA",
     "PRESETS",
