@@ -278,6 +278,19 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_detection(a: argparse.Namespace) -> int:
+    from advimage.detect.evaluation import run_from_config
+
+    res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None)
+    for name, r in res["attacks"].items():
+        rates = " ".join(f"{x['fpr_target']:g}:{x['detection_rate']:.3f}" for x in r["rates"]
+                         if x["criterion"] == "combined")
+        print(f"{name}: success {r['success_rate']:.3f} ({r['n_success']}), detected at FPR "
+              f"{rates}, AUC {r['auc']['combined']:.3f}")
+    print(f"results -> {Path(a.out) / 'results.json'}")
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from advimage.eval.config import load_config
     from advimage.eval.report_run import write_report
@@ -481,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "tune`), cache:runs/c,lam=1,bpda_theta=5")
     _common(er)
     er.set_defaults(func=cmd_eval_robust)
+    ed = esub.add_parser("detection", help="noise-signature detection rates at FPR (resumable)")
+    ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
+    ed.add_argument("--out", required=True, help="folder of per-attack files and results.json")
+    ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
+    ed.set_defaults(func=cmd_eval_detection)
 
     ru = sub.add_parser("run", help="run a declarative evaluation config (resumable)")
     ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")

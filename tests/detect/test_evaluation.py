@@ -149,3 +149,19 @@ def test_registered_detector_scores(digits_model, digits_test, fast_config):
         build_detector("noise-signature", digits_model, {"sigmaa": 1})
     with pytest.raises(ValueError, match="needs options.thresholds"):
         build_detector("noise-signature", digits_model, {"criterion": "combined"})
+
+
+def test_cli_eval_detection(tmp_path, capsys):
+    from advimage.cli import main
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(
+        "name: t\nmodel: bundled\ndata: {name: digits}\n"
+        "calibration: {split: train, limit: 40}\ntest: {split: test, limit: 20}\n"
+        "detector: {criteria: c1, set: {sigma: 0.05, n_noise: 2}}\nfprs: [0.1]\n"
+        "attacks:\n  - {label: g, kind: pgd, eps: [0.2], options: {steps: 5}}\n"
+    )
+    assert main(["eval", "detection", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "g@0.2: success" in out and "detected at FPR 0.1:" in out
+    assert (tmp_path / "o" / "results.json").is_file()
