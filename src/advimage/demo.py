@@ -148,3 +148,4 @@ def run_demo(
 
 # capability sections register themselves at import (after the definitions above)
 import advimage.defend.cache_demo  # noqa: E402,F401
+import advimage.detect.detect_demo  # noqa: E402,F401
