@@ -182,3 +182,23 @@ def test_demo_section(tmp_path, digits_model):
     assert clean["n"] > 100 and clean["flagged"] < 0.3  # near the 10% target
     assert adv["flagged"] > 0.8  # PGD at 0.1 on the digits CNN is easy to spot
     assert out["auc"]["combined"] > 0.9
+
+
+def test_config_offset_holds_out_evaluation_images(tmp_path):
+    from advimage.data import load_dataset
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(
+        "name: t\nmodel: bundled\ndata: {name: digits}\n"
+        "calibration: {split: test, offset: 20, limit: 40}\ntest: {split: test, limit: 20}\n"
+        "detector: {criteria: c1, set: {sigma: 0.05, n_noise: 2}}\nfprs: [0.1]\nattacks: []\n"
+    )
+    r = run_from_config(cfg, tmp_path / "o")
+    assert r["n_calibration"] == 40 and r["n_test"] == 20
+    ds = load_dataset("digits", "test")
+    want_y = ds.balanced(60).tensors()[1][20:]
+    got = torch.load(tmp_path / "o" / "calibration.pt", weights_only=True)["y"]
+    assert torch.equal(got, want_y)  # the 40 images after the 20 evaluation images
+    cfg.write_text(cfg.read_text().replace("offset: 20", "ofset: 20"))
+    with pytest.raises(ValueError, match="calibration.ofset"):
+        run_from_config(cfg, tmp_path / "o2")

@@ -336,7 +336,9 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     """Run a ``configs/detection*.yaml`` evaluation into ``out_dir`` (resumable).
 
     Keys: ``model`` (path, resolved from the config's folder), ``data`` ({name, root}),
-    ``calibration`` / ``test`` ({split, limit}: class-balanced), ``detector`` ({preset,
+    ``calibration`` / ``test`` ({split, limit, offset}: the class-balanced images
+    ``offset .. offset + limit``, so a test-split calibration can skip the evaluation images),
+    ``detector`` ({preset,
     criteria, seed, set: {field: value}}), ``fprs``, ``batch_size`` and ``attacks``: a list of
     {label, kind (``hu``, ``adaptive`` or a registered attack), eps: [...], options}.
     ``only`` restricts the run to attack labels starting with one of the given prefixes.
@@ -365,9 +367,15 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     root = resolve_path(root, base, "data root") if root else None
 
     def split(key: str, default: str, limit: int) -> tuple[Tensor, Tensor]:
-        spec = {"split": default, "limit": limit, **(raw.get(key) or {})}
+        spec = {"split": default, "limit": limit, "offset": 0, **(raw.get(key) or {})}
+        unknown = sorted(set(spec) - {"split", "limit", "offset"})
+        if unknown:
+            raise ValueError(f"detection config: unknown key '{key}.{unknown[0]}'; allowed: "
+                             "split, limit, offset")
         ds = load_dataset(data.get("name", "cifar10"), spec["split"], data_root=root)
-        return ds.balanced(int(spec["limit"])).tensors()
+        skip = int(spec["offset"])  # drop the first `offset` balanced images (held out)
+        x, y = ds.balanced(skip + int(spec["limit"])).tensors()
+        return x[skip:], y[skip:]
 
     d = dict(raw.get("detector") or {})
     config = get_preset(str(d.get("preset", "cifar10")))
