@@ -231,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--keys", type=int, default=None, help="depth: class-balanced key subset")
     p.add_argument("--fixed", default=None, help="accuracy: THETA,LAM,THETA_ONLY (no tuning)")
     p.add_argument("--test-mode", default="exact", choices=["exact", "faiss"])
+    p.add_argument("--steps", type=int, default=10, help="robust: PGD/APGD steps at eps 8/255")
+    p.add_argument("--curve-steps", type=int, default=5, help="robust: PGD steps, other eps")
+    p.add_argument("--curve-eps", default="2,4", help="robust: other budgets, x/255")
+    p.add_argument("--eval-mode", default="faiss", choices=["exact", "faiss"])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -246,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         from advimage.defend.cache_robust import robustness_study
 
-        robustness_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n)
+        robustness_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
+                         steps=a.steps, curve_steps=a.curve_steps, eval_mode=a.eval_mode,
+                         curve_eps=tuple(float(e) / 255 for e in a.curve_eps.split(",")))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+"""Rebuild the tables and PNG plots of ``reports/cache/README.md`` from ``runs/cache``.
+
+Usage (repository root): ``python reports/cache/make_report.py [--runs runs/cache]``.
+Prints the markdown tables; the prose of README.md is written by hand around them.
+Studies: ``python -m advimage.defend.cache_study {accuracy,depth,robust} ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LABELS = {"baseline": "baseline", "cache": "cache", "cache_only": "cache-only"}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def accuracy_table(runs: Path) -> str:
+    lines = ["| model | keys (dim) | theta / lambda (cache-only theta) | baseline | cache | "
+             "cache-only | cache - baseline [95% CI] | cache-only - baseline [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in ("resnet20", "resnet32", "resnet56"):
+        r = _load(runs / "acc" / name / "results.json")
+        if r is None:
+            lines.append(f"| {name} | not run | | | | | | |")
+            continue
+        g, go = r["gain_cache"], r["gain_cache_only"]
+        lines.append(
+            f"| {name} | {r['n_keys']} ({r['key_dim']}) | {r['theta']:g} / {r['lam']:g} "
+            f"({r['theta_cache_only']:g}) | {r['baseline_test_accuracy']:.2%} | "
+            f"{r['cache_test_accuracy']:.2%} | {r['cache_only_test_accuracy']:.2%} | "
+            f"{g['gain'] * 100:+.2f} [{g['lo'] * 100:+.2f}, {g['hi'] * 100:+.2f}] | "
+            f"{go['gain'] * 100:+.2f} [{go['lo'] * 100:+.2f}, {go['hi'] * 100:+.2f}] |")
+    return "\n".join(lines)
+
+
+def depth_plot(runs: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    lines = ["| layer | dim | theta | cache-only test acc. (50k keys) | (10k keys) |",
+             "|---|---|---|---|---|"]
+    full = _load(runs / "depth" / "resnet20" / "depth.json")
+    small = _load(runs / "depth" / "resnet20_10k" / "depth.json")
+    for res, style, label in ((full, "o-", "50,000 keys"), (small, "s--", "10,000 keys")):
+        if res is None:
+            continue
+        xs = [r["layer"] for r in res["rows"]]
+        ax.plot(xs, [100 * r["test_accuracy"] for r in res["rows"]], style,
+                label=f"cache-only, {label} ({res['n_test']} test images)")
+        ax.axhline(100 * res["baseline_test_accuracy"], ls=":", color=ax.lines[-1].get_color(),
+                   label=f"network alone ({res['n_test']} test images)")
+    if full is not None:
+        by_layer = {r["layer"]: r for r in (small or {"rows": []})["rows"]}
+        for r in full["rows"]:
+            s = by_layer.get(r["layer"])
+            other = f"{s['test_accuracy']:.2%}" if s else ""
+            lines.append(f"| {r['layer']} | {r['dim']} | {r['theta']:g} | "
+                         f"{r['test_accuracy']:.2%} | {other} |")
+    ax.set_xlabel("key layer (ResNet-20, input -> output)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Cache-only accuracy vs key depth")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(HERE / "depth.png", dpi=110)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def robust_tables(runs: Path) -> str:
+    r = _load(runs / "robust" / "resnet20" / "robust.json")
+    if r is None:
+        return "(robustness study not run)"
+    lines = [f"n = {r['n']} class-balanced test images, L-inf, scored with "
+             f"{r['eval_mode']} lookup (k = {r['k']}); theta {r['theta']:g}, lambda "
+             f"{r['lam']:g}, cache-only theta {r['theta_cache_only']:g}, surrogate theta "
+             f"{r['surrogate_theta']:g}.", "",
+             "| attack (crafted on) | eps | baseline | cache | cache-only | seconds |",
+             "|---|---|---|---|---|---|",
+             f"| clean | 0 | {r['clean']['baseline']:.1%} | {r['clean']['cache']:.1%} | "
+             f"{r['clean']['cache_only']:.1%} | |"]
+    for a in r["attacks"]:
+        lines.append(f"| {a['attack']}-{a['steps']} ({a['crafted_on']}) | "
+                     f"{a['eps'] * 255:.3g}/255 | {a['baseline']:.1%} | {a['cache']:.1%} | "
+                     f"{a['cache_only']:.1%} | {a['seconds']:.0f} |")
+    lines += ["", "Worst case over every attack at that budget (an image counts as robust only "
+              "if it survives all of them):", "",
+              "| eps | baseline | cache | cache-only |", "|---|---|---|---|"]
+    for e, w in sorted(r["worst_case"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| {float(e) * 255:.3g}/255 | {w['baseline']:.1%} | {w['cache']:.1%} | "
+                     f"{w['cache_only']:.1%} |")
+    lines += ["", "| classifier | median smallest fooling eps (x/255) | images never fooled |",
+              "|---|---|---|"]
+    for c, m in r["min_eps"].items():
+        lines.append(f"| {LABELS[c]} | {m['median_eps_255']:.3g} | {m['survive_all']} |")
+    # plot: worst-case accuracy vs eps, plus transfer-only accuracy
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    eps = sorted(float(e) for e in r["worst_case"])
+    for c in LABELS:
+        ax.plot([0] + [e * 255 for e in eps],
+                [100 * r["clean"][c]] + [100 * r["worst_case"][f"{e:.6g}"][c] for e in eps],
+                "o-", label=f"{LABELS[c]}: worst case (white-box + transfer)")
+    tr = [a for a in r["attacks"] if a["crafted_on"] == "baseline" and a["attack"] == "pgd"]
+    for c in ("cache", "cache_only"):
+        pts = sorted((a["eps"] * 255, 100 * a[c]) for a in tr)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "x:",
+                label=f"{LABELS[c]}: PGD transfer from baseline only")
+    ax.set_xlabel("L-inf eps (x/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"ResNet-20 + cache under attack ({r['n']} test images)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(HERE / "robust_eps.png", dpi=110)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=Path("runs/cache"))
+    a = p.parse_args()
+    for title, text in (("accuracy", accuracy_table(a.runs)), ("depth", depth_plot(a.runs)),
+                        ("robustness", robust_tables(a.runs))):
+        print(f"\n## {title}\n\n{text}")  # noqa: T201 -- a report script, not library code
+
+
+if __name__ == "__main__":
+    main()
