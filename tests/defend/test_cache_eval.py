@@ -243,3 +243,23 @@ def test_run_harness_with_cache_defenses(digits, saved_cache, tmp_path):
     assert rows["cache"]["clean_accuracy"] == pytest.approx(acc)
     assert rows["cache-bpda"]["clean_accuracy"] == pytest.approx(acc)  # same forward pass
     assert rows["cache"]["robust_accuracy"] < rows["cache"]["clean_accuracy"]
+
+
+def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, saved_cache):
+    pytest.importorskip("faiss")
+    from advimage.defend.cache_robust import ClassTopMCache
+
+    model, _, x, y = digits
+    cache, _ = saved_cache
+    only = cache.replace(lam=1.0)
+    full = ClassTopMCache(cache, m=1000, lam=1.0)  # every key of every class: exact
+    with torch.no_grad():
+        torch.testing.assert_close(full(x), only(x), atol=1e-4, rtol=1e-4)
+    # a top-k copy drops classes without candidates: confident images get a zero gradient
+    grads = {}
+    for name, m in (("topk", only.replace(mode="faiss", k=5)), ("topm", ClassTopMCache(
+            cache, m=5, lam=1.0))):
+        xg = x.clone().requires_grad_(True)
+        torch.nn.functional.nll_loss(m(xg), y, reduction="sum").backward()
+        grads[name] = (xg.grad.flatten(1).abs().sum(1) == 0).float().mean()
+    assert grads["topk"] > 0.5 and grads["topm"] == 0

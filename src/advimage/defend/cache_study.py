@@ -220,7 +220,7 @@ def depth_study(model: ImageClassifier, name: str, *, data_root: str | None, out
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("study", choices=["accuracy", "depth", "robust"])
+    p.add_argument("study", choices=["accuracy", "depth", "robust", "topm"])
     p.add_argument("--model", required=True, help="checkpoint, e.g. ../shared/models/resnet20-*.th")
     p.add_argument("--name", required=True, help="short model name for file names")
     p.add_argument("--data-root", default=None)
@@ -247,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif a.study == "depth":
         depth_study(model, a.name, data_root=a.data_root, out=a.out, feats_dir=a.feats,
                     n_test=a.n, n_val=a.n, n_keys=a.keys)
+    elif a.study == "topm":
+        from advimage.defend.cache_robust import class_topm_attacks
+
+        class_topm_attacks(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
+                           steps=a.steps)
     else:
         from advimage.defend.cache_robust import robustness_study
 
