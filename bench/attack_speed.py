@@ -47,6 +47,7 @@ def interleaved(
             start = time.perf_counter()
             out[name] = fn()
             times[name].append(time.perf_counter() - start)
+            print(f"  {name}: {times[name][-1]:.2f}s", flush=True)
     return {name: (statistics.median(t), out[name]) for name, t in times.items()}
 
 
