@@ -314,6 +314,8 @@ _TOP = ("name", "description", "model", "data", "calibration", "test", "detector
 
 def _attack_factory(kind: str, eps: float, options: dict[str, Any], config: DetectorConfig,
                     fpr0: float) -> Callable[[Mapping[str, Tensor]], Any]:
+    """Attack builder; ``adaptive`` gets ``c1_threshold`` = the C1 threshold at FPR ``fpr0``
+    (the largest target FPR, i.e. the strictest threshold) unless the options set it."""
     from advimage.attacks import create_attack
     from advimage.detect.adaptive import AdaptiveAttack, HuAttack
 
@@ -397,7 +399,7 @@ def run_from_config(path: str | Path, out_dir: str | Path,
             if label in attacks:
                 raise ValueError(f"detection config: attack {label!r} appears twice")
             attacks[label] = _attack_factory(str(a["kind"]), eps, dict(a.get("options") or {}),
-                                             config, min(fprs))
+                                             config, max(fprs))
     return run_detection_eval(model, det, split("calibration", "train", 500),
                               split("test", "test", 200), attacks, out_dir, fprs,
                               int(raw.get("batch_size", 100)))
