@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from advimage.defend.cache_robust import _min_eps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"baseline": "baseline", "cache": "cache", "cache_only": "cache-only"}
@@ -75,10 +78,16 @@ def depth_plot(runs: Path) -> str:
     return "\n".join(lines)
 
 
-def robust_tables(runs: Path) -> str:
-    r = _load(runs / "robust" / "resnet20" / "robust.json")
+def robust_tables(runs: Path, name: str, plot: bool) -> str:
+    r = _load(runs / "robust" / name / "robust.json")
     if r is None:
         return "(robustness study not run)"
+    folder = runs / "robust" / name
+    correct = dict(np.load(folder / "robust_correct.npz"))
+    extra = _load(folder / "classtopm.json")
+    if extra is not None:  # class-wise top-m attack copies on the same images
+        r["attacks"] = r["attacks"] + extra["attacks"]
+        correct.update(np.load(folder / "classtopm_correct.npz"))
     lines = [f"n = {r['n']} class-balanced test images, L-inf, scored with "
              f"{r['eval_mode']} lookup (k = {r['k']}); theta {r['theta']:g}, lambda "
              f"{r['lam']:g}, cache-only theta {r['theta_cache_only']:g}, surrogate theta "
@@ -87,10 +96,17 @@ def robust_tables(runs: Path) -> str:
              "|---|---|---|---|---|---|",
              f"| clean | 0 | {r['clean']['baseline']:.1%} | {r['clean']['cache']:.1%} | "
              f"{r['clean']['cache_only']:.1%} | |"]
-    for a in r["attacks"]:
+    for a in sorted(r["attacks"], key=lambda a: -a["eps"]):
         lines.append(f"| {a['attack']}-{a['steps']} ({a['crafted_on']}) | "
                      f"{a['eps'] * 255:.3g}/255 | {a['baseline']:.1%} | {a['cache']:.1%} | "
                      f"{a['cache_only']:.1%} | {a['seconds']:.0f} |")
+    worst: dict[str, dict[str, float]] = {}
+    for e in sorted({a["eps"] for a in r["attacks"]}):
+        worst[f"{e:.6g}"] = {c: float(np.logical_and.reduce(
+            [correct[f"clean/{c}"]] + [correct[f"{a['label']}/{c}"] for a in r["attacks"]
+                                       if a["eps"] == e]).mean()) for c in LABELS}
+    r["worst_case"] = worst
+    r["min_eps"] = _min_eps(r["attacks"], correct)  # over every attack, top-m ones included
     lines += ["", "Worst case over every attack at that budget (an image counts as robust only "
               "if it survives all of them):", "",
               "| eps | baseline | cache | cache-only |", "|---|---|---|---|"]
@@ -101,6 +117,8 @@ def robust_tables(runs: Path) -> str:
               "|---|---|---|"]
     for c, m in r["min_eps"].items():
         lines.append(f"| {LABELS[c]} | {m['median_eps_255']:.3g} | {m['survive_all']} |")
+    if not plot:
+        return "\n".join(lines)
     # plot: worst-case accuracy vs eps, plus transfer-only accuracy
     fig, ax = plt.subplots(figsize=(6, 3.6))
     eps = sorted(float(e) for e in r["worst_case"])
@@ -127,9 +145,14 @@ def robust_tables(runs: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs/cache"))
+    p.add_argument("--robust", default="resnet20_n500,resnet20",
+                   help="robustness run folders under runs/cache/robust (first one plotted)")
     a = p.parse_args()
-    for title, text in (("accuracy", accuracy_table(a.runs)), ("depth", depth_plot(a.runs)),
-                        ("robustness", robust_tables(a.runs))):
+    names = a.robust.split(",")
+    sections = [("accuracy", accuracy_table(a.runs)), ("depth", depth_plot(a.runs))]
+    sections += [(f"robustness ({n})", robust_tables(a.runs, n, i == 0))
+                 for i, n in enumerate(names)]
+    for title, text in sections:
         print(f"\n## {title}\n\n{text}")  # noqa: T201 -- a report script, not library code
 
 

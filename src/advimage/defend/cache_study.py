@@ -228,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--feats", default=Path("runs/cache/feats"), type=Path)
     p.add_argument("--cache", default=None, type=Path, help="cache path (robust: input)")
     p.add_argument("--n", type=int, default=500, help="test images for attacks / depth")
+    p.add_argument("--layers", default="layer3.1,layer3.2,pool", help="accuracy: key layers")
     p.add_argument("--keys", type=int, default=None, help="depth: class-balanced key subset")
     p.add_argument("--fixed", default=None, help="accuracy: THETA,LAM,THETA_ONLY (no tuning)")
     p.add_argument("--test-mode", default="exact", choices=["exact", "faiss"])
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = load_model(a.model)[0].eval()
     if a.study == "accuracy":
         accuracy_study(model, a.name, data_root=a.data_root, out=a.out, feats_dir=a.feats,
-                       cache_out=a.cache, test_mode=a.test_mode,
+                       cache_out=a.cache, test_mode=a.test_mode, layers=a.layers.split(","),
                        fixed=tuple(float(v) for v in a.fixed.split(",")) if a.fixed else None)
     elif a.study == "depth":
         depth_study(model, a.name, data_root=a.data_root, out=a.out, feats_dir=a.feats,
