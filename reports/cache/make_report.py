@@ -28,17 +28,19 @@ def _load(path: Path) -> dict | None:
 
 
 def accuracy_table(runs: Path) -> str:
-    lines = ["| model | keys (dim) | theta / lambda (cache-only theta) | baseline | cache | "
-             "cache-only | cache - baseline [95% CI] | cache-only - baseline [95% CI] |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in ("resnet20", "resnet32", "resnet56"):
+    lines = ["| model | key layers (dim) | scoring | theta / lambda (cache-only theta) | "
+             "baseline | cache | cache-only | cache - baseline [95% CI] | "
+             "cache-only - baseline [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in ("resnet20_exact", "resnet20", "resnet32", "resnet56"):
         r = _load(runs / "acc" / name / "results.json")
         if r is None:
-            lines.append(f"| {name} | not run | | | | | | |")
+            lines.append(f"| {name} | not run | | | | | | | |")
             continue
         g, go = r["gain_cache"], r["gain_cache_only"]
         lines.append(
-            f"| {name} | {r['n_keys']} ({r['key_dim']}) | {r['theta']:g} / {r['lam']:g} "
+            f"| {r['model']} | {', '.join(r['layers'])} ({r['key_dim']}) | "
+            f"{r['test_mode']}{'' if r['k'] is None else ' top-' + str(r['k'])} | "
+            f"{r['theta']:g} / {r['lam']:g} "
             f"({r['theta_cache_only']:g}) | {r['baseline_test_accuracy']:.2%} | "
             f"{r['cache_test_accuracy']:.2%} | {r['cache_only_test_accuracy']:.2%} | "
             f"{g['gain'] * 100:+.2f} [{g['lo'] * 100:+.2f}, {g['hi'] * 100:+.2f}] | "
@@ -48,8 +50,8 @@ def accuracy_table(runs: Path) -> str:
 
 def depth_plot(runs: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    lines = ["| layer | dim | theta | cache-only test acc. (50k keys) | (10k keys) |",
-             "|---|---|---|---|---|"]
+    lines = ["| layer | dim | theta (val) | cache-only test acc. (50k keys) | best over theta "
+             "(oracle) | 10k keys |", "|---|---|---|---|---|---|"]
     full = _load(runs / "depth" / "resnet20" / "depth.json")
     small = _load(runs / "depth" / "resnet20_10k" / "depth.json")
     for res, style, label in ((full, "o-", "50,000 keys"), (small, "s--", "10,000 keys")):
@@ -61,12 +63,17 @@ def depth_plot(runs: Path) -> str:
         ax.axhline(100 * res["baseline_test_accuracy"], ls=":", color=ax.lines[-1].get_color(),
                    label=f"network alone ({res['n_test']} test images)")
     if full is not None:
+        ax.plot([r["layer"] for r in full["rows"]],
+                [100 * max(r["test_accuracy_by_theta"].values()) for r in full["rows"]], "^:",
+                label="cache-only, 50,000 keys, best theta on test (oracle)")
         by_layer = {r["layer"]: r for r in (small or {"rows": []})["rows"]}
         for r in full["rows"]:
             s = by_layer.get(r["layer"])
             other = f"{s['test_accuracy']:.2%}" if s else ""
+            best = max(r["test_accuracy_by_theta"].items(), key=lambda kv: kv[1])
             lines.append(f"| {r['layer']} | {r['dim']} | {r['theta']:g} | "
-                         f"{r['test_accuracy']:.2%} | {other} |")
+                         f"{r['test_accuracy']:.2%} | {best[1]:.2%} (theta {best[0]}) | "
+                         f"{other} |")
     ax.set_xlabel("key layer (ResNet-20, input -> output)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Cache-only accuracy vs key depth")
