@@ -91,10 +91,9 @@ def robust_tables(runs: Path, name: str, plot: bool) -> str:
         return "(robustness study not run)"
     folder = runs / "robust" / name
     correct = dict(np.load(folder / "robust_correct.npz"))
-    extra = _load(folder / "classtopm.json")
-    if extra is not None:  # class-wise top-m attack copies on the same images
-        r["attacks"] = r["attacks"] + extra["attacks"]
-        correct.update(np.load(folder / "classtopm_correct.npz"))
+    for extra_path in sorted(folder.glob("classtopm*.json")):  # class-wise top-m attacks
+        r["attacks"] = r["attacks"] + _load(extra_path)["attacks"]
+        correct.update(np.load(extra_path.with_name(extra_path.stem + "_correct.npz")))
     lines = [f"n = {r['n']} class-balanced test images, L-inf, scored with "
              f"{r['eval_mode']} lookup (k = {r['k']}); theta {r['theta']:g}, lambda "
              f"{r['lam']:g}, cache-only theta {r['theta_cache_only']:g}, surrogate theta "

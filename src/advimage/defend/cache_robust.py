@@ -224,12 +224,12 @@ class ClassTopMCache(nn.Module):
 def class_topm_attacks(
     model: ImageClassifier, cache_path: Path, *, data_root: str | None, out: Path,
     data: str = "cifar10", n: int = 200, eps: tuple[float, ...] = (8 / 255, 2 / 255),
-    steps: int = 10, m: int = 20, seed: int = 0,
+    steps: int = 10, m: int = 20, seed: int = 0, tag: str = "",
 ) -> dict[str, Any]:
     """PGD through :class:`ClassTopMCache` copies of cache and cache-only, scored exactly.
 
-    Writes ``classtopm.json`` and ``classtopm_correct.npz`` (same images and keys as
-    ``robustness_study`` with the same ``n``, so worst cases can be combined).
+    Writes ``classtopm{tag}.json`` and ``classtopm{tag}_correct.npz`` (same images and keys
+    as ``robustness_study`` with the same ``n``, so worst cases can be combined).
     """
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
@@ -255,8 +255,8 @@ def class_topm_attacks(
                 row[c] = float(correct[f"{label}/{c}"].mean())
             rows.append(row)
             log.info("%s: %s (%.0fs)", label, {c: row[c] for c in CLASSIFIERS}, t_attack)
-            write_json(out / "classtopm.json", {
+            write_json(out / f"classtopm{tag}.json", {
                 "n": n, "m": m, "steps": steps, "eval_mode": "exact", "attacks": rows,
                 "seconds": round(time.perf_counter() - t0, 1), **run_metadata(None, seed)})
-            np.savez_compressed(out / "classtopm_correct.npz", **correct)
+            np.savez_compressed(out / f"classtopm{tag}_correct.npz", **correct)
     return {"attacks": rows}
