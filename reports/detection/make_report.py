@@ -1,0 +1,61 @@
+"""Tables and ROC PNGs of a finished (or partial) `advimage eval detection` run.
+
+Usage: python reports/detection/make_report.py RUN_DIR [SUFFIX]: writes tables[-SUFFIX].md and,
+without a suffix, the ROC PNGs of the attacks in PLOTS here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import torch  # noqa: E402
+
+from advimage.detect.evaluation import roc_curves  # noqa: E402
+from advimage.eval.report_run import roc_figure  # noqa: E402
+
+HERE = Path(__file__).parent
+PLOTS = ("gray-pgd@0.03137", "gray-cw@0.1", "pgd-untargeted@0.03137", "white-pgd@0.03137",
+         "white-cw@0.03137", "adaptive@0.03137")
+
+
+def main(run: Path, suffix: str = "") -> None:
+    res = json.loads((run / "results.json").read_text())
+    cal = torch.load(run / "calibration.pt", weights_only=True)
+    clean = torch.load(run / "clean.pt", weights_only=True)
+    ok_cal, ok = cal["pred"] == cal["y"], clean["pred"] == clean["y"]
+    calib = {k: v[ok_cal] for k, v in cal["scores"].items()}
+    clean_s = {k: v[ok] for k, v in clean["scores"].items()}
+    lines = [
+        f"Calibration: {res['n_calibration_correct']}/{res['n_calibration']} calibration images "
+        f"correct; evaluation: {res['n_test_correct']}/{res['n_test']} test images correct.",
+        "",
+        "| attack | success | n | crit | DR@5% (test FPR) | DR@10% (test FPR) | DR@20% (test FPR)"
+        " | AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in res["attacks"].items():
+        for crit in [*res["criteria"], "combined"]:
+            cells = [f"{x['detection_rate']:.3f} ({x['fpr_test']:.3f})" for x in r["rates"]
+                     if x["criterion"] == crit]
+            lines.append(f"| {name} | {r['success_rate']:.3f} | {r['n_success']} | {crit} | "
+                         f"{' | '.join(cells)} | {r['auc'][crit]:.3f} |")
+        if suffix or name not in PLOTS:
+            continue
+        rec = torch.load(run / f"attack-{name}.pt", weights_only=True)
+        y = clean["y"]
+        succ = ok & (rec["pred"] != y)
+        adv = {k: v[succ] for k, v in rec["scores"].items()}
+        curves = roc_curves(calib, clean_s, adv)
+        fig, _ = roc_figure({k: (c, a) for k, (c, a) in curves.items()}, f"ROC, {name}")
+        fig.savefig(HERE / f"roc-{name.replace('@', '-')}.png", dpi=70)
+    name = f"tables-{suffix}.md" if suffix else "tables.md"
+    (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
