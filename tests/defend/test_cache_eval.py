@@ -263,3 +263,20 @@ def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, sa
         torch.nn.functional.nll_loss(m(xg), y, reduction="sum").backward()
         grads[name] = (xg.grad.flatten(1).abs().sum(1) == 0).float().mean()
     assert grads["topk"] > 0.5 and grads["topm"] == 0
+
+
+def test_cache_defense_bpda_in_faiss_mode_uses_class_topm(digits, saved_cache):
+    pytest.importorskip("faiss")
+    from advimage.defend.cache_robust import ClassTopMCache
+
+    model, _, x, y = digits
+    cache, path = saved_cache
+    defended = build_defense("cache", model, {"path": str(path), "mode": "faiss", "k": 5,
+                                              "lam": 1, "bpda_theta": 20})
+    assert isinstance(defended.forward_fn.surrogate, ClassTopMCache)
+    xg = x.clone().requires_grad_(True)
+    out = defended(xg)
+    torch.nn.functional.nll_loss(out, y, reduction="sum").backward()
+    assert bool((xg.grad.flatten(1).abs().sum(1) > 0).all())  # no masked image
+    with torch.no_grad():  # the value is the FAISS cache's own
+        torch.testing.assert_close(out, cache.replace(mode="faiss", k=5, lam=1.0)(x))

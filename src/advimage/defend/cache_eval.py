@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from advimage.attacks.bpda import BPDA
 from advimage.defend.cache import CacheModel, check_theta
+from advimage.defend.cache_robust import ClassTopMCache
 from advimage.eval.defenses import register_defense
 from advimage.models.classifier import ImageClassifier
 
@@ -83,10 +84,12 @@ class CacheDefense(nn.Module):
         if self.bpda_theta is None:
             self.forward_fn: nn.Module = cache
         else:
-            # FAISS mode keeps its top-k lists for the surrogate (exact mode over a large
-            # cache is costly); the top-k similarities carry gradients either way.
-            surrogate = (cache.replace(theta=self.bpda_theta) if cache.mode == "faiss"
-                         else cache.surrogate(self.bpda_theta))
+            # FAISS mode: a top-k copy would give classes without candidates log p = -inf
+            # and confident images a zero gradient, so the surrogate keeps each class's
+            # nearest keys (exact search; only K m keys per query enter the backward pass).
+            surrogate: nn.Module = (
+                ClassTopMCache(cache, m=20, theta=self.bpda_theta) if cache.mode == "faiss"
+                else cache.surrogate(self.bpda_theta))
             self.forward_fn = BPDA(cache, surrogate)
         self.uses_bpda = self.bpda_theta is not None
         # exact mode is differentiable; FAISS's neighbour search and BPDA replace gradients
@@ -102,7 +105,8 @@ def build_cache_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Modu
 
     Options: ``path`` (required; the cache written by ``advimage cache build|tune``),
     ``theta``, ``lam``, ``mode`` (``exact``/``faiss``), ``k``, ``nprobe`` (override the saved
-    settings) and ``bpda_theta`` (attack through a lower-temperature copy, e.g. 5).
+    settings) and ``bpda_theta`` (attack through a lower-temperature copy, e.g. 5; in FAISS
+    mode a :class:`ClassTopMCache`, which keeps every class's nearest keys).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
