@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from advimage.models.classifier import ImageClassifier
 from advimage.validation import check_images, check_labels
@@ -27,27 +27,7 @@ def features_and_logits(
     ``phi`` rows have unit L2 norm (a zero activation vector stays zero). Gradients flow to
     ``x`` under the caller's grad mode.
     """
-    modules = dict(model.net.named_modules())
-    captured: dict[str, Tensor] = {}
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if isinstance(output, (tuple, list)):
-                output = next((o for o in output if isinstance(o, Tensor)), None)
-            if isinstance(output, Tensor):
-                captured[name] = output
-
-        return hook
-
-    handles = [modules[name].register_forward_hook(make_hook(name)) for name in set(layers)]
-    try:
-        logits = model(x)  # (B, K)
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [name for name in layers if name not in captured]
-    if missing:
-        raise ValueError(f"layer {missing[0]!r} produced no tensor output in forward()")
+    logits, captured = model.forward_with_features(x, layers)
     flat = torch.cat([captured[name].flatten(1) for name in layers], dim=1)  # (B, D)
     return logits, F.normalize(flat, dim=1)
 

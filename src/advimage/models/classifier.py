@@ -93,6 +93,12 @@ class ImageClassifier(nn.Module):
         flow through the returned tensors under the caller's grad mode. A module called more
         than once per pass reports its last output; tuple outputs report their first tensor.
         """
+        return self.forward_with_features(x, layers)[1]
+
+    def forward_with_features(
+        self, x: Tensor, layers: Sequence[str]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits ``(B, K)`` and the named layers' outputs from the same single forward pass."""
         if isinstance(layers, str):
             layers = [layers]
         layers = list(layers)
@@ -117,14 +123,14 @@ class ImageClassifier(nn.Module):
 
         handles = [modules[name].register_forward_hook(make_hook(name)) for name in set(layers)]
         try:
-            self(x)
+            logits = self(x)  # (B, K)
         finally:
             for handle in handles:
                 handle.remove()
         missing = [name for name in layers if name not in captured]
         if missing:
             raise ValueError(f"layer {missing[0]!r} produced no tensor output in forward()")
-        return {name: captured[name] for name in layers}
+        return logits, {name: captured[name] for name in layers}
 
     def fingerprint(self) -> str:
         """sha256 over arch, factory kwargs and every state-dict tensor (name, dtype, shape, bytes).
