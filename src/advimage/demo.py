@@ -136,6 +136,7 @@ def run_demo(
     ctx = DemoContext(model, test, dev, seed, eps, out, summary)
     for name in _SECTIONS.registration_order():
         summary.setdefault("sections", {})[name] = _SECTIONS.get(name)(report, ctx)
+    summary["seconds"] = round(time.time() - t0, 2)  # attacks and every section
     report.heading("Run")
     report.table(
         [{"key": k, "value": v} for k, v in summary.items() if k not in ("results", "sections")]
