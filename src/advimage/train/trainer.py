@@ -5,6 +5,10 @@ decay on weights only. Every epoch writes ``state.safetensors`` (weights + optim
 and ``state.json`` (epoch, history); the data order and augmentation of epoch ``e`` depend only
 on ``(seed, e)``, so an interrupted run resumed from its last checkpoint ends with the same
 weights as an uninterrupted one. Nothing is ever unpickled.
+
+Other objectives (e.g. knowledge distillation, ``advimage.distill``) reuse this one loop through
+``loss_hook`` (the per-batch loss), ``extra_modules`` (trained alongside the model, saved in the
+per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +70,21 @@ def _augmentation(cfg: TrainConfig, dataset: str):  # noqa: ANN202
     return base
 
 
+# Per-batch objective: (model, images (B, C, H, W), labels (B,)) -> (scalar loss, logits (B, K)).
+LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 def _save_state(
-    out: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]
+    out: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    extra: nn.Module | None = None,
 ) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if extra is not None:
+        for k, v in extra.state_dict().items():
+            tensors[f"extra.{k}"] = v.detach().contiguous().cpu()
     params = [p for g in opt.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         for k, v in opt.state.get(p, {}).items():
@@ -81,11 +97,17 @@ def _save_state(
 
 
 def _load_state(
-    out: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device
+    out: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    extra: nn.Module | None = None,
 ) -> dict:
     meta = json.loads((out / "state.json").read_text())
     tensors = load_file(str(out / "state.safetensors"), device=str(device))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if extra is not None:
+        extra.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     params = [p for g in opt.param_groups for p in g["params"]]
     for key, v in tensors.items():
         if key.startswith("optim."):
@@ -101,12 +123,24 @@ def train(
     device: str | torch.device = "auto",
     resume: bool = True,
     progress: bool = True,
+    loss_hook: LossHook | None = None,
+    extra_modules: nn.Module | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> tuple[ImageClassifier, dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the model and the final metrics.
 
     ``out_dir`` receives ``config.json``, per-epoch ``state.*`` and ``metrics.jsonl``, and at the
     end ``model.safetensors`` + ``model.json`` (a regular advimage checkpoint).
+
+    Args:
+        loss_hook: replaces cross-entropy; called as ``loss_hook(model, x, y)`` on each
+            (augmented, on-device) batch and returns ``(loss, logits)``.
+        extra_modules: trainable modules the hook uses (e.g. a FitNets regressor); optimized
+            with the model and saved in the per-epoch state.
+        run_info: JSON-serializable facts about the run (e.g. the distillation arm), merged into
+            the checkpoint sidecar; resuming a directory with different ``run_info`` raises.
     """
+    run_info = dict(run_info or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -123,7 +157,11 @@ def train(
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, cfg)
+    if extra_modules is not None:
+        extra_modules.to(dev)
+        opt = build_optimizer(nn.ModuleList([model, extra_modules]), cfg)
+    else:
+        opt = build_optimizer(model, cfg)
     aug = _augmentation(cfg, cfg.dataset)
 
     n_train = len(train_ds)
@@ -133,19 +171,24 @@ def train(
 
     start_epoch, history = 0, []
     if resume and (out / "state.json").exists():
-        meta = _load_state(out, model, opt, dev)
-        if meta.get("config") != cfg.to_dict():
+        meta = _load_state(out, model, opt, dev, extra_modules)
+        if meta.get("config") != cfg.to_dict() or meta.get("run_info", {}) != run_info:
             raise ValueError(
                 f"{out} holds a run with another configuration; use a new --out "
                 "directory or the same options to resume"
             )
         start_epoch, history = meta["epoch"], meta["history"]
         log.info("resuming %s at epoch %d", out, start_epoch)
-    write_json(out / "config.json", {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)})
+    info = {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)}
+    if run_info:
+        info["run_info"] = run_info
+    write_json(out / "config.json", info)
 
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if extra_modules is not None:
+            extra_modules.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         batches = train_ds.batches(
             cfg.batch_size,
@@ -171,8 +214,11 @@ def train(
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)  # (B, K)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if loss_hook is None:
+                logits = model(x)  # (B, K)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            else:
+                loss, logits = loss_hook(model, x, y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr"
@@ -204,9 +250,10 @@ def train(
         )
         with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        _save_state(
-            out, model, opt, {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()}
-        )
+        state_meta = {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()}
+        if run_info:
+            state_meta["run_info"] = run_info
+        _save_state(out, model, opt, state_meta, extra_modules)
 
     model.eval()
     final_acc = (
@@ -229,6 +276,7 @@ def train(
             "train_config": cfg.to_dict(),
             "seed": cfg.seed,
             "history": history,
+            **run_info,
         },
     )
     write_json(out / "metrics.json", metrics)
