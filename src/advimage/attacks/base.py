@@ -109,6 +109,9 @@ class Attack(ABC):
         norm: ``"linf"`` or ``"l2"``.
         seed: Seed for random starts and the model's randomness; ``None`` = nondeterministic.
         bounds: Valid pixel range ``(low, high)`` of the model's inputs.
+        channels_last: Run the attack on a channels-last copy of 4-D inputs (``None``: on CPU
+            only). Same passes, same arithmetic per pixel, but oneDNN convolutions run about
+            1.3-2x faster on that layout; the result comes back in the caller's layout.
     """
 
     name: ClassVar[str] = "attack"
@@ -118,6 +121,7 @@ class Attack(ABC):
     norm: str = "linf"
     seed: int | None = 0
     bounds: tuple[float, float] = (0.0, 1.0)
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
@@ -146,6 +150,9 @@ class Attack(ABC):
             raise ValueError(f"attack {self.name!r} does not support targeted attacks")
         dtype, device = model_dtype_device(model, x)
         xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
+        use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
+        if use_cl and xw.dim() == 4:
+            xw = xw.contiguous(memory_format=torch.channels_last)
         with frozen(model), _seeded(self.seed, device) as gen:
             probe = self._probe_input(xw)  # (b, C, H, W), b <= B
             with torch.no_grad():
@@ -160,6 +167,13 @@ class Attack(ABC):
             with torch.enable_grad():  # attacks need input gradients even under no_grad()
                 x_adv = self._run(model, xw, yw, tw, gen)
         x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
+        if x_adv.dim() == 4:  # back to the caller's layout
+            fmt = (
+                torch.channels_last
+                if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                else torch.contiguous_format
+            )
+            x_adv = x_adv.contiguous(memory_format=fmt)
         return threat.project(x.detach(), x_adv).detach()
 
     def _probe_input(self, x: Tensor) -> Tensor:
@@ -176,9 +190,7 @@ class Attack(ABC):
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"model must return logits of shape ({n}, num_classes), got {shape}")
-        if bool((logits >= 0).all()) and bool(
-            ((logits.sum(dim=1) - 1).abs() <= _PROB_ATOL).all()
-        ):
+        if bool((logits >= 0).all()) and bool(((logits.sum(dim=1) - 1).abs() <= _PROB_ATOL).all()):
             warnings.warn(
                 "model outputs look like probabilities (non-negative rows summing to 1); "
                 "attacks expect logits, remove the final softmax",
@@ -215,4 +227,3 @@ def check_positive_float(value: object, name: str, allow_inf: bool = False) -> f
     if math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return v
-
