@@ -1,0 +1,117 @@
+"""De^3 defense of You et al., NeurIPS 2023, "Beyond Pretrained Features: Noisy Image Modeling
+Provides Adversarial Defense": denoise, then classify.
+
+The input ``x`` gets fresh Gaussian noise ``x + (sigma_test / 255) n``; the NIM autoencoder
+reconstructs it (un-normalizing its per-patch predictions with the patch statistics of ``x``
+itself, as the official code does), the result is clamped to [0, 1] and classified. The fresh
+noise makes the defense randomized (attack it with EOT); every step is differentiable. For the
+"noise known to the attacker" setting the draw can be fixed with ``noise_seed`` (the same
+draw at every call) or :meth:`De3Defense.set_noise`.
+
+The harness defense ``nim`` (options ``path``, ``sigma_test``, ``noise_seed``) wraps the run's
+classifier with a checkpoint written by :func:`advimage.defend.nim_train.pretrain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advimage.defend.nim_io import load_nim
+from advimage.defend.nim_model import NIMAutoencoder
+from advimage.eval.defenses import register_defense
+
+__all__ = ["De3Defense", "build_nim_defense", "check_sigma_test"]
+
+_OPTIONS = {"path": None, "sigma_test": 70.0, "noise_seed": None}
+
+
+def check_sigma_test(sigma: object) -> float:
+    """``sigma_test`` on the 0-255 scale: a finite number >= 0."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise ValueError(f"sigma_test must be a number >= 0 (0-255 scale), got {sigma!r}")
+    s = float(sigma)
+    if not (s >= 0 and s != float("inf")):
+        raise ValueError(f"sigma_test must be a finite number >= 0 (0-255 scale), got {sigma!r}")
+    return s
+
+
+class De3Defense(nn.Module):
+    """Noise, reconstruct with a NIM model, clamp to [0, 1], classify.
+
+    Args:
+        nim: a trained :class:`NIMAutoencoder` with ``mode="nim"`` (kept in eval mode).
+        classifier: images in [0, 1] -> logits.
+        sigma_test: test-time noise level on the 0-255 scale (0 gives a deterministic model).
+        noise_seed: if set, every call uses the same draw ``n`` from a generator with this seed.
+    """
+
+    is_randomized = True
+    is_differentiable = True
+    uses_bpda = False
+
+    def __init__(self, nim: NIMAutoencoder, classifier: nn.Module, sigma_test: float = 70.0,
+                 noise_seed: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(nim, NIMAutoencoder) or nim.config.mode != "nim":
+            raise ValueError("De3Defense needs a NIMAutoencoder trained with mode='nim'")
+        if noise_seed is not None and (isinstance(noise_seed, bool)
+                                       or not isinstance(noise_seed, int)):
+            raise ValueError(f"noise_seed must be an int or None, got {noise_seed!r}")
+        self.nim = nim.eval()
+        self.classifier = classifier
+        self.sigma_test = check_sigma_test(sigma_test)
+        self.noise_seed = noise_seed
+        self._noise: Tensor | None = None
+
+    def set_noise(self, noise: Tensor | None) -> None:
+        """Fix the draw ``n`` ((C, H, W) or (B, C, H, W), standard normal units); None frees it."""
+        if noise is not None:
+            want = (self.nim.config.in_channels, *self.nim.config.image_size)
+            if not isinstance(noise, Tensor) or tuple(noise.shape[-3:]) != want \
+                    or noise.dim() not in (3, 4):
+                shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+                raise ValueError(f"noise must have shape {want} or (B, *{want}), got {shape}")
+        self._noise = noise
+
+    def draw_noise(self, x: Tensor) -> Tensor:
+        """The standard-normal draw ``n`` (B, C, H, W) the next forward pass uses."""
+        if self._noise is not None:
+            return self._noise.to(dtype=x.dtype, device=x.device).expand_as(x)
+        if self.noise_seed is not None:
+            gen = torch.Generator(device=x.device).manual_seed(self.noise_seed)
+            return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+        return torch.randn_like(x)
+
+    def purify(self, x: Tensor) -> Tensor:
+        """The denoised images (B, C, H, W) in [0, 1] the classifier sees."""
+        if x.dim() != 4:
+            raise ValueError(f"De3Defense expects NCHW images, got shape {tuple(x.shape)}")
+        noisy = self.nim.add_noise(x, self.sigma_test, self.draw_noise(x))  # (B, C, H, W)
+        return self.nim.reconstruct(noisy, x).clamp(0.0, 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.purify(x))  # (B, K)
+
+
+@register_defense("nim")
+def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
+    """The ``nim`` (De^3) defense: options ``path`` (required), ``sigma_test``, ``noise_seed``.
+
+    The checkpoint's image size must match the classifier's ``input_shape`` when it has one.
+    """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for defense 'nim'; allowed: "
+                         f"{', '.join(_OPTIONS)}")
+    o = {**_OPTIONS, **options}
+    if not o["path"]:
+        raise ValueError("defense 'nim' needs options.path: a checkpoint from nim pretrain")
+    shape = getattr(model, "input_shape", None)
+    size = (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
+    nim = load_nim(Path(str(o["path"])).expanduser(), image_size=size)
+    return De3Defense(nim, model, sigma_test=o["sigma_test"], noise_seed=o["noise_seed"])

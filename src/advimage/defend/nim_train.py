@@ -1,0 +1,114 @@
+"""Pre-training of NIM / MIM autoencoders (You et al., NeurIPS 2023, "Beyond Pretrained
+Features: Noisy Image Modeling Provides Adversarial Defense"; MAE recipe of He et al., 2022).
+
+AdamW (betas 0.9/0.95, weight decay 0.05 on weights only) with linear warm-up and cosine decay
+per step. Every epoch writes ``state.safetensors`` + ``state.json`` in the trainer's style
+(:mod:`advimage.train.trainer`); the data order, noise levels, noise and masks of epoch ``e``
+depend only on ``(seed, e)``, so a resumed run ends with the same weights as an uninterrupted
+one. The final model goes to ``nim.safetensors`` + ``nim.json`` (:func:`save_nim`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from advimage.defend.nim_io import save_nim
+from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.train.trainer import _load_state, _save_state, lr_at
+from advimage.validation import check_images
+
+__all__ = ["pretrain"]
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(
+    config: NIMConfig,
+    images: Tensor,
+    out_dir: str | Path,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_epochs: float = 1.0,
+    seed: int = 0,
+    resume: bool = True,
+) -> tuple[NIMAutoencoder, list[dict[str, Any]]]:
+    """Pre-train a NIM (or MIM, ``config.mode``) autoencoder on ``images`` (N, C, H, W) in [0, 1].
+
+    Args:
+        config: architecture, corruption and image size (must match ``images``).
+        images: the training images (CPU tensor).
+        out_dir: receives per-epoch ``state.*`` and the final ``nim.*``.
+        epochs, batch_size: the schedule (the last partial batch is dropped).
+        lr: peak learning rate; weight_decay: AdamW decay on weight matrices.
+        warmup_epochs: linear warm-up length in epochs.
+        seed: seeds initialization and every epoch's shuffling and corruption.
+        resume: continue from ``out_dir/state.json`` when it exists (same settings only).
+
+    Returns:
+        ``(model, history)``; history holds ``{"epoch", "loss", "lr", "seconds", "imgs_per_s"}``.
+    """
+    check_images(images, "images")
+    want = (config.in_channels, *config.image_size)
+    if tuple(images.shape[1:]) != want:
+        raise ValueError(f"images have shape {tuple(images.shape[1:])}, config expects {want}")
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError("epochs, batch_size and lr must be positive")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = NIMAutoencoder(config)
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    settings = {"config": config.to_dict(), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "seed": seed,
+                "n_images": int(images.shape[0])}
+    n = images.shape[0]
+    bs = min(batch_size, n)
+    steps_per_epoch = n // bs
+    total, warmup = steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch)
+    start, history = 0, []
+    if resume and (out / "state.json").exists():
+        meta = _load_state(out, model, opt, torch.device("cpu"))
+        if meta.get("settings") != settings:
+            raise ValueError(f"{out} holds a NIM run with other settings; use a new directory")
+        start, history = meta["epoch"], meta["history"]
+        log.info("resuming %s at epoch %d", out, start)
+    for epoch in range(start, epochs):
+        model.train()
+        torch.manual_seed(seed * 100_003 + epoch)  # order, sigma, noise and masks of this epoch
+        order = torch.randperm(n)
+        t0, loss_sum = time.time(), 0.0
+        for i in range(steps_per_epoch):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, lr)
+            loss, _ = model(images[order[i * bs:(i + 1) * bs]])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"NIM loss became {loss.item()} at epoch {epoch + 1}; "
+                                         "lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach())
+        seconds = time.time() - t0
+        record = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
+                  "lr": opt.param_groups[0]["lr"], "seconds": seconds,
+                  "imgs_per_s": steps_per_epoch * bs / max(seconds, 1e-9)}
+        history.append(record)
+        log.info("nim epoch %d: loss %.4f (%.0f imgs/s)", epoch + 1, record["loss"],
+                 record["imgs_per_s"])
+        _save_state(out, model, opt, {"epoch": epoch + 1, "history": history,
+                                      "settings": settings})
+    model.eval()
+    save_nim(model, out / "nim", meta={"history": history, "settings": settings})
+    return model, history
