@@ -150,10 +150,11 @@ def distill(
         if arm == "independent":
             return loss, logits
         frozen.to(x.device)
-        with torch.no_grad():
-            if arm == "kd":
+        if arm == "kd":
+            with torch.no_grad():
                 t_logits = frozen(x)  # (B, K)
-                return loss + cfg.alpha * kd_loss(logits, t_logits, cfg.tau), logits  # type: ignore[operator]
+            return loss + cfg.alpha * kd_loss(logits, t_logits, cfg.tau), logits  # type: ignore[operator]
+        with torch.no_grad():
             _, t_feats = frozen.forward_with_features(x, [t_layer])
         regressed = extra(feats[s_layer])  # type: ignore[misc]
         return loss + cfg.beta * hint_loss(t_feats[t_layer], regressed), logits  # type: ignore[operator]

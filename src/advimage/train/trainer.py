@@ -171,12 +171,13 @@ def train(
 
     start_epoch, history = 0, []
     if resume and (out / "state.json").exists():
-        meta = _load_state(out, model, opt, dev, extra_modules)
-        if meta.get("config") != cfg.to_dict() or meta.get("run_info", {}) != run_info:
+        saved = json.loads((out / "state.json").read_text())  # checked before any tensor loads
+        if saved.get("config") != cfg.to_dict() or saved.get("run_info", {}) != run_info:
             raise ValueError(
                 f"{out} holds a run with another configuration; use a new --out "
                 "directory or the same options to resume"
             )
+        meta = _load_state(out, model, opt, dev, extra_modules)
         start_epoch, history = meta["epoch"], meta["history"]
         log.info("resuming %s at epoch %d", out, start_epoch)
     info = {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)}
