@@ -39,6 +39,9 @@ class NIMConfig:
 
     Defaults: the small 32x32 model (4x4 patches, encoder dim 192 depth 6, decoder dim 128
     depth 2), Gamma(25, 3) noise levels on the 0-255 scale, 75% masking for ``mode="mim"``.
+    This default has 3.1 M parameters; one training step at batch 128 on this project's shared
+    2-core CPU measured 43-60 images/s for NIM (all 64 tokens) and about 120 images/s for MIM
+    (16 visible tokens) on one thread, i.e. 15-20 min per CIFAR-10 epoch for NIM.
     """
 
     image_size: tuple[int, int] = (32, 32)  # (H, W) pixels
