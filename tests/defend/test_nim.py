@@ -217,6 +217,16 @@ def test_errors(tmp_path) -> None:
         model(torch.rand(2, 1, 16, 16))
     with pytest.raises(ValueError, match="noise must have shape"):
         _defense(tmp_path).set_noise(torch.zeros(1, 4, 4))
+    d = _defense(tmp_path)
+    d.set_noise(torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="holds 3 draws"):
+        d(torch.rand(2, 1, 8, 8))
+
+    class Rgb(_Flat):
+        input_shape = (3, 8, 8)
+
+    with pytest.raises(ValueError, match="1 channels"):
+        build_nim_defense(Rgb(), {"path": str(tmp_path / "m")})
 
 
 def test_trained_nim_denoises_digits(tmp_path) -> None:

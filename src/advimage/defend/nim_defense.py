@@ -81,6 +81,9 @@ class De3Defense(nn.Module):
     def draw_noise(self, x: Tensor) -> Tensor:
         """The standard-normal draw ``n`` (B, C, H, W) the next forward pass uses."""
         if self._noise is not None:
+            if self._noise.dim() == 4 and self._noise.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"the fixed noise holds {self._noise.shape[0]} draws, the batch "
+                                 f"{x.shape[0]} images")
             return self._noise.to(dtype=x.dtype, device=x.device).expand_as(x)
         if self.noise_seed is not None:
             gen = torch.Generator(device=x.device).manual_seed(self.noise_seed)
@@ -114,4 +117,7 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module
     shape = getattr(model, "input_shape", None)
     size = (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
     nim = load_nim(Path(str(o["path"])).expanduser(), image_size=size)
+    if shape is not None and len(shape) == 3 and int(shape[0]) != nim.config.in_channels:
+        raise ValueError(f"NIM checkpoint has {nim.config.in_channels} channels, the classifier "
+                         f"expects {int(shape[0])}")
     return De3Defense(nim, model, sigma_test=o["sigma_test"], noise_seed=o["noise_seed"])
