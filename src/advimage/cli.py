@@ -60,8 +60,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from advimage.train import PRESETS, TrainConfig, train
+def _train_config(a: argparse.Namespace):  # noqa: ANN202  (TrainConfig, imported lazily)
+    from advimage.train import PRESETS, TrainConfig
 
     preset = "quick" if a.quick else a.preset
     base: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
@@ -86,13 +86,43 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.data_root is not None:
         base["data_root"] = a.data_root
     base["seed"] = a.seed
-    cfg = TrainConfig.from_dict(base)
+    return TrainConfig.from_dict(base)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from advimage.train import train
+
+    cfg = _train_config(a)
     _, metrics = train(
         cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
     )
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
         f"checkpoint {Path(a.out) / 'model.safetensors'}"
+    )
+    return 0
+
+
+def cmd_distill(a: argparse.Namespace) -> int:
+    from advimage.distill import DistillConfig, distill
+    from advimage.hub import load_model
+
+    cfg = _train_config(a)
+    teacher, teacher_meta = (None, None) if a.arm == "independent" else load_model(a.teacher)
+    layers = a.hint_layers.split(",") if a.hint_layers else [None, None]
+    if len(layers) != 2:
+        raise CliError("--hint-layers takes TEACHER_LAYER,STUDENT_LAYER, e.g. conv2,conv2")
+    dcfg = DistillConfig(
+        arm=a.arm, tau=a.tau, alpha=a.alpha, beta=a.beta, gamma=a.gamma,
+        teacher_layer=layers[0], student_layer=layers[1],
+    )
+    _, metrics = distill(
+        cfg, dcfg, a.out, teacher=teacher, teacher_meta=teacher_meta, device=a.device,
+        resume=not a.no_resume, progress=not a.no_progress,
+    )
+    print(
+        f"{a.arm} student: test accuracy {metrics['test_accuracy']:.4f} on "
+        f"{metrics['test_images']} images; checkpoint {Path(a.out) / 'model.safetensors'}"
     )
     return 0
 
@@ -414,6 +444,29 @@ def _model_data_args(p: argparse.ArgumentParser, model_required: bool = True) ->
     p.add_argument("--batch-size", type=int, default=256)
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `train` and `distill` (the training recipe)."""
+    p.add_argument("--preset", default=None, help="named schedule (see advimage.train.PRESETS)")
+    p.add_argument("--quick", action="store_true", help="tiny CI-sized run")
+    p.add_argument("--model", default=None, help="architecture name (see `advimage models list`)")
+    p.add_argument("--data", default=None)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--augment", default=None, choices=["standard", "none", "jitter"])
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advimage", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -426,27 +479,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a model (checkpoint per epoch, resumable)")
-    t.add_argument("--preset", default=None, help="named schedule (see advimage.train.PRESETS)")
-    t.add_argument("--quick", action="store_true", help="tiny CI-sized run")
-    t.add_argument("--model", default=None, help="architecture name (see `advimage models list`)")
-    t.add_argument("--data", default=None)
-    t.add_argument("--data-root", default=None)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--momentum", type=float, default=None)
-    t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--warmup-epochs", type=float, default=None)
-    t.add_argument("--label-smoothing", type=float, default=None)
-    t.add_argument("--augment", default=None, choices=["standard", "none", "jitter"])
-    t.add_argument("--train-limit", type=int, default=None)
-    t.add_argument("--test-limit", type=int, default=None)
-    t.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
-    t.add_argument(
-        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
-    )
+    _train_args(t)
     _common(t)
     t.set_defaults(func=cmd_train)
+
+    di = sub.add_parser("distill", help="train a student: Hinton KD, FitNets or independent")
+    di.add_argument("--arm", default="kd", choices=["kd", "fitnets", "independent"])
+    di.add_argument("--teacher", default="bundled", help="teacher: bundled[:NAME] or a checkpoint")
+    di.add_argument("--tau", type=float, default=4.0, help="KD temperature")
+    di.add_argument("--alpha", type=float, default=None, help="KD weight (default 0.9)")
+    di.add_argument("--beta", type=float, default=None, help="hint weight (default 100)")
+    di.add_argument("--gamma", type=float, default=None, help="CE weight (kd 0.1, else 1)")
+    di.add_argument("--hint-layers", default=None, help="TEACHER_LAYER,STUDENT_LAYER (fitnets)")
+    _train_args(di)
+    _common(di)
+    di.set_defaults(func=cmd_distill)
 
     m = sub.add_parser("models", help="list, import and evaluate models")
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
