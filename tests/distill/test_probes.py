@@ -97,6 +97,8 @@ def test_gradcam_matches_hand_computation() -> None:
         gradcam(model, x, "relu", class_idx=7)
     with pytest.raises(ValueError, match="fc"):
         gradcam(model, x, "fc", class_idx=0)
+    with pytest.raises(ValueError, match="ImageClassifier"):
+        gradcam(net, x, "relu", class_idx=0)
 
 
 def test_gradcam_similarity(teacher, digits) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["kd_loss", "hint_loss", "build_regressor"]
+__all__ = ["kd_loss", "hint_loss", "build_regressor", "feature_shape"]
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = 4.0) -> Tensor:

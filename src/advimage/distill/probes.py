@@ -115,6 +115,10 @@ def gradcam(
         size: ``(H, W)`` to bilinearly upsample the maps to (e.g. the input size); ``None`` keeps
             the layer's resolution.
     """
+    if not hasattr(model, "forward_with_features"):
+        raise ValueError(
+            f"gradcam needs an ImageClassifier (forward_with_features), got {type(model).__name__}"
+        )
     model.eval()
     x = x.detach()
     with torch.enable_grad():
