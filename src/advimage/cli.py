@@ -597,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds_.add_argument("--batch-size", type=int, default=256)
     _common(ds_)
     ds_.set_defaults(func=cmd_detect_score)
+    from advimage.defend.nim_cli import add_nim_parser  # `advimage nim pretrain`
+
+    add_nim_parser(sub)
     return p
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from advimage.defend.nim_io import save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
 from advimage.train.trainer import _load_state, _save_state, lr_at
+from advimage.utils import resolve_device
 from advimage.validation import check_images
 
 __all__ = ["pretrain"]
@@ -40,6 +41,7 @@ def pretrain(
     warmup_epochs: float = 1.0,
     seed: int = 0,
     resume: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[NIMAutoencoder, list[dict[str, Any]]]:
     """Pre-train a NIM (or MIM, ``config.mode``) autoencoder on ``images`` (N, C, H, W) in [0, 1].
 
@@ -52,6 +54,7 @@ def pretrain(
         warmup_epochs: linear warm-up length in epochs.
         seed: seeds initialization and every epoch's shuffling and corruption.
         resume: continue from ``out_dir/state.json`` when it exists (same settings only).
+        device: where the model trains (``"auto"`` picks CUDA when present).
 
     Returns:
         ``(model, history)``; history holds ``{"epoch", "loss", "lr", "seconds", "imgs_per_s"}``.
@@ -64,8 +67,9 @@ def pretrain(
         raise ValueError("epochs, batch_size and lr must be positive")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
-    model = NIMAutoencoder(config)
+    model = NIMAutoencoder(config).to(dev)
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -79,7 +83,7 @@ def pretrain(
     total, warmup = steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch)
     start, history = 0, []
     if resume and (out / "state.json").exists():
-        meta = _load_state(out, model, opt, torch.device("cpu"))
+        meta = _load_state(out, model, opt, dev)
         if meta.get("settings") != settings:
             raise ValueError(f"{out} holds a NIM run with other settings; use a new directory")
         start, history = meta["epoch"], meta["history"]
@@ -92,7 +96,7 @@ def pretrain(
         for i in range(steps_per_epoch):
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, lr)
-            loss, _ = model(images[order[i * bs:(i + 1) * bs]])
+            loss, _ = model(images[order[i * bs:(i + 1) * bs]].to(dev))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"NIM loss became {loss.item()} at epoch {epoch + 1}; "
                                          "lower lr")

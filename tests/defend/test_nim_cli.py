@@ -1,0 +1,32 @@
+"""``advimage nim pretrain`` on digits: checkpoint written, resumed, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+from advimage.cli import main
+from advimage.defend.nim_io import load_nim
+
+TINY = ["--data", "digits", "--limit", "64", "--patch-size", "2", "--enc-dim", "32",
+        "--enc-depth", "1", "--enc-heads", "2", "--dec-dim", "32", "--dec-depth", "1",
+        "--dec-heads", "2", "--batch-size", "16", "--device", "cpu", "--threads", "1"]
+
+
+def test_nim_pretrain_cli(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["nim", "pretrain", *TINY, "--epochs", "2", "--out", str(out)]) == 0
+    assert "nim epoch 2: loss" in capsys.readouterr().out
+    model = load_nim(out / "nim", image_size=(8, 8))
+    assert model.config.patch_size == 2 and model.config.mode == "nim"
+    # a longer schedule on the same folder is refused (settings differ), a one-line error
+    assert main(["nim", "pretrain", *TINY, "--epochs", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings" in err[0]
+    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+
+
+def test_nim_pretrain_cli_bad_patch(tmp_path, capsys) -> None:
+    args = ["nim", "pretrain", *TINY, "--patch-size", "3", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "divisible by patch_size 3" in err[0]
