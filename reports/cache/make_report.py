@@ -31,7 +31,7 @@ def accuracy_table(runs: Path) -> str:
     lines = ["| model | key layers (dim) | scoring | theta / lambda (cache-only theta) | "
              "baseline | cache | cache-only | cache - baseline [95% CI] | "
              "cache-only - baseline [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("resnet20_exact", "resnet20", "resnet32", "resnet56"):
+    for name in ("resnet20_exact", "resnet20", "resnet32", "resnet32_last", "resnet56"):
         r = _load(runs / "acc" / name / "results.json")
         if r is None:
             lines.append(f"| {name} | not run | | | | | | | |")
