@@ -44,7 +44,8 @@ class De3Defense(nn.Module):
     """Noise, reconstruct with a NIM model, clamp to [0, 1], classify.
 
     Args:
-        nim: a trained :class:`NIMAutoencoder` with ``mode="nim"`` (kept in eval mode).
+        nim: a trained :class:`NIMAutoencoder` (kept in eval mode); a ``mode="mim"`` model
+            gives the masked-image-modeling baseline of the paper's NIM-vs-MIM comparison.
         classifier: images in [0, 1] -> logits.
         sigma_test: test-time noise level on the 0-255 scale (0 gives a deterministic model).
         noise_seed: if set, every call uses the same draw ``n`` from a generator with this seed.
@@ -57,16 +58,25 @@ class De3Defense(nn.Module):
     def __init__(self, nim: NIMAutoencoder, classifier: nn.Module, sigma_test: float = 70.0,
                  noise_seed: int | None = None) -> None:
         super().__init__()
-        if not isinstance(nim, NIMAutoencoder) or nim.config.mode != "nim":
-            raise ValueError("De3Defense needs a NIMAutoencoder trained with mode='nim'")
+        if not isinstance(nim, NIMAutoencoder):
+            raise ValueError(f"De3Defense needs a NIMAutoencoder, got {type(nim).__name__}")
         if noise_seed is not None and (isinstance(noise_seed, bool)
                                        or not isinstance(noise_seed, int)):
             raise ValueError(f"noise_seed must be an int or None, got {noise_seed!r}")
         self.nim = nim.eval()
         self.classifier = classifier
-        self.sigma_test = check_sigma_test(sigma_test)
+        self.sigma_test = sigma_test
         self.noise_seed = noise_seed
         self._noise: Tensor | None = None
+
+    @property
+    def sigma_test(self) -> float:
+        """Test-time noise level on the 0-255 scale (checked on assignment)."""
+        return self._sigma_test
+
+    @sigma_test.setter
+    def sigma_test(self, value: float) -> None:
+        self._sigma_test = check_sigma_test(value)
 
     def set_noise(self, noise: Tensor | None) -> None:
         """Fix the draw ``n`` ((C, H, W) or (B, C, H, W), standard normal units); None frees it."""

@@ -223,14 +223,13 @@ class NIMAutoencoder(nn.Module):
     def reconstruct(self, corrupted: Tensor, reference: Tensor) -> Tensor:
         """Image (B, C, H, W) from ``corrupted``, un-normalized with ``reference``'s patch stats.
 
-        NIM models encode every patch of ``corrupted``; the predicted normalized patches are
-        mapped back with the per-patch mean and std of ``reference`` (the official code uses the
-        image given to the defense before noise was added). Not clamped.
+        The encoder sees every patch of ``corrupted`` (a MIM model too, which gives the
+        MIM-vs-NIM baseline: same network, never trained on noise); the predicted normalized
+        patches are mapped back with the per-patch mean and std of ``reference`` (the official
+        code uses the image given to the defense before noise was added). Not clamped.
         """
         self._check(corrupted)
         self._check(reference)
-        if self.config.mode != "nim":
-            raise ValueError("reconstruct needs a NIM model (mode='nim'); MIM models mask patches")
         c = self.config
         _, mean, std = normalized_patches(reference, c.patch_size)  # (B, N, 1) each
         pred = self.decode(self.encode(corrupted))  # (B, N, P)
