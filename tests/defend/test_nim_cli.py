@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from advimage.cli import main
 from advimage.defend.nim_io import load_nim
 
@@ -30,3 +32,28 @@ def test_nim_pretrain_cli_bad_patch(tmp_path, capsys) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "divisible by patch_size 3" in err[0]
+
+
+def test_eval_robust_cli_attacks_de3(tmp_path, capsys) -> None:
+    """The ``nim`` defense through ``advimage eval robust`` on the bundled digits model."""
+    import torch
+
+    from advimage.data import load_dataset
+    from advimage.defend.nim_defense import De3Defense
+    from advimage.hub import load_model
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    assert main(["nim", "pretrain", *TINY, "--epochs", "2", "--out", str(run)]) == 0
+    out = tmp_path / "r"
+    rc = main(["eval", "robust", "--model", "bundled", "--data", "digits", "--limit", "40",
+               "--attacks", "fgsm", "--eps", "0.1", "--defense", f"nim:{run}/nim,sigma_test=0",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    row = json.loads((out / "robust.json").read_text())["results"][0]
+    model, _ = load_model("bundled")
+    x, y = load_dataset("digits", "test").balanced(40).tensors()
+    defended = De3Defense(load_nim(run / "nim"), model, sigma_test=0.0)
+    with torch.no_grad():
+        acc = float((defended(x).argmax(1) == y).float().mean())
+    assert row["clean_accuracy"] == pytest.approx(acc)

@@ -22,7 +22,11 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     from advimage.defend.nim_train import pretrain
 
     ds = load_dataset(a.data, "train", data_root=a.data_root)
-    images = ds.tensors(limit=a.limit)[0]  # (N, C, H, W)
+    if a.limit is not None:
+        if a.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {a.limit}")
+        ds = ds.balanced(a.limit)  # class-balanced, as every other --limit
+    images = ds.tensors()[0]  # (N, C, H, W)
     c, h, w = images.shape[1:]
     cfg = NIMConfig(image_size=(h, w), in_channels=c, patch_size=a.patch_size,
                     enc_dim=a.enc_dim, enc_depth=a.enc_depth, enc_heads=a.enc_heads,
@@ -42,7 +46,7 @@ def add_nim_parser(sub: Any) -> None:
     p = nsub.add_parser("pretrain", help="pre-train a NIM (or MIM) autoencoder, resumable")
     p.add_argument("--data", default="digits", help="dataset name (default: digits)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--limit", type=int, default=None, help="use the first N training images")
+    p.add_argument("--limit", type=int, default=None, help="use N training images, class-balanced")
     p.add_argument("--mode", default="nim", choices=["nim", "mim"])
     p.add_argument("--patch-size", type=int, default=4, help="pixels per patch side")
     p.add_argument("--enc-dim", type=int, default=192)
