@@ -48,7 +48,9 @@ class De3Defense(nn.Module):
             gives the masked-image-modeling baseline of the paper's NIM-vs-MIM comparison.
         classifier: images in [0, 1] -> logits.
         sigma_test: test-time noise level on the 0-255 scale (0 gives a deterministic model).
-        noise_seed: if set, every call uses the same draw ``n`` from a generator with this seed.
+        noise_seed: if set, every call uses the same draw ``n`` from a generator with this seed
+            (the same draw for the same batch shape: the "noise known to the attacker" setting).
+            ``is_randomized`` stays True either way, so the harness still asks for EOT.
     """
 
     is_randomized = True
