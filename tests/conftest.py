@@ -7,6 +7,7 @@ the location; no test uses an absolute path.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,16 @@ def shared_models() -> Path:
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> Iterator[None]:
+    """One torch thread for the suite (``ADVIMAGE_TEST_THREADS`` overrides).
+
+    The tests' models are tiny; with several threads on the 2 cores CI shares with other
+    processes they ran 10-100x slower (OpenMP threads waiting on each other).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("ADVIMAGE_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(before)

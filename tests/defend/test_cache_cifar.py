@@ -15,14 +15,6 @@ pytestmark = pytest.mark.shared
 LAYERS = ["layer3.2", "pool"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cifar(cifar10_root, shared_models):
     torch.set_num_threads(1)

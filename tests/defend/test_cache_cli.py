@@ -6,19 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from advimage.cli import main
 from advimage.defend import load_cache
 from advimage.hub import load_model
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cache_build_writes_a_loadable_cache(tmp_path, capsys):

@@ -18,14 +18,6 @@ from advimage.eval.defenses import build_defense, defense_flags, list_defenses
 from advimage.hub import load_model
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     model, _ = load_model("bundled")

@@ -13,14 +13,6 @@ import torch.nn.functional as F
 from advimage.defend.cache_ops import class_log_sum_exp, mix_log_probs, topk_class_log_sum_exp
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _np_class_lse(q: np.ndarray, keys: np.ndarray, labels: np.ndarray, theta: float, k: int):
     """Reference: float64, max-shifted, one class at a time."""
     sims = q @ keys.T  # (B, N)

@@ -22,14 +22,6 @@ TINY = dict(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=32, enc_dept
             enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _digits(n: int = 64) -> torch.Tensor:
     from advimage.data import load_dataset
 

@@ -1,4 +1,4 @@
-"""Detector-test fixtures: single-threaded torch (the CPU is shared), the bundled digits CNN,
+"""Detector-test fixtures: the bundled digits CNN,
 its test images, and a fast detector configuration.
 
 The bundled ``small-cnn-digits`` is a trained classifier (about 97% on the digits test set),
@@ -9,7 +9,6 @@ noise draws small so every test runs in seconds.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from advimage.data import load_dataset
 from advimage.detect import DetectorConfig
@@ -20,14 +19,6 @@ FAST = DetectorConfig(
     sigma=0.05, n_noise=4, c2t_lr=0.005, c2t_radius=0.5, c2t_cap=40,
     c2u_lr=0.5, c2u_radius=0.5, c2u_cap=40,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
