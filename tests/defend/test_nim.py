@@ -113,7 +113,7 @@ def test_resume_is_exact(tmp_path, monkeypatch) -> None:
     kw = dict(epochs=4, batch_size=16, lr=3e-3, warmup_epochs=0.5)
     full, _ = pretrain(cfg, x, tmp_path / "full", **kw)
     calls = {"n": 0}
-    real = nt._save_state
+    real = nt.save_train_state
 
     def crash_after_two(out, model, opt, meta):  # noqa: ANN001
         real(out, model, opt, meta)
@@ -121,10 +121,10 @@ def test_resume_is_exact(tmp_path, monkeypatch) -> None:
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(nt, "_save_state", crash_after_two)
+    monkeypatch.setattr(nt, "save_train_state", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, x, tmp_path / "part", **kw)
-    monkeypatch.setattr(nt, "_save_state", real)
+    monkeypatch.setattr(nt, "save_train_state", real)
     resumed, hist = pretrain(cfg, x, tmp_path / "part", **kw)
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):

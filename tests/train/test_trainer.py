@@ -55,7 +55,7 @@ def test_train_writes_checkpoints_and_learns(tmp_path) -> None:
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch) -> None:
     full, _ = train(TrainConfig(**CFG), tmp_path / "full", device="cpu", progress=False)
 
-    original = trainer_mod._save_state
+    original = trainer_mod.save_train_state
     calls = {"n": 0}
 
     def crash_after_first(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -64,11 +64,11 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, monkeypatch) 
         if calls["n"] == 1:
             raise KeyboardInterrupt  # killed right after epoch 1 was checkpointed
 
-    monkeypatch.setattr(trainer_mod, "_save_state", crash_after_first)
+    monkeypatch.setattr(trainer_mod, "save_train_state", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**CFG), tmp_path / "cut", device="cpu", progress=False)
     assert json.loads((tmp_path / "cut" / "state.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(trainer_mod, "_save_state", original)
+    monkeypatch.setattr(trainer_mod, "save_train_state", original)
     resumed, _ = train(TrainConfig(**CFG), tmp_path / "cut", device="cpu", progress=False)
 
     a = load_file(str(tmp_path / "full" / "model.safetensors"))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from advimage.defend.nim_io import save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
-from advimage.train.trainer import _load_state, _save_state, lr_at
+from advimage.train.trainer import load_train_state, lr_at, save_train_state
 from advimage.utils import resolve_device
 from advimage.validation import check_images
 
@@ -83,7 +83,7 @@ def pretrain(
     total, warmup = steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch)
     start, history = 0, []
     if resume and (out / "state.json").exists():
-        meta = _load_state(out, model, opt, dev)
+        meta = load_train_state(out, model, opt, dev)
         if meta.get("settings") != settings:
             raise ValueError(f"{out} holds a NIM run with other settings; use a new directory")
         start, history = meta["epoch"], meta["history"]
@@ -111,7 +111,7 @@ def pretrain(
         history.append(record)
         log.info("nim epoch %d: loss %.4f (%.0f imgs/s)", epoch + 1, record["loss"],
                  record["imgs_per_s"])
-        _save_state(out, model, opt, {"epoch": epoch + 1, "history": history,
+        save_train_state(out, model, opt, {"epoch": epoch + 1, "history": history,
                                       "settings": settings})
     model.eval()
     save_nim(model, out / "nim", meta={"history": history, "settings": settings})

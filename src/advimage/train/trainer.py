@@ -33,7 +33,7 @@ from advimage.models import ImageClassifier, create_model, save_checkpoint
 from advimage.train.config import TrainConfig
 from advimage.utils import resolve_device, run_metadata, seed_everything, write_json
 
-__all__ = ["train", "build_optimizer", "lr_at"]
+__all__ = ["train", "build_optimizer", "lr_at", "save_train_state", "load_train_state"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _augmentation(cfg: TrainConfig, dataset: str):  # noqa: ANN202
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _save_state(
+def save_train_state(
     out: Path,
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -96,7 +96,7 @@ def _save_state(
     write_json(out / "state.json", meta)
 
 
-def _load_state(
+def load_train_state(
     out: Path,
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -177,7 +177,7 @@ def train(
                 f"{out} holds a run with another configuration; use a new --out "
                 "directory or the same options to resume"
             )
-        meta = _load_state(out, model, opt, dev, extra_modules)
+        meta = load_train_state(out, model, opt, dev, extra_modules)
         start_epoch, history = meta["epoch"], meta["history"]
         log.info("resuming %s at epoch %d", out, start_epoch)
     info = {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)}
@@ -254,7 +254,7 @@ def train(
         state_meta = {"epoch": epoch + 1, "history": history, "config": cfg.to_dict()}
         if run_info:
             state_meta["run_info"] = run_info
-        _save_state(out, model, opt, state_meta, extra_modules)
+        save_train_state(out, model, opt, state_meta, extra_modules)
 
     model.eval()
     final_acc = (
