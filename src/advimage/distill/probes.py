@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advimage.attacks import PGD
 from advimage.validation import check_images, check_labels
 
 __all__ = [
@@ -29,20 +30,6 @@ __all__ = [
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
     with torch.no_grad():
         return model(x).argmax(1)  # (B,)
-
-
-def _ifgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int) -> Tensor:
-    """Untargeted linf I-FGSM (Kurakin et al., 2017), step ``2.5 * eps / steps`` (pixel units)."""
-    step = 2.5 * eps / steps
-    adv = x.clone()
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        loss = F.cross_entropy(model(adv), y)
-        (grad,) = torch.autograd.grad(loss, adv)
-        with torch.no_grad():
-            adv = adv + step * grad.sign()
-            adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0.0, 1.0)
-    return adv.detach()
 
 
 def fooling_rate(
@@ -72,7 +59,9 @@ def fooling_rate(
         str(i): s for i, s in enumerate(students)
     }
     teacher.eval()
-    adv = _ifgsm(teacher, x, y, eps, steps)  # (B, C, H, W)
+    # I-FGSM (Kurakin et al., 2017) = the engine's PGD without random start, step 2.5*eps/steps
+    ifgsm = PGD(eps=eps, norm="linf", steps=steps, random_start=False, early_stop=False)
+    adv = ifgsm(teacher, x, y)  # (B, C, H, W)
     keep = (_predict(teacher, x) == y) & (_predict(teacher, adv) != y)  # (B,)
     rates: dict[str, float] = {}
     for name, student in named.items():
