@@ -60,13 +60,12 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
     return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _augmentation(cfg: TrainConfig, dataset: str):  # noqa: ANN202
+def _augmentation(cfg: TrainConfig, dataset: str) -> Compose | None:
     if cfg.augment == "none":
         return None
-    base = standard_augmentation(dataset)
+    base = standard_augmentation(dataset)  # always a Compose
     if cfg.augment == "jitter":
-        jitter = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)
-        return jitter if base is None else Compose([base, jitter])
+        return Compose([base, ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)])
     return base
 
 
