@@ -6,6 +6,7 @@ attack's output correctly (the RobustBench convention). Only batches are ever in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from advimage.threat import ThreatModel
 
 __all__ = ["AttackSpec", "RobustRow", "evaluate_robustness", "Examples"]
 
@@ -74,10 +77,8 @@ class Examples:
 
 
 def _distance(norm: str | None, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    d = (x_adv - x).flatten(1)
-    if norm == "l2":
-        return d.norm(dim=1)
-    return d.abs().amax(dim=1)
+    """Per-sample perturbation norm (L-inf when the spec names no norm), via the threat model."""
+    return ThreatModel(norm or "linf", math.inf).distance(x, x_adv)
 
 
 def evaluate_robustness(

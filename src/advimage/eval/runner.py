@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from advimage.eval.config import AttackConfig, RunConfig, parse_config
 from advimage.eval.defenses import build_defense, build_detector, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
+from advimage.threat import ThreatModel
 from advimage.utils import resolve_device, run_metadata, write_json
 
 __all__ = [
@@ -94,11 +96,6 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise ValueError(f"not a run directory (no {CONFIG_NAME}): {Path(run_dir)}")
     return parse_config(json.loads(path.read_text(encoding="utf-8")), base=Path(run_dir))
-
-
-def _distance(norm: str, x: Tensor, x_adv: Tensor) -> Tensor:
-    d = (x_adv - x).flatten(1)  # (B, D)
-    return d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)  # (B,)
 
 
 def _grad_stats(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, float]:
@@ -246,7 +243,7 @@ def _run_batch(
                 pred_adv = dmodel(x_adv).argmax(1)  # (B,)
             timings.append((b, dname, spec.key, time.perf_counter() - t0))
             robust = ok & (pred_adv == y)
-            dist = _distance(spec.norm, x, x_adv).tolist()
+            dist = ThreatModel(spec.norm, math.inf).distance(x, x_adv).tolist()
             for i, (p, pa, c, r) in enumerate(zip(pred.tolist(), pred_adv.tolist(),
                                                   ok.tolist(), robust.tolist(), strict=True)):
                 samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, int(c), int(r),
