@@ -81,6 +81,10 @@ def _train_config(a: argparse.Namespace):  # noqa: ANN202  (TrainConfig, importe
         v = getattr(a, key)
         if v is not None:
             base[key] = v
+    if getattr(a, "adv_eps", None) is not None:
+        base["adv_eps"] = a.adv_eps
+    if getattr(a, "adv_steps", None) is not None:
+        base["adv_steps"] = a.adv_steps
     if a.data is not None:
         base["dataset"] = a.data
     if a.data_root is not None:
@@ -480,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (checkpoint per epoch, resumable)")
     _train_args(t)
+    t.add_argument("--adv-eps", type=lambda s: _eps_list(s)[0], default=None,
+                   help="PGD adversarial training budget, L-inf, e.g. 8/255 (default: off)")
+    t.add_argument("--adv-steps", type=int, default=None, help="PGD steps per batch (default 7)")
     _common(t)
     t.set_defaults(func=cmd_train)
 

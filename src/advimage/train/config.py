@@ -31,6 +31,11 @@ class TrainConfig:
     train_limit: int | None = None  # use only the first N training images (quick runs)
     test_limit: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # PGD adversarial training (Madry et al., ICLR 2018): L-inf budget on the [0, 1] scale
+    # (0 = off), PGD steps per batch, step size (None: 2.5 * adv_eps / adv_steps).
+    adv_eps: float = 0.0
+    adv_steps: int = 7
+    adv_step_size: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -41,6 +46,12 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.augment not in ("standard", "none", "jitter"):
             raise ValueError(f"augment must be standard, none or jitter, got {self.augment!r}")
+        if not 0 <= self.adv_eps <= 1:
+            raise ValueError(f"adv_eps must be in [0, 1], got {self.adv_eps}")
+        if self.adv_steps < 1:
+            raise ValueError(f"adv_steps must be >= 1, got {self.adv_steps}")
+        if self.adv_step_size is not None and not self.adv_step_size > 0:
+            raise ValueError(f"adv_step_size must be > 0, got {self.adv_step_size}")
         for name in ("train_limit", "test_limit"):
             v = getattr(self, name)
             if v is not None and v < 1:

@@ -13,6 +13,7 @@ per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from advimage.attacks.pgd import PGD
 from advimage.data import ColorJitter, Compose, load_dataset, standard_augmentation
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier, create_model, save_checkpoint
@@ -125,6 +127,7 @@ def train(
     loss_hook: LossHook | None = None,
     extra_modules: nn.Module | None = None,
     run_info: dict[str, Any] | None = None,
+    model_init: Callable[[ImageClassifier], None] | None = None,
 ) -> tuple[ImageClassifier, dict[str, Any]]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the model and the final metrics.
 
@@ -138,6 +141,12 @@ def train(
             with the model and saved in the per-epoch state.
         run_info: JSON-serializable facts about the run (e.g. the distillation arm), merged into
             the checkpoint sidecar; resuming a directory with different ``run_info`` raises.
+        model_init: called once on the freshly created model (CPU, before the optimizer), e.g.
+            to initialise it from a pre-trained encoder; record what it loads in ``run_info``.
+
+    With ``cfg.adv_eps > 0`` every batch is replaced by its PGD-L-inf adversarial (random start,
+    ``cfg.adv_steps`` steps, crafted with the model in eval mode) before the loss: Madry et al.'s
+    adversarial training, with any ``loss_hook`` applied to the adversarial batch.
     """
     run_info = dict(run_info or {})
     out = Path(out_dir)
@@ -153,6 +162,8 @@ def train(
         test_ds = test_ds.balanced(cfg.test_limit)
     model = create_model(cfg.model, num_classes=train_ds.num_classes, **cfg.model_kwargs)
     model.classes = list(train_ds.classes)
+    if model_init is not None:
+        model_init(model)
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -162,6 +173,11 @@ def train(
     else:
         opt = build_optimizer(model, cfg)
     aug = _augmentation(cfg, cfg.dataset)
+    adversary = None
+    if cfg.adv_eps > 0:
+        step = cfg.adv_step_size or 2.5 * cfg.adv_eps / cfg.adv_steps  # [0, 1] scale per step
+        adversary = PGD(eps=cfg.adv_eps, norm="linf", steps=cfg.adv_steps, step_size=step,
+                        early_stop=False)
 
     n_train = len(train_ds)
     steps_per_epoch = n_train // cfg.batch_size or 1
@@ -214,6 +230,9 @@ def train(
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if adversary is not None:  # PGD adversarial training: the attack restores train mode
+                seed = (cfg.seed * 100_003 + epoch) * 100_003 + i  # fresh random start per step
+                x = dataclasses.replace(adversary, seed=seed)(model, x, y)
             if loss_hook is None:
                 logits = model(x)  # (B, K)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
