@@ -325,6 +325,27 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_transfer(a: argparse.Namespace) -> int:
+    from advimage.distill.transfer import format_transfer, run_transfer
+
+    if a.offset < 0:
+        raise CliError(f"--offset must be >= 0, got {a.offset}")
+    layers = a.cam_layers.split(",") if a.cam_layers else None
+    if layers is not None and len(layers) != 3:
+        raise CliError("--cam-layers takes TEACHER,KD,INDEPENDENT layer names, e.g. a,b,c")
+    doc = run_transfer(
+        a.teacher, a.kd, a.independent, a.out, foreign=a.foreign, data=a.data,
+        data_root=a.data_root, split=a.split, limit=a.limit, offset=a.offset,
+        eps=_eps_list(a.eps), steps=a.steps, cam_layers=layers, jitter=not a.no_jitter,
+        device=a.device, seed=a.seed, batch_size=a.batch_size, tag=a.tag,
+    )
+    res = doc["results"]
+    print(f"{res['n']} {a.data}/{a.split} images, I-FGSM k={a.steps} ({res['seconds']:.1f} s)")
+    print("\n".join(format_transfer(res)))
+    print(f"written {Path(a.out) / 'transfer.json'} and {Path(a.out) / 'gradcam.png'}")
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from advimage.eval.config import load_config
     from advimage.eval.report_run import write_report
@@ -553,6 +574,26 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--out", required=True, help="folder of per-attack files and results.json")
     ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
     ed.set_defaults(func=cmd_eval_detection)
+    et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")
+    et.add_argument("--teacher", required=True, help="teacher: bundled[:NAME] or a checkpoint")
+    et.add_argument("--kd", required=True, help="KD student checkpoint")
+    et.add_argument("--independent", required=True, help="independent student checkpoint")
+    et.add_argument("--foreign", default=None,
+                    help="control network of the student's architecture (e.g. another seed)")
+    et.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder")
+    et.add_argument("--data-root", default=None, help="folder holding the dataset")
+    et.add_argument("--split", default="test", choices=["train", "test"])
+    et.add_argument("--limit", type=int, default=None, help="N images, class-balanced")
+    et.add_argument("--offset", type=int, default=0, help="skip the first N balanced images")
+    et.add_argument("--eps", default="2/255,4/255,8/255", help="I-FGSM budgets, L-inf")
+    et.add_argument("--steps", type=int, default=5, help="I-FGSM steps (k)")
+    et.add_argument("--batch-size", type=int, default=256)
+    et.add_argument("--cam-layers", default=None, help="TEACHER,KD,INDEPENDENT Grad-CAM layers")
+    et.add_argument("--no-jitter", action="store_true", help="skip the jitter invariance probe")
+    et.add_argument("--tag", default=None, help="label stored in transfer.json (e.g. main)")
+    et.add_argument("--out", required=True, help="folder for transfer.json and gradcam.png")
+    _common(et)
+    et.set_defaults(func=cmd_eval_transfer)
 
     ru = sub.add_parser("run", help="run a declarative evaluation config (resumable)")
     ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")

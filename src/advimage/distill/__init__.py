@@ -9,6 +9,7 @@ from advimage.distill.probes import (
     jitter_invariance,
 )
 from advimage.distill.runner import ARMS, DistillConfig, distill
+from advimage.distill.transfer import run_transfer, save_gradcam_grid, transfer_probes
 
 __all__ = [
     "ARMS",
@@ -22,4 +23,7 @@ __all__ = [
     "gradcam",
     "gradcam_similarity",
     "jitter_invariance",
+    "transfer_probes",
+    "save_gradcam_grid",
+    "run_transfer",
 ]
