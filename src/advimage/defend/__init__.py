@@ -11,6 +11,7 @@ from advimage.defend.cache_index import FaissKeyIndex
 from advimage.defend.cache_io import load_cache, save_cache
 from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, TuneResult, tune_cache
 from advimage.defend.nim_defense import De3Defense
+from advimage.defend.nim_finetune import finetune as nim_finetune
 from advimage.defend.nim_io import load_nim, save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
 from advimage.defend.nim_train import pretrain as nim_pretrain
@@ -28,6 +29,7 @@ __all__ = [
     "check_theta",
     "load_cache",
     "load_nim",
+    "nim_finetune",
     "nim_pretrain",
     "save_cache",
     "save_nim",
