@@ -4,6 +4,8 @@ or its masked-image-modeling baseline on a registered dataset's training split.
 
 The run folder holds per-epoch ``state.*`` (resumed when present) and the final ``nim.*``
 checkpoint that the ``nim`` harness defense loads (``options: {path: RUN/nim}``).
+``advimage nim finetune`` trains a ``nim-vit`` classifier from that checkpoint's encoder on
+De^3 reconstructions (:mod:`advimage.defend.nim_finetune`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_nim_parser", "cmd_nim_pretrain"]
+__all__ = ["add_nim_parser", "cmd_nim_finetune", "cmd_nim_pretrain"]
 
 
 def cmd_nim_pretrain(a: argparse.Namespace) -> int:
@@ -39,9 +41,30 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nim_finetune(a: argparse.Namespace) -> int:
+    """Fine-tune on De^3 reconstructions; print test accuracies and the checkpoint path."""
+    from advimage.defend.nim_finetune import finetune
+    from advimage.train.config import TrainConfig
+
+    cfg = TrainConfig(dataset=a.data, data_root=a.data_root, epochs=a.epochs,
+                      batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                      warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
+                      augment=a.augment, seed=a.seed, train_limit=a.train_limit,
+                      test_limit=a.test_limit, model="nim-vit")
+    sigma_test = None if a.sigma_test < 0 else a.sigma_test
+    _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,
+                    pool=a.pool, device=a.device, resume=not a.no_resume,
+                    progress=not a.no_progress)
+    de3 = (f"; De3 (sigma_test {m['de3_sigma_test']:g}) accuracy {m['de3_accuracy']:.4f}"
+           if "de3_accuracy" in m else "")
+    sys.stdout.write(f"test accuracy {m['test_accuracy']:.4f} on {m['test_images']} images{de3}; "
+                     f"checkpoint {a.out}/model.safetensors\n")
+    return 0
+
+
 def add_nim_parser(sub: Any) -> None:
     """Add ``nim pretrain`` to the ``advimage`` sub-command parsers."""
-    n = sub.add_parser("nim", help="noisy image modeling (You et al. 2023): pre-train")
+    n = sub.add_parser("nim", help="noisy image modeling (You et al. 2023): pre-train, fine-tune")
     nsub = n.add_subparsers(dest="nim_command", required=True, metavar="ACTION")
     p = nsub.add_parser("pretrain", help="pre-train a NIM (or MIM) autoencoder, resumable")
     p.add_argument("--data", default="digits", help="dataset name (default: digits)")
@@ -65,3 +88,31 @@ def add_nim_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(func=cmd_nim_pretrain)
+    f = nsub.add_parser("finetune", help="fine-tune a classifier from a NIM encoder on De^3 "
+                                         "reconstructions, resumable")
+    f.add_argument("--nim", required=True, help="NIM/MIM checkpoint from nim pretrain (RUN/nim)")
+    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
+    f.add_argument("--data-root", default=None)
+    f.add_argument("--train-limit", type=int, default=None, help="N training images, balanced")
+    f.add_argument("--test-limit", type=int, default=None, help="N test images, balanced")
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
+    f.add_argument("--weight-decay", type=float, default=5e-4)
+    f.add_argument("--warmup-epochs", type=float, default=1.0)
+    f.add_argument("--label-smoothing", type=float, default=0.0)
+    f.add_argument("--augment", default="standard", choices=["standard", "none", "jitter"])
+    f.add_argument("--sigma-max", type=float, default=30.0,
+                   help="training noise sigma ~ U(0, SIGMA_MAX), 0-255 scale (default 30)")
+    f.add_argument("--sigma-test", type=float, default=70.0,
+                   help="also score De^3 at this level after training (< 0: skip; default 70)")
+    f.add_argument("--pool", default="mean", choices=["mean", "cls"],
+                   help="head on the mean patch token (MAE, default) or the class token")
+    f.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
+    f.add_argument("--no-resume", action="store_true", help="start over")
+    f.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    f.add_argument("--device", default="auto", help="auto|cpu|cuda (default: auto)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    f.add_argument("-v", "--verbose", action="store_true", help="log more")
+    f.set_defaults(func=cmd_nim_finetune)
