@@ -389,16 +389,22 @@ def _fmt(v: float | None) -> str:
     return "   n/a" if v is None else f"{v:6.3f}"
 
 
+def _eps(e: float) -> str:
+    """``8/255`` for multiples of 1/255 (CIFAR budgets), else ``0.1``."""
+    k = e * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{e:.4g}"
+
+
 def format_transfer(res: dict[str, Any]) -> list[str]:
     """Short text table of :func:`transfer_probes` results (kd vs independent per probe)."""
     lines = [f"{'probe':<30}{'kd':>8}{'indep.':>8}   kept/n"]
     for row in res["fooling_rate"]:
         r = row["rates"]
-        lines.append(f"{'fooling eps=' + format(row['eps'], '.4g'):<30}{_fmt(r['kd']):>8}"
+        lines.append(f"{'fooling eps=' + _eps(row['eps']):<30}{_fmt(r['kd']):>8}"
                      f"{_fmt(r['independent']):>8}   {row['kept']}/{row['total']}")
     for row in res["control"] or []:
         r = row["rates"]
-        lines.append(f"{'control eps=' + format(row['eps'], '.4g'):<30}{_fmt(r['kd']):>8}"
+        lines.append(f"{'control eps=' + _eps(row['eps']):<30}{_fmt(r['kd']):>8}"
                      f"{_fmt(r['independent']):>8}   {row['kept']}/{row['total']}")
     a, acc = res["agreement"], res["accuracy"]
     lines.append(f"{'agreement with teacher':<30}{_fmt(a['kd']):>8}{_fmt(a['independent']):>8}")
