@@ -43,9 +43,13 @@ def nim_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(nim_path, tmp_path_factory):
-    """One short fine-tuning run on all digits training images (about 3 s)."""
+    """One short fine-tuning run on all digits training images (about 5 s on one thread).
+
+    SGD on this tiny ViT is seed-sensitive at short schedules: 15 epochs gave 0.22-0.80 test
+    accuracy over seeds, 30 epochs at lr 0.05 gave 0.86-0.87 for seeds 0, 1, 2.
+    """
     out = tmp_path_factory.mktemp("ft")
-    cfg = TrainConfig(dataset="digits", epochs=15, batch_size=64, lr=0.05, augment="none",
+    cfg = TrainConfig(dataset="digits", epochs=30, batch_size=64, lr=0.05, augment="none",
                       test_limit=200, channels_last=False, seed=0)
     model, metrics = finetune(nim_path, cfg, out, sigma_max=30.0, sigma_test=70.0,
                               device="cpu", progress=False)
@@ -132,7 +136,7 @@ def test_loss_hook_input_is_de3_reconstruction(nim_path) -> None:
 
 def test_finetune_learns_and_checkpoint_round_trips(run, nim_path) -> None:
     out, model, metrics = run
-    assert metrics["test_accuracy"] > 0.5  # chance is 0.1 (measured 0.7-0.9)
+    assert metrics["test_accuracy"] > 0.5  # chance is 0.1 (measured 0.86-0.87, 3 seeds)
     assert metrics["de3_accuracy"] > 0.5 and metrics["de3_sigma_test"] == 70.0
     assert json.loads((out / "metrics.json").read_text())["de3_accuracy"] == metrics["de3_accuracy"]
     loaded, meta = load_model(out / "model.safetensors")
@@ -149,7 +153,7 @@ def test_finetune_learns_and_checkpoint_round_trips(run, nim_path) -> None:
     with torch.no_grad():
         assert de3(x).shape == (5, 10)
     # resuming the finished run with other settings is refused
-    cfg = TrainConfig(dataset="digits", epochs=15, batch_size=64, lr=0.05, augment="none",
+    cfg = TrainConfig(dataset="digits", epochs=30, batch_size=64, lr=0.05, augment="none",
                       test_limit=200, channels_last=False, seed=0)
     with pytest.raises(ValueError, match="another configuration"):
         finetune(nim_path, cfg, out, sigma_max=20.0, device="cpu", progress=False)
