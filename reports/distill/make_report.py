@@ -47,7 +47,7 @@ def _group(doc: dict[str, Any]) -> str:
 def _seed(doc: dict[str, Any], folder: Path) -> str:
     seed = doc.get("models", {}).get("kd", {}).get("seed")
     if seed is None:
-        m = re.search(r"(?:seed|s)(\d+)", folder.name)
+        m = re.search(r"(?:^|[-_])(?:seed|s)(\d+)(?:$|[-_])", folder.name)
         seed = m.group(1) if m else "?"
     return str(seed)
 
@@ -71,7 +71,24 @@ def _stats(values: list[float | None]) -> tuple[float, float, int]:
 
 def _pct(values: list[float | None]) -> str:
     mean, spread, n = _stats(values)
-    return "n/a" if n == 0 else f"{100 * mean:.1f} ± {100 * spread:.1f}"
+    if n == 0:
+        return "n/a"
+    return f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * spread:.1f}"
+
+
+def _eps(e: float) -> str:
+    k = e * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{e:.4g}"
+
+
+def _at(rows: list[dict[str, Any]] | None, eps: float) -> dict[str, Any] | None:
+    """The row of ``rows`` crafted at ``eps`` (runs may use different eps lists)."""
+    return next((r for r in rows or [] if abs(r["eps"] - eps) < 1e-9), None)
+
+
+def _gap(a: list[float | None], b: list[float | None]) -> list[float | None]:
+    """Paired per-seed difference a - b."""
+    return [None if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
 
 
 def _bars(path: Path, cats: list[str], series: dict[str, list[list[float | None]]], title: str,
@@ -101,26 +118,29 @@ def _fooling(runs: dict[Key, list], out: Path) -> list[str]:
              "I-FGSM on the teacher; only images that fool the teacher are kept; rate = share of "
              "kept images whose student prediction changes. Control: the same on images crafted "
              "on a foreign network of the student's architecture (no gap expected).", "",
+             "Gaps are paired per seed (KD minus independent, percentage points).", "",
              "| teacher | student | eps | seeds | kept (mean) | KD | independent | control KD "
-             "| control independent |", "|---|---|---|---|---|---|---|---|---|"]
+             "| control independent | gap | control gap |", "|---" * 11 + "|"]
     cats: list[str] = []
     series: dict[str, list[list[float | None]]] = {k: [] for k in
                                                    ("KD", "independent", "control KD",
                                                     "control independent")}
     for (group, arch), items in runs.items():
-        for i, eps in enumerate(items[0][2]["results"]["eps"]):
-            rows = [d["results"]["fooling_rate"][i] for _, _, d in items]
-            ctrl = [(d["results"].get("control") or [None] * (i + 1))[i] for _, _, d in items]
+        for eps in items[0][2]["results"]["eps"]:
+            rows = [_at(d["results"]["fooling_rate"], eps) for _, _, d in items]
+            ctrl = [_at(d["results"].get("control"), eps) for _, _, d in items]
             vals = {
-                "KD": [r["rates"]["kd"] for r in rows],
-                "independent": [r["rates"]["independent"] for r in rows],
+                "KD": [r["rates"]["kd"] if r else None for r in rows],
+                "independent": [r["rates"]["independent"] if r else None for r in rows],
                 "control KD": [c["rates"]["kd"] if c else None for c in ctrl],
                 "control independent": [c["rates"]["independent"] if c else None for c in ctrl],
             }
-            kept = statistics.fmean(r["kept"] for r in rows)
-            lines.append(f"| {group} | {arch} | {eps * 255:.3g}/255 | {len(items)} | {kept:.0f} | "
-                         + " | ".join(_pct(v) for v in vals.values()) + " |")
-            cats.append(f"{group}\n{arch}\n{eps * 255:.3g}/255")
+            gaps = [_gap(vals["KD"], vals["independent"]),
+                    _gap(vals["control KD"], vals["control independent"])]
+            kept = statistics.fmean(r["kept"] for r in rows if r)
+            lines.append(f"| {group} | {arch} | {_eps(eps)} | {len(items)} | {kept:.0f} | "
+                         + " | ".join(_pct(v) for v in [*vals.values(), *gaps]) + " |")
+            cats.append(f"{group}\n{arch}\n{_eps(eps)}")
             for k, v in vals.items():
                 series[k].append(v)
     lines += ["", "Ojha et al. (2023), Table 2 (CIFAR-100, three teacher/student pairs), fooling "

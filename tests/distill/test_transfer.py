@@ -173,7 +173,7 @@ def test_make_report_on_synthetic_runs(tmp_path) -> None:
     assert report.main([str(runs), "-o", str(out)]) == 0
     text = (out / "README.md").read_text()
     # fooling rate at 8/255: kd mean 0.6 +- 0.141 (sample std of 0.5, 0.7), independent 0.3
-    assert "60.0 ± 14.1" in text and "30.0 ± 0.0" in text
+    assert "| 60.0 ± 14.1 | 30.0 ± 0.0 | 40.0 ± 0.0 | 40.0 ± 0.0 | 30.0 ± 14.1 | 0.0 ± 0.0 |" in text
     assert "48.6" in text and "31.2" in text  # the paper's Table 2 beside
     assert "65.0 ± 7.1" in text  # Grad-CAM share, seeds 0.6 and 0.7
     assert "22.5" in text and "91.0" in text  # training table: seconds, accuracy
