@@ -123,6 +123,10 @@ def test_cli_end_to_end_and_mismatch(teacher, tmp_path, capsys) -> None:
            str(ind), "--limit", "10", "--out", str(tmp_path / "bad"), "--device", "cpu"]
     assert main(bad) == 2
     assert "class counts differ: teacher has 10 classes, kd has 5" in capsys.readouterr().err
+    other = save_checkpoint(teacher, tmp_path / "mnist.safetensors", meta={"dataset": "mnist"})
+    bad[5] = str(other)
+    assert main(bad) == 2
+    assert "kd checkpoint was trained on 'mnist', not 'digits'" in capsys.readouterr().err
 
 
 def _load_report_script():  # noqa: ANN202
