@@ -11,6 +11,10 @@ A ``mode="mim"`` autoencoder gives the MIM baseline the same way (its encoder, i
 
 Training runs through :func:`advimage.train.train` (SGD + Nesterov momentum, cosine schedule
 with warm-up; the official code uses AdamW with layer decay, which this trainer does not offer).
+Learning rate: on an H200, a default ``NIMConfig`` pre-trained 30 epochs on 10k CIFAR-10 images,
+then fine-tuned 15 epochs at batch 128 (1 warm-up epoch) on them, reached clean test accuracy
+0.525 / 0.549 / 0.559 / 0.522 / 0.488 at peak lr 0.005 / 0.01 / 0.02 / 0.05 / 0.1; hence the
+CLI's default 0.02 (a small ViT with SGD diverges or stalls at the ResNet-style 0.1).
 """
 
 from __future__ import annotations
