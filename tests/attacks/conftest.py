@@ -6,6 +6,7 @@ tests can check that accuracy of a *trained* model really drops.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,8 +60,14 @@ def train_digits_cnn() -> TrainedDigits:
 
 @pytest.fixture(scope="session")
 def trained_digits() -> TrainedDigits:
+    """Trained on CPU, then moved to ``ADVIMAGE_TEST_DEVICE`` (default ``cpu``; ``cuda`` runs
+    every attack test that uses this fixture on the GPU)."""
+    device = torch.device(os.environ.get("ADVIMAGE_TEST_DEVICE", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("ADVIMAGE_TEST_DEVICE=cuda but CUDA is not available")
     with single_thread():
-        return train_digits_cnn()
+        t = train_digits_cnn()
+    return TrainedDigits(t.model.to(device), t.x.to(device), t.y.to(device), t.clean_accuracy)
 
 
 @contextmanager

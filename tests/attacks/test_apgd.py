@@ -132,7 +132,7 @@ def test_apgd_ce_at_least_as_strong_as_pgd(trained_digits, norm: str, eps: float
 def test_targeted_hits_target_more_often_than_untargeted(trained_digits) -> None:
     td = trained_digits
     x, y = td.x[:96], td.y[:96]
-    target = (y + 1 + torch.arange(len(y)) % 9) % 10  # != y
+    target = (y + 1 + torch.arange(len(y), device=y.device) % 9) % 10  # != y
     for cls in (APGD, APGDT):
         attack = cls(eps=0.15, steps=20)
         with torch.no_grad():

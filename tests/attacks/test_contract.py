@@ -72,7 +72,7 @@ def test_accuracy_of_trained_model_drops(name, trained_digits, batch) -> None:
 def test_targeted_success_rises(name, trained_digits, batch) -> None:
     x, y = batch
     attack = _make(name)
-    target = (y + 1 + torch.arange(len(y)) % 9) % 10  # never equal to y
+    target = (y + 1 + torch.arange(len(y), device=y.device) % 9) % 10  # never equal to y
     model = trained_digits.model
     if not attack.supports_targeted:
         with pytest.raises(ValueError, match="targeted"):
@@ -139,7 +139,7 @@ def test_bad_inputs_raise(name, trained_digits, batch) -> None:
         "float labels": (x, y.float()),
         "3-d images": (x[:, 0], y),
         "label count": (x, y[:3]),
-        "not a tensor": (x.numpy(), y),
+        "not a tensor": (x.cpu().numpy(), y),
     }
     for why, (xb, yb) in bad_calls.items():
         with pytest.raises(ValueError):

@@ -5,7 +5,8 @@ Two on-disk layouts are accepted under ``data_root``:
 * the PNG ImageFolder tree ``<root>/{train,test}/<class>/<name>.png`` (the shared copy); the order
   is deterministic: classes airplane..truck, then file name. The 60k PNGs are decoded once, in
   parallel, into a ``uint8`` array ``(N, 32, 32, 3)`` and cached (see :mod:`advimage.data.cache`),
-  so later loads take well under a second;
+  so later loads take well under a second. Lossless ``.webp`` files are read the same way (a
+  class-balanced subset packed by ``scripts/pack_cifar10.py`` to travel to a GPU machine);
 * the python batches ``cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``
   (``data_root`` may be that folder or its parent), read with a restricted unpickler that
   cannot run code.
@@ -61,8 +62,12 @@ def _find_layout(root: Path, split: str) -> tuple[str, Path]:
 
 
 # ---------------------------------------------------------------------- PNG ImageFolder layout
+# PNG, or lossless WebP (about 25% smaller: a subset that must travel, see bench/README.md)
+_SUFFIXES = (".png", ".webp")
+
+
 def _list_pngs(split_dir: Path) -> tuple[list[str], np.ndarray, list[tuple[str, int, int]]]:
-    """PNG paths sorted by class then name, their labels and ``(rel, size, mtime)`` entries."""
+    """Image paths sorted by class then name, their labels and ``(rel, size, mtime)`` entries."""
     present = sorted(p.name for p in split_dir.iterdir() if p.is_dir()
                      and not p.name.startswith("."))
     if present != sorted(CIFAR10_CLASSES):
@@ -74,9 +79,10 @@ def _list_pngs(split_dir: Path) -> tuple[list[str], np.ndarray, list[tuple[str, 
     for k, cls in enumerate(CIFAR10_CLASSES):
         folder = os.path.join(split_dir, cls)
         with os.scandir(folder) as it:
-            found = {e.name: e for e in it if e.name.lower().endswith(".png") and e.is_file()}
+            found = {e.name: e for e in it
+                     if e.name.lower().endswith(_SUFFIXES) and e.is_file()}
         if not found:
-            raise ValueError(f"CIFAR-10 class folder {folder} has no .png files")
+            raise ValueError(f"CIFAR-10 class folder {folder} has no .png (or .webp) files")
         for name in sorted(found):
             e = found[name]
             st = e.stat()

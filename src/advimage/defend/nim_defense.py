@@ -24,10 +24,11 @@ from torch import Tensor, nn
 from advimage.defend.nim_io import load_nim
 from advimage.defend.nim_model import NIMAutoencoder
 from advimage.eval.defenses import register_defense
+from advimage.hub import load_model
 
 __all__ = ["De3Defense", "build_nim_defense", "check_sigma_test"]
 
-_OPTIONS = {"path": None, "sigma_test": 70.0, "noise_seed": None}
+_OPTIONS = {"path": None, "sigma_test": 70.0, "noise_seed": None, "classifier": None}
 
 
 def check_sigma_test(sigma: object) -> float:
@@ -115,9 +116,13 @@ class De3Defense(nn.Module):
 
 @register_defense("nim")
 def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
-    """The ``nim`` (De^3) defense: options ``path`` (required), ``sigma_test``, ``noise_seed``.
+    """The ``nim`` (De^3) defense: options ``path`` (required), ``sigma_test``, ``noise_seed``,
+    ``classifier``.
 
-    The checkpoint's image size must match the classifier's ``input_shape`` when it has one.
+    ``classifier`` (a checkpoint for :func:`advimage.hub.load_model`) replaces the run's model
+    behind the purifier, so one run can compare pipelines whose classifiers were fine-tuned on
+    different reconstructions (NIM vs MIM). The checkpoint's image size must match the
+    classifier's ``input_shape`` when it has one; the autoencoder goes to the classifier's device.
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -126,10 +131,15 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module
     o = {**_OPTIONS, **options}
     if not o["path"]:
         raise ValueError("defense 'nim' needs options.path: a checkpoint from nim pretrain")
+    if o["classifier"]:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        model = load_model(str(o["classifier"]))[0].to(device).eval()
     shape = getattr(model, "input_shape", None)
     size = (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
     nim = load_nim(Path(str(o["path"])).expanduser(), image_size=size)
     if shape is not None and len(shape) == 3 and int(shape[0]) != nim.config.in_channels:
         raise ValueError(f"NIM checkpoint has {nim.config.in_channels} channels, the classifier "
                          f"expects {int(shape[0])}")
-    return De3Defense(nim, model, sigma_test=o["sigma_test"], noise_seed=o["noise_seed"])
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    return De3Defense(nim.to(device), model, sigma_test=o["sigma_test"],
+                      noise_seed=o["noise_seed"])
