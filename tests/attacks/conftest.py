@@ -63,8 +63,13 @@ def trained_digits() -> TrainedDigits:
     """Trained on CPU, then moved to ``ADVIMAGE_TEST_DEVICE`` (default ``cpu``; ``cuda`` runs
     every attack test that uses this fixture on the GPU)."""
     device = torch.device(os.environ.get("ADVIMAGE_TEST_DEVICE", "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("ADVIMAGE_TEST_DEVICE=cuda but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("ADVIMAGE_TEST_DEVICE=cuda but CUDA is not available")
+        # bitwise reproducibility on CUDA needs deterministic kernels (e.g. max-pool backward
+        # adds with atomics); CW's Adam steps amplified the differences on an H200
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     with single_thread():
         t = train_digits_cnn()
     return TrainedDigits(t.model.to(device), t.x.to(device), t.y.to(device), t.clean_accuracy)

@@ -110,7 +110,7 @@ def test_stays_in_ball(trained_digits, norm: str, eps: float, loss: str) -> None
     td = trained_digits
     x, y = td.x[:64], td.y[:64]
     attack = APGD(eps=eps, norm=norm, loss=loss, steps=10)
-    raw = attack._run(td.model, x, y, None, torch.Generator().manual_seed(0))  # before final proj
+    raw = attack._run(td.model, x, y, None, torch.Generator(x.device).manual_seed(0))  # raw
     assert bool(attack.threat.contains(x, raw, atol=1e-5).all())
     x_adv = attack(td.model, x, y)
     assert bool(attack.threat.contains(x, x_adv).all())

@@ -61,7 +61,7 @@ def test_pgd_without_early_stop_equals_bare_loop(trained_digits) -> None:
     eps, steps, alpha = 0.2, 5, 0.05
     tm = ThreatModel("linf", eps)
     # the hand-written loop of the benchmark, with the same seeded random start
-    x_ref = tm.random_start(x, torch.Generator().manual_seed(3))
+    x_ref = tm.random_start(x, torch.Generator(x.device).manual_seed(3))  # as the attack seeds
     for _ in range(steps):
         x_ref.requires_grad_(True)
         loss = F.cross_entropy(model(x_ref), y, reduction="none").sum()

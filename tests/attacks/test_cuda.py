@@ -54,9 +54,9 @@ def test_model_on_cuda_images_on_cpu_come_back_on_cpu(pair) -> None:
 def test_train_and_adversarial_train_on_cuda(tmp_path) -> None:
     from advimage.train import TrainConfig, train
 
-    cfg = TrainConfig(epochs=2, train_limit=512, test_limit=256, batch_size=64, lr=0.05)
+    cfg = TrainConfig(epochs=10, batch_size=64, lr=0.05)  # the digits preset, shortened
     model, metrics = train(cfg, tmp_path / "std", device="cuda", progress=False)
-    assert metrics["test_accuracy"] > 0.5
+    assert metrics["test_accuracy"] > 0.85  # 0.95 on this CPU
     adv_cfg = TrainConfig(epochs=1, train_limit=256, test_limit=128, batch_size=64,
                           adv_eps=0.1, adv_steps=2)
     train(adv_cfg, tmp_path / "adv", device="cuda", progress=False)

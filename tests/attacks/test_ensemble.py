@@ -28,12 +28,13 @@ def ensemble_run(trained_digits):
 def test_worst_case_per_sample(ensemble_run) -> None:
     model, x, y, attack, x_adv, report = ensemble_run
     assert bool(attack.threat.contains(x, x_adv).all())
-    correct = _correct(model, x_adv, y)
+    correct = _correct(model, x_adv, y).cpu()  # the report's tensors live on the CPU
     assert torch.equal(correct, report.robust)  # the report is the truth about x_adv
+    x, x_adv = x.cpu(), x_adv.cpu()
     # robust points come back clean; fooled ones carry the attack that fooled them
     assert torch.equal(x_adv[report.robust], x[report.robust])
     assert bool((report.fooled_by[report.robust] == -1).all())
-    clean_wrong = ~_correct(model, x, y)
+    clean_wrong = ~_correct(model, x.to(y.device), y).cpu()
     assert bool((report.fooled_by[clean_wrong] == -2).all())
     assert torch.equal(x_adv[clean_wrong], x[clean_wrong])
     assert report.robust_accuracy == pytest.approx(correct.float().mean().item())

@@ -59,7 +59,7 @@ def test_in_ball_and_lowers_accuracy(trained_digits) -> None:
     td = trained_digits
     x, y = td.x[:64], td.y[:64]
     attack = Square(eps=0.2, queries=200)
-    raw = attack._run(td.model, x, y, None, torch.Generator().manual_seed(0))  # before final proj
+    raw = attack._run(td.model, x, y, None, torch.Generator(x.device).manual_seed(0))  # raw
     assert bool(attack.threat.contains(x, raw, atol=1e-6).all())
     x_adv = attack(td.model, x, y)
     assert bool(attack.threat.contains(x, x_adv).all())
@@ -70,7 +70,7 @@ def test_l2_in_ball_and_lowers_accuracy(trained_digits) -> None:
     td = trained_digits
     x, y = td.x[:64], td.y[:64]
     attack = Square(eps=1.5, norm="l2", queries=150)
-    raw = attack._run(td.model, x, y, None, torch.Generator().manual_seed(0))  # before final proj
+    raw = attack._run(td.model, x, y, None, torch.Generator(x.device).manual_seed(0))  # raw
     assert bool(attack.threat.contains(x, raw, atol=1e-5).all())
     x_adv = attack(td.model, x, y)
     assert bool(attack.threat.contains(x, x_adv).all())
