@@ -1,8 +1,11 @@
 """Time one training step of a job kind on the GPU, under whatever contention is present.
 
-``python scripts/gpu_pilot.py KIND OUT.json`` builds the job's real model(s) on CUDA, runs 8
-warm-up and 20 timed steps on random data and writes ``{"kind", "step_s"}``. All pilots of a
-:mod:`gpu_run` plan run at once, so the times include the contention of the real run.
+``python scripts/gpu_pilot.py KIND OUT.json START_AT`` builds the job's real model(s) on CUDA,
+warms up, waits until the wall-clock time ``START_AT`` (seconds since the epoch), then counts the
+steps it completes in ``WINDOW`` seconds and writes ``{"kind", "step_s"}``. All pilots of a
+:mod:`gpu_run` plan time the same window, so the times include the whole run's contention (the
+first version timed 20 steps each whenever it was ready: on an H200 that underestimated the real
+epochs about 3x, since most pilots ran while the others were still starting).
 
 Kinds: ``train:ARCH`` (plain SGD step), ``kd:ARCH`` (plus a resnet56 teacher forward),
 ``adv:ARCH`` (plus 7 PGD steps), ``nim:MODE`` (an autoencoder step, batch 256),
@@ -77,20 +80,28 @@ def _step_fn(kind: str):  # noqa: ANN202
     return step
 
 
+WINDOW = 8.0  # seconds every pilot times at once
+
+
 def main() -> int:
-    kind, out = sys.argv[1], sys.argv[2]
+    kind, out, start_at = sys.argv[1].split("#")[0], sys.argv[2], float(sys.argv[3])
     torch.set_num_threads(1)
     step = _step_fn(kind)
-    for _ in range(5):
-        step()
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    step()
     sync()
-    t0 = time.perf_counter()
-    for _ in range(10):
+    while time.time() < start_at:  # keep the GPU busy (as in the real run) until the window
         step()
+    sync()
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < WINDOW:
+        step()
+        n += 1
+        if n % 4 == 0:
+            sync()
     sync()
     with open(out, "w", encoding="utf-8") as fh:
-        json.dump({"kind": kind, "step_s": (time.perf_counter() - t0) / 10}, fh)
+        json.dump({"kind": kind, "step_s": (time.perf_counter() - t0) / n, "steps": n}, fh)
     return 0
 
 

@@ -93,8 +93,10 @@ def q(args: list) -> str:
 def pilots(kinds: list[str], limit: float) -> dict[str, float]:
     out = W / "pilot"
     out.mkdir(parents=True, exist_ok=True)
+    start_at = time.time() + limit - 15  # all time the same 8 s window, with all jobs started
     procs = {k: start(f"pilot-{k.replace(':', '-')}",
-                      q([PY, "scripts/gpu_pilot.py", k, out / f"{k.replace(':', '-')}.json"]))
+                      q([PY, "scripts/gpu_pilot.py", k, out / f"{k.replace(':', '-')}.json",
+                         start_at]))
              for k in kinds}
     wait_all(procs, time.time() + limit)
     times = {}
@@ -107,7 +109,7 @@ def pilots(kinds: list[str], limit: float) -> dict[str, float]:
 def epochs_for(seconds: float, per_epoch: float, lo: int, hi: int) -> int:
     if not per_epoch == per_epoch:  # NaN: the pilot failed; the minimum still runs
         return lo
-    return max(lo, min(hi, int(seconds / (per_epoch * 1.15))))
+    return max(lo, min(hi, int(seconds / (per_epoch * 1.3))))
 
 
 def main() -> int:
@@ -116,7 +118,13 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=520, help="seconds for the whole script")
     ap.add_argument("--eval-reserve", type=float, default=130, help="seconds kept after training")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: tiny everything")
+    ap.add_argument("--only", default="distill,invariance,nim,at",
+                    help="comma-separated groups: distill, invariance, nim, at")
     a = ap.parse_args()
+    groups = [g for g in a.only.split(",") if g]
+    unknown = set(groups) - {"distill", "invariance", "nim", "at"}
+    if unknown:
+        raise SystemExit(f"unknown groups {sorted(unknown)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = T0 + a.budget
@@ -140,12 +148,23 @@ def main() -> int:
                                     "no:cacheprovider", "-W", "ignore::DeprecationWarning"]),
                   env={"ADVIMAGE_TEST_DEVICE": dev, "ADVIMAGE_TEST_THREADS": "1"})
 
-    # --- pilot: every job kind at once
-    kinds = [f"kd:{x}" for x in DISTILL_ARCHS] + [f"train:{x}" for x in DISTILL_ARCHS] + [
-        "nim:nim", "nim:mim", "finetune:nim", "finetune:mim", "adv:resnet20", "kd:resnet20",
-        "train:resnet20"]
-    kinds = list(dict.fromkeys(kinds))
-    t = {} if a.smoke else pilots(kinds, 45)
+    # --- pilot: one per job (not per kind: contention grows with the number of processes)
+    jobs_kinds = {
+        "distill": [f"{k}:{x}" for x in DISTILL_ARCHS for k in ("kd", "train") for _ in SEEDS],
+        "invariance": ["train:resnet20", "train:resnet20", "train:resnet20"],
+        "nim": ["nim:nim", "nim:mim"],
+        "at": ["adv:resnet20"],
+    }
+    replicas = [k for g in groups for k in jobs_kinds[g]]
+    raw = {} if a.smoke else pilots([f"{k}#{i}" for i, k in enumerate(replicas)], 45)
+    t: dict[str, float] = {}
+    for name, v in raw.items():  # the slowest replica of each kind
+        kind = name.split("#")[0]
+        t[kind] = max(t.get(kind, 0.0), v)
+    for mode in ("nim", "mim"):  # fine-tuning runs after pre-training, when the GPU is busy
+        if f"nim:{mode}" in t:  # alike: a frozen reconstruction plus a ViT step, batch 128
+            t[f"finetune:{mode}"] = 1.5 * t[f"nim:{mode}"]
+    t.setdefault("kd:resnet20", t.get("train:resnet20", float("nan")) * 2.5)
     log(f"pilot step times: {t}")
     window = train_end - time.time() - 20  # process start-up and data loading
     steps = {128: N_TRAIN // 128, 256: N_TRAIN // 256}
@@ -173,29 +192,31 @@ def main() -> int:
     if a.smoke:
         common[common.index("--train-limit") + 1] = "200"
         common[common.index("--test-limit") + 1] = "100"
-    sgd = ["--batch-size", 128, "--lr", 0.05, "--weight-decay", 5e-4]
+    sgd = ["--batch-size", 128, "--lr", 0.05, "--weight-decay", 5e-4]  # a later --lr wins
 
     procs: dict[str, subprocess.Popen] = {}
-    for arch in DISTILL_ARCHS:
+    for arch in DISTILL_ARCHS if "distill" in groups else ():
+        lr = 0.01 if arch.startswith("vgg") else 0.05  # vgg11 without BN diverged at 0.05
         for seed in SEEDS:
             for arm in ("kd", "independent"):
                 name = f"distill/{arch}-{arm}-s{seed}"
                 procs[name] = start(name, q([
                     PY, "-m", "advimage", "distill", "--arm", arm, "--teacher", TEACHER,
-                    "--model", arch, "--epochs", plan[f"distill-{arch}"], *sgd, *common,
-                    "--seed", seed, "--out", W / name]))
+                    "--model", arch, "--epochs", plan[f"distill-{arch}"], *sgd, "--lr", lr,
+                    *common, "--seed", seed, "--out", W / name]))
     e = plan["invariance"]
-    for aug in ("jitter", "standard"):
+    for aug in ("jitter", "standard") if "invariance" in groups else ():
         tdir = W / f"inv/teacher-{aug}"
         procs[f"inv/{aug}"] = start(f"inv/{aug}", q([
             PY, "-m", "advimage", "train", "--model", "resnet20", "--augment", aug, "--epochs",
             e, *sgd, *common, "--out", tdir]) + " && " + q([
             PY, "-m", "advimage", "distill", "--arm", "kd", "--teacher", tdir / "model.safetensors",
             "--model", "resnet20", "--epochs", e, *sgd, *common, "--out", W / f"inv/kd-{aug}"]))
-    procs["inv/independent"] = start("inv/independent", q([
-        PY, "-m", "advimage", "distill", "--arm", "independent", "--model", "resnet20",
-        "--epochs", e, *sgd, *common, "--out", W / "inv/independent"]))
-    for mode in ("nim", "mim"):
+    if "invariance" in groups:
+        procs["inv/independent"] = start("inv/independent", q([
+            PY, "-m", "advimage", "distill", "--arm", "independent", "--model", "resnet20",
+            "--epochs", e, *sgd, *common, "--out", W / "inv/independent"]))
+    for mode in ("nim", "mim") if "nim" in groups else ():
         pre = W / f"nim/{mode}"
         limit = "200" if a.smoke else str(N_TRAIN)
         procs[f"nim/{mode}"] = start(f"nim/{mode}", q([
@@ -205,17 +226,18 @@ def main() -> int:
             + " && " + q([
             PY, "-m", "advimage", "nim", "finetune", "--nim", pre / "nim",
             "--epochs", plan[f"{mode}-finetune"], *common, "--out", W / f"nim/{mode}-cls"]))
-    procs["at/resnet20"] = start("at/resnet20", q([
-        PY, "-m", "advimage", "train", "--model", "resnet20", "--adv-eps", "8/255",
-        "--adv-steps", 7, "--epochs", plan["adv-train"], "--batch-size", 256, "--lr", 0.1,
-        "--weight-decay", 5e-4, *common, "--out", W / "at/resnet20"]))
+    if "at" in groups:
+        procs["at/resnet20"] = start("at/resnet20", q([
+            PY, "-m", "advimage", "train", "--model", "resnet20", "--adv-eps", "8/255",
+            "--adv-steps", 7, "--epochs", plan["adv-train"], "--batch-size", 256, "--lr", 0.1,
+            "--weight-decay", 5e-4, *common, "--out", W / "at/resnet20"]))
     status = wait_all(procs, train_end)
 
     # --- evaluation on the GPU: transfer probes and De^3 under attack
     evals: dict[str, subprocess.Popen] = {}
     limit = "100" if a.smoke else str(N_TEST)
     probe = ["--data", "cifar10", "--data-root", DATA, "--limit", limit, "--device", dev]
-    for arch in DISTILL_ARCHS:
+    for arch in DISTILL_ARCHS if "distill" in groups else ():
         for seed in SEEDS:
             d = W / "distill"
             evals[f"transfer/{arch}-s{seed}"] = start(f"transfer/{arch}-s{seed}", q([
@@ -224,7 +246,7 @@ def main() -> int:
                 "--independent", d / f"{arch}-independent-s{seed}/model.safetensors",
                 "--foreign", d / f"{arch}-independent-s{1 - seed}/model.safetensors", *probe,
                 "--out", W / f"transfer/{arch}-s{seed}"]))
-    for aug in ("jitter", "standard"):
+    for aug in ("jitter", "standard") if "invariance" in groups else ():
         i = W / "inv"
         evals[f"transfer/inv-{aug}"] = start(f"transfer/inv-{aug}", q([
             PY, "-m", "advimage", "eval", "transfer",
@@ -232,10 +254,11 @@ def main() -> int:
             "--kd", i / f"kd-{aug}/model.safetensors",
             "--independent", i / "independent/model.safetensors", *probe,
             "--out", W / f"transfer/inv-{aug}"]))
-    cfg = "configs/nim-cifar10-quick.yaml" if a.smoke else "configs/nim-cifar10.yaml"
-    evals["nim-eval"] = start("nim-eval", q([
-        PY, "-m", "advimage", "run", cfg, "--out", W / "nim-eval", "--device", dev,
-        "--no-progress"]))
+    if "nim" in groups:
+        cfg = "configs/nim-cifar10-quick.yaml" if a.smoke else "configs/nim-cifar10.yaml"
+        evals["nim-eval"] = start("nim-eval", q([
+            PY, "-m", "advimage", "run", cfg, "--out", W / "nim-eval", "--device", dev,
+            "--no-progress"]))
     status.update(wait_all(evals, deadline - 15))
     status["pytest-cuda"] = tests.poll() if tests.poll() is not None else "still running"
     kill(tests)
