@@ -67,3 +67,21 @@ def test_mixture_output_and_faiss_agreement(cifar):
     pytest.importorskip("faiss")
     report = cache.approximate(k=200).approximation_error(x[:100])
     assert report["agreement"] >= 0.97
+
+
+def test_minimal_budget_study(cifar, cifar10_root, tmp_path):
+    from advimage.defend.cache_minimal import minimal_study
+
+    model, cache, *_ = cifar
+    path = cache.save(tmp_path / "c", meta={"theta_cache_only": 20.0})
+    res = minimal_study(model, path, data_root=str(cifar10_root), out=tmp_path / "m", n=20,
+                        grid_255=(1, 2, 4, 8, 16), steps=3, k=50)
+    s, per = res["summary"], res["per_image_255"]
+    assert set(s) == {"baseline/white-box", "baseline/worst", "cache/white-box",
+                      "cache/transfer", "cache/surrogate", "cache/worst", "cache_only/white-box",
+                      "cache_only/transfer", "cache_only/surrogate", "cache_only/worst"}
+    assert s["baseline/white-box"]["median"] <= 2  # undefended ResNet-20 falls at tiny budgets
+    for c in ("cache", "cache_only"):  # worst case = smallest budget over the threat models
+        rows = [per[f"{c}/{t}"] for t in ("white-box", "transfer", "surrogate")]
+        assert per[f"{c}/worst"] == [min(v) for v in zip(*rows, strict=True)]
+    assert (tmp_path / "m" / "minimal.json").exists()

@@ -220,7 +220,7 @@ def depth_study(model: ImageClassifier, name: str, *, data_root: str | None, out
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("study", choices=["accuracy", "depth", "robust", "topm"])
+    p.add_argument("study", choices=["accuracy", "depth", "robust", "topm", "minimal"])
     p.add_argument("--model", required=True, help="checkpoint, e.g. ../shared/models/resnet20-*.th")
     p.add_argument("--name", required=True, help="short model name for file names")
     p.add_argument("--data-root", default=None)
@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         class_topm_attacks(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
                            steps=a.steps)
+    elif a.study == "minimal":
+        from advimage.defend.cache_minimal import minimal_study
+
+        minimal_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n, steps=a.steps)
     else:
         from advimage.defend.cache_robust import robustness_study
 
