@@ -236,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--curve-steps", type=int, default=5, help="robust: PGD steps, other eps")
     p.add_argument("--curve-eps", default="2,4", help="robust: other budgets, x/255")
     p.add_argument("--eval-mode", default="faiss", choices=["exact", "faiss"])
+    p.add_argument("--grid", default="0.25,0.5,0.75,1,1.25,1.5,2,2.5,3,4,6,8,16",
+                   help="minimal: ascending budgets, x/255")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -256,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif a.study == "minimal":
         from advimage.defend.cache_minimal import minimal_study
 
-        minimal_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n, steps=a.steps)
+        minimal_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n, steps=a.steps,
+                      grid_255=tuple(float(g) for g in a.grid.split(",")))
     else:
         from advimage.defend.cache_robust import robustness_study
 
