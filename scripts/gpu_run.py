@@ -10,6 +10,8 @@ everything that needs it runs here at once, as separate processes sharing one GP
 * NIM and MIM pre-training (You et al., NeurIPS 2023), each followed by fine-tuning a classifier
   from its encoder on denoised images, a PGD-adversarially-trained resnet20 (the baseline), and
   ``advimage run configs/nim-cifar10.yaml`` (De^3 under attack);
+* the detection paper's CIFAR-10 VGG-19 without BN (issue 4; group ``vgg19``), evaluated there
+  with ``configs/detection-vgg19.yaml`` (its 80 MB of weights cannot come back);
 * the attack tests with ``ADVIMAGE_TEST_DEVICE=cuda``.
 
 Epoch counts are not guessed: every job's training step is first timed on the GPU with all jobs
@@ -119,10 +121,10 @@ def main() -> int:
     ap.add_argument("--eval-reserve", type=float, default=130, help="seconds kept after training")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: tiny everything")
     ap.add_argument("--only", default="distill,invariance,nim,at",
-                    help="comma-separated groups: distill, invariance, nim, at")
+                    help="comma-separated groups: distill, invariance, nim, at, vgg19")
     a = ap.parse_args()
     groups = [g for g in a.only.split(",") if g]
-    unknown = set(groups) - {"distill", "invariance", "nim", "at"}
+    unknown = set(groups) - {"distill", "invariance", "nim", "at", "vgg19"}
     if unknown:
         raise SystemExit(f"unknown groups {sorted(unknown)}")
     out = Path(a.out)
@@ -154,6 +156,7 @@ def main() -> int:
         "invariance": ["train:resnet20", "train:resnet20", "train:resnet20"],
         "nim": ["nim:nim", "nim:mim"],
         "at": ["adv:resnet20"],
+        "vgg19": ["train:vgg19-cifar"],
     }
     replicas = [k for g in groups for k in jobs_kinds[g]]
     raw = {} if a.smoke else pilots([f"{k}#{i}" for i, k in enumerate(replicas)], 45)
@@ -183,6 +186,7 @@ def main() -> int:
         plan[f"{mode}-finetune"] = epochs_for(0.4 * window, per_epoch(f"finetune:{mode}", 128),
                                               2, 60)
     plan["adv-train"] = epochs_for(window, per_epoch("adv:resnet20", 256), 2, 60)
+    plan["vgg19"] = epochs_for(window, per_epoch("train:vgg19-cifar", 128), 2, 100)
     if a.smoke:
         plan = {k: 1 for k in plan}
     log(f"plan (epochs): {plan}")
@@ -231,6 +235,10 @@ def main() -> int:
             PY, "-m", "advimage", "train", "--model", "resnet20", "--adv-eps", "8/255",
             "--adv-steps", 7, "--epochs", plan["adv-train"], "--batch-size", 256, "--lr", 0.1,
             "--weight-decay", 5e-4, *common, "--out", W / "at/resnet20"]))
+    if "vgg19" in groups:  # issue 4: the detection paper's CIFAR-10 model (VGG-19, no BN)
+        procs["vgg19"] = start("vgg19", q([
+            PY, "-m", "advimage", "train", "--model", "vgg19-cifar", "--epochs", plan["vgg19"],
+            *sgd, "--lr", 0.01, *common, "--out", W / "vgg19"]))
     status = wait_all(procs, train_end)
 
     # --- evaluation on the GPU: transfer probes and De^3 under attack
@@ -254,6 +262,10 @@ def main() -> int:
             "--kd", i / f"kd-{aug}/model.safetensors",
             "--independent", i / "independent/model.safetensors", *probe,
             "--out", W / f"transfer/inv-{aug}"]))
+    if "vgg19" in groups:
+        evals["detection-vgg19"] = start("detection-vgg19", q([
+            PY, "-m", "advimage", "eval", "detection", "--config", "configs/detection-vgg19.yaml",
+            "--out", W / "detection-vgg19"]))
     if "nim" in groups:
         cfg = "configs/nim-cifar10-quick.yaml" if a.smoke else "configs/nim-cifar10.yaml"
         evals["nim-eval"] = start("nim-eval", q([
@@ -292,7 +304,8 @@ def pack(out: Path) -> None:
         "mim.tar.gz": [(W / "nim/mim", False)],
         "nim-cls.tar.gz": [(W / "nim/nim-cls", False)],
         "mim-cls.tar.gz": [(W / "nim/mim-cls", False)],
-        "nim-eval.tar.gz": [(W / "nim-eval", False)],
+        "nim-eval.tar.gz": [(W / "nim-eval", False), (W / "vgg19", True),
+                            (W / "detection-vgg19", False)],
     }
     for name, items in groups.items():
         with tarfile.open(out / name, "w:gz") as tar:
