@@ -171,7 +171,7 @@ def test_kwargs_num_classes_and_input_shape() -> None:
         ("vit-tiny", {"input_shape": (3, 30, 30)}, "divisible by patch_size"),
         ("vit-tiny", {"heads": 5}, "divisible by heads"),
         ("lenet5-mnist", {"input_shape": (1, 30, 30)}, "divisible by 4"),
-        ("vgg11-cifar", {"input_shape": (3, 16, 16)}, "H>=32"),
+        ("vgg11-cifar", {"input_shape": (3, 16, 16)}, "H, W >= 32"),
         ("resnet20", {"mean": (0.5, 0.5)}, "3 channels"),
         ("resnet20", {"std": (0.5, 0.0, 0.5)}, "positive"),
     ],

@@ -19,6 +19,19 @@ ModelFactory = Callable[..., ImageClassifier]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
+def input_chw(input_shape: object, name: str, min_side: int = 1) -> tuple[int, int, int]:
+    """``input_shape`` as ``(C, H, W)`` ints; ``ValueError`` naming the model unless it has
+    three entries, C >= 1 and H, W >= ``min_side`` (the smallest image the architecture takes)."""
+    try:
+        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or shape[0] < 1 or min(shape[1:]) < min_side:
+        raise ValueError(f"{name} needs input_shape (C, H, W) with C >= 1 and H, W >= {min_side}, "
+                         f"got {input_shape}")
+    return shape  # type: ignore[return-value]
+
+
 def register_model(name: str, factory: ModelFactory | None = None):
     """Register ``factory(num_classes, **kw) -> ImageClassifier`` under ``name``.
 

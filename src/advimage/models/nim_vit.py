@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 from advimage.models.vit import VisionTransformer
 
 __all__ = ["NIMViT", "POOLS"]
@@ -79,9 +79,7 @@ def nim_vit(
     pool: str = "mean",
 ) -> ImageClassifier:
     """Classifier on a NIM encoder; defaults = ``NIMConfig()``'s encoder; no normalization."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    shape = input_chw(input_shape, "nim-vit")
     if enc_dim < 1 or enc_depth < 1 or enc_heads < 1 or not mlp_ratio > 0:
         raise ValueError("enc_dim, enc_depth, enc_heads and mlp_ratio must be positive")
     net = NIMViT((shape[1], shape[2]), patch_size, shape[0], num_classes, enc_dim, enc_depth,

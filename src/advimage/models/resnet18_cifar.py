@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "ResNet18"]
 
@@ -80,9 +80,7 @@ def resnet18_cifar(
     std: Sequence[float] | None = CIFAR_STD,
 ) -> ImageClassifier:
     """ResNet-18, CIFAR stem; CIFAR-10 normalization by default."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape[1:]) < 8:
-        raise ValueError(f"resnet18-cifar needs input_shape (C, H>=8, W>=8), got {input_shape}")
+    shape = input_chw(input_shape, "resnet18-cifar", min_side=8)
     return ImageClassifier(
         ResNet18(num_classes, shape[0]), mean, std, arch="resnet18-cifar",
         num_classes=num_classes, input_shape=shape,  # type: ignore[arg-type]

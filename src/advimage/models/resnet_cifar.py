@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 
 __all__ = ["CifarResNet", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -95,11 +95,7 @@ def _build(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
 ) -> ImageClassifier:
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3:
-        raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-    if min(shape[1:]) < 4:
-        raise ValueError(f"CIFAR ResNet needs images at least 4x4, got {shape[1]}x{shape[2]}")
+    shape = input_chw(input_shape, f"resnet{depth}", min_side=4)
     net = CifarResNet(depth, num_classes, in_channels=shape[0])
     return ImageClassifier(
         net, mean, std, arch=f"resnet{depth}", num_classes=num_classes, input_shape=shape

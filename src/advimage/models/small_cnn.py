@@ -14,15 +14,13 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 
 __all__ = ["LeNet5", "SmallCNN"]
 
 
 def _shape(input_shape: Sequence[int], multiple: int, what: str) -> tuple[int, int, int]:
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    shape = input_chw(input_shape, what)
     if shape[1] % multiple or shape[2] % multiple:
         raise ValueError(f"{what} needs H and W divisible by {multiple}, got {shape[1:]}")
     return shape  # type: ignore[return-value]

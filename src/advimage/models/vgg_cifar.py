@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 from advimage.models.resnet18_cifar import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -71,9 +71,7 @@ def _register(depth: int, batch_norm: bool) -> None:
         mean: Sequence[float] | None = CIFAR_MEAN,
         std: Sequence[float] | None = CIFAR_STD,
     ) -> ImageClassifier:
-        shape = tuple(int(s) for s in input_shape)
-        if len(shape) != 3 or min(shape[1:]) < 32:
-            raise ValueError(f"{name} needs input_shape (C, H>=32, W>=32), got {input_shape}")
+        shape = input_chw(input_shape, name, min_side=32)
         net = VGG(depth, num_classes, shape[0], batch_norm)
         return ImageClassifier(
             net, mean, std, arch=name, num_classes=num_classes, input_shape=shape  # type: ignore[arg-type]

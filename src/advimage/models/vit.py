@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.models.classifier import ImageClassifier
-from advimage.models.factory import register_model
+from advimage.models.factory import input_chw, register_model
 from advimage.models.resnet18_cifar import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["VisionTransformer"]
@@ -128,9 +128,7 @@ def vit_tiny(
     std: Sequence[float] | None = CIFAR_STD,
 ) -> ImageClassifier:
     """ViT-Tiny with 4x4 patches for 32x32 images; CIFAR-10 normalization by default."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
+    shape = input_chw(input_shape, "vit-tiny")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     net = VisionTransformer(
