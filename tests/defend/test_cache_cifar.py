@@ -77,11 +77,11 @@ def test_minimal_budget_study(cifar, cifar10_root, tmp_path):
     res = minimal_study(model, path, data_root=str(cifar10_root), out=tmp_path / "m", n=20,
                         grid_255=(1, 2, 4, 8, 16), steps=3, k=50)
     s, per = res["summary"], res["per_image_255"]
-    assert set(s) == {"baseline/white-box", "baseline/worst", "cache/white-box",
-                      "cache/transfer", "cache/surrogate", "cache/worst", "cache_only/white-box",
-                      "cache_only/transfer", "cache_only/surrogate", "cache_only/worst"}
+    settings = ("white-box", "transfer", "surrogate", "topm", "worst")
+    assert set(s) == {"baseline/white-box", "baseline/worst"} | {
+        f"{c}/{t}" for c in ("cache", "cache_only") for t in settings}
     assert s["baseline/white-box"]["median"] <= 2  # undefended ResNet-20 falls at tiny budgets
     for c in ("cache", "cache_only"):  # worst case = smallest budget over the threat models
-        rows = [per[f"{c}/{t}"] for t in ("white-box", "transfer", "surrogate")]
+        rows = [per[f"{c}/{t}"] for t in ("white-box", "transfer", "surrogate", "topm")]
         assert per[f"{c}/worst"] == [min(v) for v in zip(*rows, strict=True)]
     assert (tmp_path / "m" / "minimal.json").exists()

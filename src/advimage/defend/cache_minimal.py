@@ -8,7 +8,10 @@ cache-only), the smallest budget at which each test image is fooled under three 
   gradients of the k most similar keys);
 - ``surrogate``: PGD through the same cache at a low theta (the adaptive attack: exp(theta cos)
   saturates at the tuned theta and understates the attacker), judged on the real cache;
-- ``transfer``: PGD crafted on the baseline network alone, judged on each classifier.
+- ``transfer``: PGD crafted on the baseline network alone, judged on each classifier;
+- ``topm``: PGD through :class:`~advimage.defend.cache_robust.ClassTopMCache` (every class's
+  m most similar keys: no class is truncated to ``log p = -inf``, which masks the FAISS copy's
+  gradients for confident cache-only predictions).
 
 An image's budget under the worst case is the smallest over the threat models.
 """
@@ -27,6 +30,7 @@ from advimage.attacks.pgd import PGD
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel
 from advimage.defend.cache_io import read_cache_info
+from advimage.defend.cache_robust import ClassTopMCache
 from advimage.eval.minimal import minimal_eps, summarize_minimal
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 def minimal_study(
     model: ImageClassifier, cache_path: Path, *, data_root: str | None, out: Path,
     data: str = "cifar10", n: int = 100, grid_255: tuple[float, ...] = tuple(range(1, 17)),
-    steps: int = 10, surrogate_theta: float = 5.0, k: int = 100, seed: int = 0,
+    steps: int = 10, surrogate_theta: float = 5.0, k: int = 100, m: int = 20, seed: int = 0,
 ) -> dict[str, Any]:
     """Minimal fooling L-inf budgets on ``n`` class-balanced test images; writes ``minimal.json``.
 
@@ -50,16 +54,21 @@ def minimal_study(
         steps: PGD iterations per budget (random start, seeded).
         surrogate_theta: inverse temperature of the adaptive surrogate.
         k: top-k keys per query of the attacked and judging copies (FAISS).
+        m: keys per class of the ``topm`` attack copy.
     """
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    view = CacheModel.load(cache_path, model).replace(mode="faiss", k=k, query_chunk=50)
+    cache = CacheModel.load(cache_path, model)
+    view = cache.replace(mode="faiss", k=k, query_chunk=50)
     judges: dict[str, nn.Module] = {"baseline": model, "cache": view,
                                     "cache_only": view.replace(lam=1.0, theta=theta_only)}
     surrogates: dict[str, nn.Module] = {"cache": view.replace(theta=surrogate_theta),
                                         "cache_only": view.replace(lam=1.0,
                                                                    theta=surrogate_theta)}
+    topm: dict[str, nn.Module] = {"cache": ClassTopMCache(cache, m),
+                                  "cache_only": ClassTopMCache(cache, m, theta=theta_only,
+                                                               lam=1.0)}
     x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()
     grid = [g / 255 for g in grid_255]
 
@@ -73,6 +82,7 @@ def minimal_study(
         settings = {"white-box": (judge, judge), "transfer": (model, judge)}
         if name in surrogates:
             settings["surrogate"] = (surrogates[name], judge)
+            settings["topm"] = (topm[name], judge)
         needs = []
         for setting, (attacked, judged) in settings.items():
             if name == "baseline" and setting == "transfer":
@@ -89,7 +99,7 @@ def minimal_study(
         per_image[f"{name}/worst"] = (worst * 255).tolist()
         summary[f"{name}/worst"] = summarize_minimal(worst)
     result = {"summary": summary, "per_image_255": per_image, "n": n, "grid_255": list(grid_255),
-              "steps": steps, "surrogate_theta": surrogate_theta, "k": k,
+              "steps": steps, "surrogate_theta": surrogate_theta, "k": k, "m": m,
               "theta": view.theta, "lam": view.lam, "theta_cache_only": theta_only,
               "layers": view.layers, "seconds": round(time.perf_counter() - t0, 1),
               **run_metadata(None, seed)}
