@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", type=Path, default=Path(__file__).parent)
     p.add_argument("--train-runs", type=Path, action="append", default=None,
                    help="folders holding training model.json sidecars (default: RUNS)")
+    p.add_argument("--preface", type=Path, default=None,
+                   help="markdown inserted after the title (setup, deviations, findings)")
     a = p.parse_args(argv)
     runs = load_runs(a.runs)
     if not runs:
@@ -224,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     lines = ["# What knowledge gets distilled: transfer probes", "",
              "Ojha et al. (NeurIPS 2023), reproduced on CIFAR-10 with `advimage eval transfer`. "
-             "Numbers are mean ± sample std over seeds (in %).", "",
-             "Runs: " + "; ".join(f"{g} / {arch}: seeds {', '.join(s for s, _, _ in it)}"
-                                  for (g, arch), it in runs.items()), ""]
+             "Numbers are mean ± sample std over seeds (in %).", ""]
+    if a.preface is not None:
+        lines += [a.preface.read_text(encoding="utf-8").strip(), ""]
+    lines += ["Runs: " + "; ".join(f"{g} / {arch}: seeds {', '.join(s for s, _, _ in it)}"
+                                   for (g, arch), it in runs.items()), ""]
     lines += _fooling(runs, a.out)
     lines += _simple(runs, a.out, "Agreement with the teacher (top-1, clean images)",
                      "Clean accuracy beside.", {
