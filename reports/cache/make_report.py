@@ -2,7 +2,7 @@
 
 Usage (repository root): ``python reports/cache/make_report.py [--runs runs/cache]``.
 Prints the markdown tables; the prose of README.md is written by hand around them.
-Studies: ``python -m advimage.defend.cache_study {accuracy,depth,robust} ...``.
+Studies: ``python -m advimage.defend.cache_study {accuracy,depth,robust,topm,minimal} ...``.
 """
 
 from __future__ import annotations
@@ -148,6 +148,37 @@ def robust_tables(runs: Path, name: str, plot: bool) -> str:
     return "\n".join(lines)
 
 
+def minimal_table(runs: Path, name: str = "resnet20") -> str:
+    """Per-image smallest fooling budgets (``cache_study minimal``): table and CDF plot."""
+    r = _load(runs / "minimal" / name / "minimal.json")
+    if r is None:
+        return "(no minimal-budget run)"
+    s, per = r["summary"], r["per_image_255"]
+    lines = [f"n = {r.get('n', '?')} class-balanced test images, PGD-{r.get('steps', '?')} per "
+             f"budget, grid {r.get('grid_255', '?')} /255; budgets in 1/255.", "",
+             "| classifier / threat model | median | mean (fooled) | never fooled | "
+             "clean wrong |", "|---|---|---|---|---|"]
+    for key, v in s.items():
+        c, t = key.split("/")
+        lines.append(f"| {LABELS.get(c, c)} / {t} | {v['median']:.2f} | "
+                     f"{v['mean_fooled']:.2f} | {v['never_fooled']} | {v['clean_wrong']} |")
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for c in LABELS:
+        key = f"{c}/worst" if f"{c}/worst" in per else f"{c}/white-box"
+        if key not in per:
+            continue
+        v = np.sort(np.asarray(per[key], dtype=float))
+        ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=LABELS[c])
+    ax.set_xscale("log")
+    ax.set_xlabel("smallest fooling L-inf budget (x/255, worst case over threat models)")
+    ax.set_ylabel("share of images fooled")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "minimal_eps.png", dpi=90)
+    plt.close(fig)
+    return "\n".join([*lines, "", "![minimal budgets](minimal_eps.png)"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs/cache"))
@@ -158,6 +189,7 @@ def main() -> None:
     sections = [("accuracy", accuracy_table(a.runs)), ("depth", depth_plot(a.runs))]
     sections += [(f"robustness ({n})", robust_tables(a.runs, n, i == 0))
                  for i, n in enumerate(names)]
+    sections.append(("minimal budgets (resnet20)", minimal_table(a.runs)))
     for title, text in sections:
         print(f"\n## {title}\n\n{text}")  # noqa: T201 -- a report script, not library code
 
