@@ -62,7 +62,7 @@ def _find_layout(root: Path, split: str) -> tuple[str, Path]:
 
 
 # ---------------------------------------------------------------------- PNG ImageFolder layout
-# PNG, or lossless WebP (about 25% smaller: a subset that must travel, see bench/README.md)
+# PNG, or lossless WebP (about 25% smaller than PNG here: see scripts/pack_cifar10.py)
 _SUFFIXES = (".png", ".webp")
 
 
