@@ -63,7 +63,9 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
 
 
 def add_nim_parser(sub: Any) -> None:
-    """Add ``nim pretrain`` to the ``advimage`` sub-command parsers."""
+    """Add ``nim pretrain`` / ``nim finetune`` to the ``advimage`` sub-command parsers."""
+    from advimage.cli import _common  # called from advimage.cli.build_parser: already loaded
+
     n = sub.add_parser("nim", help="noisy image modeling (You et al. 2023): pre-train, fine-tune")
     nsub = n.add_subparsers(dest="nim_command", required=True, metavar="ACTION")
     p = nsub.add_parser("pretrain", help="pre-train a NIM (or MIM) autoencoder, resumable")
@@ -111,9 +113,5 @@ def add_nim_parser(sub: Any) -> None:
                    help="head on the mean patch token (MAE, default) or the class token")
     f.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
     f.add_argument("--no-resume", action="store_true", help="start over")
-    f.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    f.add_argument("--device", default="auto", help="auto|cpu|cuda (default: auto)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    f.add_argument("-v", "--verbose", action="store_true", help="log more")
+    _common(f)  # --device, --seed, --no-progress, --threads, -v as every training command
     f.set_defaults(func=cmd_nim_finetune)

@@ -131,8 +131,8 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module
     o = {**_OPTIONS, **options}
     if not o["path"]:
         raise ValueError("defense 'nim' needs options.path: a checkpoint from nim pretrain")
+    device = next(iter(model.parameters()), torch.empty(0)).device  # the run's model's
     if o["classifier"]:
-        device = next(iter(model.parameters()), torch.empty(0)).device
         model = load_model(str(o["classifier"]))[0].to(device).eval()
     shape = getattr(model, "input_shape", None)
     size = (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
@@ -140,6 +140,5 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module
     if shape is not None and len(shape) == 3 and int(shape[0]) != nim.config.in_channels:
         raise ValueError(f"NIM checkpoint has {nim.config.in_channels} channels, the classifier "
                          f"expects {int(shape[0])}")
-    device = next(iter(model.parameters()), torch.empty(0)).device
     return De3Defense(nim.to(device), model, sigma_test=o["sigma_test"],
                       noise_seed=o["noise_seed"])
