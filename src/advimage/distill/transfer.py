@@ -110,6 +110,14 @@ def _fooling(
     return {"eps": eps, "kept": kept, "total": len(x), "rates": rates}
 
 
+def _roles(teacher: Any, kd: Any, independent: Any, foreign: Any | None) -> dict[str, Any]:
+    """The probe's models (or their checkpoint specs) by role; ``foreign`` only when given."""
+    roles = {"teacher": teacher, "kd": kd, "independent": independent}
+    if foreign is not None:
+        roles["foreign"] = foreign
+    return roles
+
+
 def transfer_probes(
     teacher: ImageClassifier,
     kd: ImageClassifier,
@@ -147,9 +155,7 @@ def transfer_probes(
         raise ValueError(f"eps needs at least one value > 0, got {eps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    models = {"teacher": teacher, "kd": kd, "independent": independent}
-    if foreign is not None:
-        models["foreign"] = foreign
+    models = _roles(teacher, kd, independent, foreign)
     for name, m in models.items():
         if not isinstance(m, ImageClassifier):
             raise ValueError(f"{name} must be an ImageClassifier, got {type(m).__name__}")
@@ -344,9 +350,7 @@ def run_transfer(
         raise ValueError(f"limit must be >= 1, got {limit}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
-    specs = {"teacher": teacher, "kd": kd, "independent": independent}
-    if foreign is not None:
-        specs["foreign"] = foreign
+    specs = _roles(teacher, kd, independent, foreign)
     loaded = {name: load_model(spec) for name, spec in specs.items()}
     models = {name: m for name, (m, _) in loaded.items()}
     info = {name: _describe(specs[name], m, meta) for name, (m, meta) in loaded.items()}
