@@ -1,30 +1,47 @@
-"""Probes of what a student inherits from its teacher (Ojha et al., NeurIPS 2023).
+"""Per-probe computations of Ojha et al. (NeurIPS 2023): what a student inherits.
 
 "What Knowledge Gets Distilled in Knowledge Distillation?" compares a distilled student with
-an independent one on: transfer of the teacher's adversarial vulnerability (:func:`fooling_rate`),
-top-1 agreement (:func:`agreement`), localisation (Grad-CAM, Selvaraju et al., ICCV 2017:
-:func:`gradcam`, :func:`gradcam_similarity`) and invariance to colour jitter
-(:func:`jitter_invariance`). All functions take models mapping images in [0, 1] to logits.
+an independent one on: transfer of the teacher's adversarial vulnerability (:func:`fooling_rate`,
+pooled over chunks by :func:`pooled_fooling_rate`), top-1 agreement (:func:`agreement`),
+invariance to colour jitter (:func:`jitter_invariance`) and localisation (Grad-CAM, in
+:mod:`advimage.distill.gradcam`; :func:`gradcam` and :func:`gradcam_similarity` are re-exported
+here). All functions take models mapping images in [0, 1] to logits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.attacks import PGD
+from advimage.distill.gradcam import gradcam, gradcam_similarity
 from advimage.validation import check_images, check_labels
 
 __all__ = [
     "fooling_rate",
+    "pooled_fooling_rate",
     "agreement",
     "gradcam",
     "gradcam_similarity",
     "jitter_invariance",
+    "iter_batches",
 ]
+
+
+def iter_batches(
+    x: Tensor, y: Tensor, batch_size: int, device: str | torch.device = "cpu"
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Consecutive ``(x, y)`` chunks of ``batch_size`` images, moved to ``device``."""
+    if batch_size < 1:  # checked now, not at the first next()
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return (  # (b, C, H, W), (b,)
+        (x[i : i + batch_size].to(device), y[i : i + batch_size].to(device))
+        for i in range(0, len(x), batch_size)
+    )
 
 
 def _predict(model: nn.Module, x: Tensor) -> Tensor:
@@ -74,6 +91,45 @@ def fooling_rate(
     return {"kept": int(keep.sum()), "total": len(x), "rates": rates}
 
 
+def _num(v: float) -> float | None:
+    """JSON-safe float: NaN (no kept images) becomes ``None``."""
+    return None if math.isnan(v) else float(v)
+
+
+def pooled_fooling_rate(
+    source: nn.Module,
+    students: Mapping[str, nn.Module],
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 5,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """:func:`fooling_rate` over chunks of ``batch_size`` images, rates pooled over all kept.
+
+    Memory stays bounded by the chunk; the result equals one :func:`fooling_rate` call on all
+    of ``x`` (the attack is per-image). Chunks are moved to ``device``; models must be there.
+
+    Returns:
+        JSON-able ``{"eps", "kept", "total", "rates": {name: float | None}}``; a rate is
+        ``None`` when no image is kept.
+    """
+    check_images(x)
+    check_labels(y, len(x))
+    kept, changed = 0, dict.fromkeys(students, 0)
+    for xb, yb in iter_batches(x, y, batch_size, device):
+        out = fooling_rate(source, students, xb, yb, eps=eps, steps=steps)
+        k = int(out["kept"])  # type: ignore[call-overload]
+        kept += k
+        for name, rate in out["rates"].items():  # type: ignore[attr-defined]
+            if k:
+                changed[name] += round(rate * k)  # the chunk's count of changed predictions
+    rates = {n: _num(c / kept if kept else float("nan")) for n, c in changed.items()}
+    return {"eps": eps, "kept": kept, "total": len(x), "rates": rates}
+
+
 def agreement(
     teacher: nn.Module, student: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]
 ) -> float:
@@ -87,91 +143,6 @@ def agreement(
     if seen == 0:
         raise ValueError("agreement needs at least one image")
     return same / seen
-
-
-def gradcam(
-    model: nn.Module,
-    x: Tensor,
-    layer: str,
-    class_idx: int | Tensor | None = None,
-    size: tuple[int, int] | None = None,
-) -> Tensor:
-    """Grad-CAM maps ``(B, h, w)``: ``relu(sum_k alpha_k A_k)``, ``alpha_k`` = mean of dy_c/dA_k.
-
-    Args:
-        model: an ``ImageClassifier`` (``forward_with_features``); ``layer`` names a conv output.
-        class_idx: target class (int, ``(B,)`` tensor, or ``None`` for the predicted class).
-        size: ``(H, W)`` to bilinearly upsample the maps to (e.g. the input size); ``None`` keeps
-            the layer's resolution.
-    """
-    if not hasattr(model, "forward_with_features"):
-        raise ValueError(
-            f"gradcam needs an ImageClassifier (forward_with_features), got {type(model).__name__}"
-        )
-    model.eval()
-    x = x.detach()
-    with torch.enable_grad():
-        logits, feats = model.forward_with_features(x, [layer])  # type: ignore[operator]
-        acts = feats[layer]  # (B, C, h, w)
-        if acts.dim() != 4:
-            raise ValueError(
-                f"Grad-CAM needs a (B, C, H, W) layer; {layer!r} gives {tuple(acts.shape)}"
-            )
-        if class_idx is None:
-            target = logits.argmax(1)
-        elif isinstance(class_idx, Tensor):
-            target = class_idx.to(logits.device).long().reshape(-1)
-        else:
-            target = torch.full_like(logits[:, 0], int(class_idx), dtype=torch.long)
-        if target.numel() != len(x) or target.min() < 0 or target.max() >= logits.shape[1]:
-            raise ValueError(f"class_idx must give one class in [0, {logits.shape[1]}) per image")
-        score = logits.gather(1, target[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, acts)  # (B, C, h, w)
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-    cam = F.relu((weights * acts.detach()).sum(1))  # (B, h, w)
-    if size is not None:
-        cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return cam
-
-
-def _cosine(a: Tensor, b: Tensor) -> Tensor:
-    return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-12)  # (B,)
-
-
-def gradcam_similarity(
-    teacher: nn.Module,
-    kd_student: nn.Module,
-    independent: nn.Module,
-    x: Tensor,
-    layers: str | Sequence[str],
-    class_idx: int | Tensor | None = None,
-) -> dict[str, object]:
-    """Cosine similarity of the teacher's Grad-CAM to each student's (maps at input resolution).
-
-    ``layers``: one layer name for all three models, or ``(teacher, kd, independent)`` names.
-    ``class_idx`` defaults to the teacher's predicted class, used for all three models.
-
-    Returns:
-        ``{"kd": (B,), "independent": (B,), "share_closer_to_kd": float}`` where the share
-        counts images whose teacher map is strictly closer (cosine) to the KD student's.
-    """
-    names = [layers] * 3 if isinstance(layers, str) else list(layers)
-    if len(names) != 3:
-        raise ValueError(f"layers must be one name or three (teacher, kd, independent): {names}")
-    if class_idx is None:
-        teacher.eval()
-        class_idx = _predict(teacher, x)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    maps = [
-        gradcam(m, x, name, class_idx, size)
-        for m, name in zip((teacher, kd_student, independent), names, strict=True)
-    ]
-    cos_kd, cos_ind = _cosine(maps[0], maps[1]), _cosine(maps[0], maps[2])
-    return {
-        "kd": cos_kd,
-        "independent": cos_ind,
-        "share_closer_to_kd": (cos_kd > cos_ind).float().mean().item(),
-    }
 
 
 def jitter_invariance(

@@ -5,31 +5,33 @@ an *independent* student of the same recipe on held-out images: (1) the share of
 adversarial images (I-FGSM, k = 5) that also fool each student, with a control crafted on a
 *foreign* network of the student's architecture (no gap expected there); (2) top-1 agreement with
 the teacher; (3) whether the teacher's Grad-CAM of the true class is closer to the KD student's map
-than to the independent one's (chance 50%); (4) invariance to colour jitter. This module batches
-the probes of :mod:`advimage.distill.probes` over an image set and returns plain JSON numbers;
-:func:`run_transfer` is the ``advimage eval transfer`` command's library side.
+than to the independent one's (chance 50%); (4) invariance to colour jitter. This module is the
+orchestration: :func:`transfer_probes` runs the probes of :mod:`advimage.distill.probes` and
+:mod:`advimage.distill.gradcam` over an image set and returns plain JSON numbers;
+:func:`run_transfer` (the ``advimage eval transfer`` command's library side) loads checkpoints and
+data and writes the results; :func:`format_transfer` prints them as a text table.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from advimage.data import ColorJitter, load_dataset
+from advimage.distill.gradcam import gradcam_probe, last_conv_layer, save_gradcam_grid
 from advimage.distill.probes import (
     agreement,
-    fooling_rate,
-    gradcam,
-    gradcam_similarity,
+    iter_batches,
     jitter_invariance,
+    pooled_fooling_rate,
 )
+from advimage.eval.plots import eps_label
 from advimage.models import ImageClassifier
 from advimage.utils import resolve_device
 from advimage.validation import check_images, check_labels
@@ -48,66 +50,6 @@ log = logging.getLogger(__name__)
 # the trainer's colour jitter (advimage.train.trainer._augmentation, augment="jitter"):
 # brightness/contrast/saturation factors drawn uniformly in [0.6, 1.4] (unitless)
 JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-
-
-def last_conv_layer(model: ImageClassifier) -> str:
-    """Name of the last module (in execution order) giving a spatial ``(B, C, h, w)`` map, h*w > 1.
-
-    Pooling layers are skipped, so this is the last convolutional feature map: ``layer3`` for the
-    CIFAR ResNets, the ReLU after the last conv of ``features`` for the VGGs, ``relu2`` for
-    small-cnn. Found with one forward pass of a zero image through hooks on every submodule.
-    """
-    if not isinstance(model, ImageClassifier):
-        raise ValueError(f"Grad-CAM needs an ImageClassifier, got {type(model).__name__}")
-    order: list[str] = []
-
-    def make_hook(name: str, module: nn.Module):  # noqa: ANN202
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1 \
-                    and not isinstance(module, _POOLS):
-                order.append(name)
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(n, m)) for n, m in model.net.named_modules() if n]
-    ref = next(iter(model.parameters()), model.mean)
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(torch.zeros((1, *model.input_shape), dtype=ref.dtype, device=ref.device))
-    finally:
-        for h in handles:
-            h.remove()
-    if not order:
-        raise ValueError(f"{model.arch} has no spatial feature map for Grad-CAM; pass cam_layers")
-    return order[-1]
-
-
-def _chunks(x: Tensor, y: Tensor, size: int, dev: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-    for i in range(0, len(x), size):
-        yield x[i : i + size].to(dev), y[i : i + size].to(dev)  # (b, C, H, W), (b,)
-
-
-def _num(v: float) -> float | None:
-    """JSON-safe float: NaN (no kept images) becomes ``None``."""
-    return None if math.isnan(v) else float(v)
-
-
-def _fooling(
-    source: nn.Module, students: dict[str, nn.Module], x: Tensor, y: Tensor, eps: float,
-    steps: int, size: int, dev: torch.device,
-) -> dict[str, Any]:
-    """:func:`fooling_rate` over chunks; rates pooled over all kept images."""
-    kept, changed = 0, dict.fromkeys(students, 0)
-    for xb, yb in _chunks(x, y, size, dev):
-        out = fooling_rate(source, students, xb, yb, eps=eps, steps=steps)
-        k = int(out["kept"])  # type: ignore[call-overload]
-        kept += k
-        for name, rate in out["rates"].items():  # type: ignore[attr-defined]
-            if k:
-                changed[name] += round(rate * k)
-    rates = {n: _num(c / kept if kept else float("nan")) for n, c in changed.items()}
-    return {"eps": eps, "kept": kept, "total": len(x), "rates": rates}
 
 
 def _roles(teacher: Any, kd: Any, independent: Any, foreign: Any | None) -> dict[str, Any]:
@@ -173,7 +115,7 @@ def transfer_probes(
     students = {k: v for k, v in models.items() if k != "teacher"}
 
     def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        return _chunks(x, y, batch_size, dev)
+        return iter_batches(x, y, batch_size, dev)
 
     correct = dict.fromkeys(models, 0)
     for xb, yb in batches():
@@ -183,17 +125,18 @@ def transfer_probes(
     res: dict[str, Any] = {"n": len(x), "eps": eps, "steps": steps}
     res["accuracy"] = {n: c / len(x) for n, c in correct.items()}
     res["agreement"] = {n: agreement(teacher, s, batches()) for n, s in students.items()}
-    res["fooling_rate"] = [_fooling(teacher, students, x, y, e, steps, batch_size, dev)
-                           for e in eps]
+    res["fooling_rate"] = [pooled_fooling_rate(teacher, students, x, y, e, steps=steps,
+                                               batch_size=batch_size, device=dev) for e in eps]
     if foreign is not None:
         victims = {"kd": kd, "independent": independent, "teacher": teacher}
         res["control"] = [
-            {**_fooling(foreign, victims, x, y, e, steps, batch_size, dev), "crafted_on": "foreign"}
+            {**pooled_fooling_rate(foreign, victims, x, y, e, steps=steps, batch_size=batch_size,
+                                   device=dev), "crafted_on": "foreign"}
             for e in eps
         ]
     else:
         res["control"] = None
-    res["gradcam"] = _gradcam_probe(teacher, kd, independent, batches(), cam_layers)
+    res["gradcam"] = gradcam_probe(teacher, kd, independent, batches(), cam_layers)
     if jitter:
         jit = ColorJitter(**JITTER)
         res["invariance"] = {
@@ -204,92 +147,6 @@ def transfer_probes(
         res["invariance"] = None
     res["seconds"] = time.time() - t0
     return res
-
-
-def _layers(models: Sequence[ImageClassifier], cam_layers: Sequence[str] | None) -> list[str]:
-    if cam_layers is None:
-        return [last_conv_layer(m) for m in models]
-    names = [cam_layers] if isinstance(cam_layers, str) else list(cam_layers)
-    if len(names) != len(models):
-        raise ValueError(f"cam_layers takes {len(models)} names (teacher, kd, independent), "
-                         f"got {names}")
-    return names
-
-
-def _gradcam_probe(
-    teacher: ImageClassifier, kd: ImageClassifier, independent: ImageClassifier,
-    batches: Iterator[tuple[Tensor, Tensor]], cam_layers: Sequence[str] | None,
-) -> dict[str, Any]:
-    """Grad-CAM of the true class: share of images whose teacher map is closer to KD's."""
-    layers = _layers((teacher, kd, independent), cam_layers)
-    cos_kd, cos_ind = [], []
-    for xb, yb in batches:
-        out = gradcam_similarity(teacher, kd, independent, xb, layers, class_idx=yb)
-        cos_kd.append(out["kd"].detach().cpu())  # type: ignore[union-attr]
-        cos_ind.append(out["independent"].detach().cpu())  # type: ignore[union-attr]
-    ck, ci = torch.cat(cos_kd), torch.cat(cos_ind)  # (N,), (N,)
-    return {
-        "layers": dict(zip(("teacher", "kd", "independent"), layers, strict=True)),
-        "class": "true",
-        "share_closer_to_kd": (ck > ci).float().mean().item(),
-        "ties": int((ck == ci).sum()),
-        "mean_cosine": {"kd": ck.mean().item(), "independent": ci.mean().item()},
-        "n": len(ck),
-    }
-
-
-def save_gradcam_grid(
-    teacher: ImageClassifier,
-    kd: ImageClassifier,
-    independent: ImageClassifier,
-    x: Tensor,
-    y: Tensor,
-    path: str | Path,
-    *,
-    cam_layers: Sequence[str] | None = None,
-    n: int = 6,
-    classes: Sequence[str] | None = None,
-) -> Path:
-    """PNG grid, one row per image: input, then teacher / KD / independent true-class Grad-CAMs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    check_images(x)
-    check_labels(y, len(x))
-    models = (teacher, kd, independent)
-    layers = _layers(models, cam_layers)
-    dev = next(teacher.parameters()).device
-    xb, yb = x[:n].to(dev), y[:n].to(dev)  # (n, C, H, W), (n,)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    maps = [gradcam(m, xb, ln, yb, size).detach().cpu() for m, ln in zip(models, layers,
-                                                                          strict=True)]
-    imgs = xb.detach().cpu().permute(0, 2, 3, 1).numpy()  # (n, H, W, C)
-    titles = ("input", f"teacher ({layers[0]})", f"KD ({layers[1]})",
-              f"independent ({layers[2]})")
-    fig, axes = plt.subplots(len(xb), 4, figsize=(8, 2 * len(xb)), squeeze=False)
-    for i in range(len(xb)):
-        img = imgs[i] if imgs.shape[-1] == 3 else imgs[i, :, :, 0]
-        label = classes[int(yb[i])] if classes else str(int(yb[i]))
-        for j in range(4):
-            ax = axes[i, j]
-            ax.imshow(img, cmap=None if img.ndim == 3 else "gray", vmin=0, vmax=1)
-            if j:
-                cam = maps[j - 1][i]
-                cam = cam / cam.max() if cam.max() > 0 else cam
-                ax.imshow(cam.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(titles[j], fontsize=8)
-        axes[i, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _describe(spec: str, model: ImageClassifier, meta: dict[str, Any]) -> dict[str, Any]:
@@ -393,22 +250,16 @@ def _fmt(v: float | None) -> str:
     return "   n/a" if v is None else f"{v:6.3f}"
 
 
-def _eps(e: float) -> str:
-    """``8/255`` for multiples of 1/255 (CIFAR budgets), else ``0.1``."""
-    k = e * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{e:.4g}"
-
-
 def format_transfer(res: dict[str, Any]) -> list[str]:
     """Short text table of :func:`transfer_probes` results (kd vs independent per probe)."""
     lines = [f"{'probe':<30}{'kd':>8}{'indep.':>8}   kept/n"]
     for row in res["fooling_rate"]:
         r = row["rates"]
-        lines.append(f"{'fooling eps=' + _eps(row['eps']):<30}{_fmt(r['kd']):>8}"
+        lines.append(f"{'fooling eps=' + eps_label(row['eps']):<30}{_fmt(r['kd']):>8}"
                      f"{_fmt(r['independent']):>8}   {row['kept']}/{row['total']}")
     for row in res["control"] or []:
         r = row["rates"]
-        lines.append(f"{'control eps=' + _eps(row['eps']):<30}{_fmt(r['kd']):>8}"
+        lines.append(f"{'control eps=' + eps_label(row['eps']):<30}{_fmt(r['kd']):>8}"
                      f"{_fmt(r['independent']):>8}   {row['kept']}/{row['total']}")
     a, acc = res["agreement"], res["accuracy"]
     lines.append(f"{'agreement with teacher':<30}{_fmt(a['kd']):>8}{_fmt(a['independent']):>8}")
