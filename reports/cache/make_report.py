@@ -11,13 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from advimage.defend.cache_robust import _min_eps  # noqa: E402
+from advimage.defend.cache_robust import _min_eps
+from advimage.eval.plots import label_axes, md_row, md_table, save_png, subplots
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"baseline": "baseline", "cache": "cache", "cache_only": "cache-only"}
@@ -28,30 +25,30 @@ def _load(path: Path) -> dict | None:
 
 
 def accuracy_table(runs: Path) -> str:
-    lines = ["| model | key layers (dim) | scoring | theta / lambda (cache-only theta) | "
-             "baseline | cache | cache-only | cache - baseline [95% CI] | "
-             "cache-only - baseline [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = md_table(["model", "key layers (dim)", "scoring", "theta / lambda (cache-only theta)",
+                      "baseline", "cache", "cache-only", "cache - baseline [95% CI]",
+                      "cache-only - baseline [95% CI]"])
     for name in ("resnet20_exact", "resnet20", "resnet32", "resnet32_last", "resnet56"):
         r = _load(runs / "acc" / name / "results.json")
         if r is None:
             lines.append(f"| {name} | not run | | | | | | | |")
             continue
         g, go = r["gain_cache"], r["gain_cache_only"]
-        lines.append(
-            f"| {r['model']} | {', '.join(r['layers'])} ({r['key_dim']}) | "
-            f"{r['test_mode']}{'' if r['k'] is None else ' top-' + str(r['k'])} | "
-            f"{r['theta']:g} / {r['lam']:g} "
-            f"({r['theta_cache_only']:g}) | {r['baseline_test_accuracy']:.2%} | "
-            f"{r['cache_test_accuracy']:.2%} | {r['cache_only_test_accuracy']:.2%} | "
-            f"{g['gain'] * 100:+.2f} [{g['lo'] * 100:+.2f}, {g['hi'] * 100:+.2f}] | "
-            f"{go['gain'] * 100:+.2f} [{go['lo'] * 100:+.2f}, {go['hi'] * 100:+.2f}] |")
+        lines.append(md_row([
+            f"{r['model']}", f"{', '.join(r['layers'])} ({r['key_dim']})",
+            f"{r['test_mode']}{'' if r['k'] is None else ' top-' + str(r['k'])}",
+            f"{r['theta']:g} / {r['lam']:g} ({r['theta_cache_only']:g})",
+            f"{r['baseline_test_accuracy']:.2%}", f"{r['cache_test_accuracy']:.2%}",
+            f"{r['cache_only_test_accuracy']:.2%}",
+            f"{g['gain'] * 100:+.2f} [{g['lo'] * 100:+.2f}, {g['hi'] * 100:+.2f}]",
+            f"{go['gain'] * 100:+.2f} [{go['lo'] * 100:+.2f}, {go['hi'] * 100:+.2f}]"]))
     return "\n".join(lines)
 
 
 def depth_plot(runs: Path) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    lines = ["| layer | dim | theta (val) | cache-only test acc. (50k keys) | best over theta "
-             "(oracle) | 10k keys |", "|---|---|---|---|---|---|"]
+    fig, ax = subplots(figsize=(6, 3.6))
+    lines = md_table(["layer", "dim", "theta (val)", "cache-only test acc. (50k keys)",
+                      "best over theta (oracle)", "10k keys"])
     full = _load(runs / "depth" / "resnet20" / "depth.json")
     small = _load(runs / "depth" / "resnet20_10k" / "depth.json")
     for res, style, label in ((full, "o-", "50,000 keys"), (small, "s--", "10,000 keys")):
@@ -71,17 +68,12 @@ def depth_plot(runs: Path) -> str:
             s = by_layer.get(r["layer"])
             other = f"{s['test_accuracy']:.2%}" if s else ""
             best = max(r["test_accuracy_by_theta"].items(), key=lambda kv: kv[1])
-            lines.append(f"| {r['layer']} | {r['dim']} | {r['theta']:g} | "
-                         f"{r['test_accuracy']:.2%} | {best[1]:.2%} (theta {best[0]}) | "
-                         f"{other} |")
-    ax.set_xlabel("key layer (ResNet-20, input -> output)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Cache-only accuracy vs key depth")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(HERE / "depth.png", dpi=110)
-    plt.close(fig)
+            lines.append(md_row([r["layer"], r["dim"], f"{r['theta']:g}",
+                                 f"{r['test_accuracy']:.2%}",
+                                 f"{best[1]:.2%} (theta {best[0]})", other]))
+    label_axes(ax, xlabel="key layer (ResNet-20, input -> output)", ylabel="test accuracy (%)",
+               title="Cache-only accuracy vs key depth", legend_size=7, grid=True)
+    save_png(fig, HERE / "depth.png", dpi=110)
     return "\n".join(lines)
 
 
@@ -98,14 +90,15 @@ def robust_tables(runs: Path, name: str, plot: bool) -> str:
              f"{r['eval_mode']} lookup (k = {r['k']}); theta {r['theta']:g}, lambda "
              f"{r['lam']:g}, cache-only theta {r['theta_cache_only']:g}, surrogate theta "
              f"{r['surrogate_theta']:g}.", "",
-             "| attack (crafted on) | eps | baseline | cache | cache-only | seconds |",
-             "|---|---|---|---|---|---|",
+             *md_table(["attack (crafted on)", "eps", "baseline", "cache", "cache-only",
+                        "seconds"]),
              f"| clean | 0 | {r['clean']['baseline']:.1%} | {r['clean']['cache']:.1%} | "
              f"{r['clean']['cache_only']:.1%} | |"]
     for a in sorted(r["attacks"], key=lambda a: -a["eps"]):
-        lines.append(f"| {a['attack']}-{a['steps']} ({a['crafted_on']}) | "
-                     f"{a['eps'] * 255:.3g}/255 | {a['baseline']:.1%} | {a['cache']:.1%} | "
-                     f"{a['cache_only']:.1%} | {a['seconds']:.0f} |")
+        lines.append(md_row([f"{a['attack']}-{a['steps']} ({a['crafted_on']})",
+                             f"{a['eps'] * 255:.3g}/255", f"{a['baseline']:.1%}",
+                             f"{a['cache']:.1%}", f"{a['cache_only']:.1%}",
+                             f"{a['seconds']:.0f}"]))
     worst: dict[str, dict[str, float]] = {}
     for e in sorted({a["eps"] for a in r["attacks"]}):
         worst[f"{e:.6g}"] = {c: float(np.logical_and.reduce(
@@ -115,18 +108,18 @@ def robust_tables(runs: Path, name: str, plot: bool) -> str:
     r["min_eps"] = _min_eps(r["attacks"], correct)  # over every attack, top-m ones included
     lines += ["", "Worst case over every attack at that budget (an image counts as robust only "
               "if it survives all of them):", "",
-              "| eps | baseline | cache | cache-only |", "|---|---|---|---|"]
+              *md_table(["eps", "baseline", "cache", "cache-only"])]
     for e, w in sorted(r["worst_case"].items(), key=lambda kv: float(kv[0])):
-        lines.append(f"| {float(e) * 255:.3g}/255 | {w['baseline']:.1%} | {w['cache']:.1%} | "
-                     f"{w['cache_only']:.1%} |")
-    lines += ["", "| classifier | median smallest fooling eps (x/255) | images never fooled |",
-              "|---|---|---|"]
+        lines.append(md_row([f"{float(e) * 255:.3g}/255", f"{w['baseline']:.1%}",
+                             f"{w['cache']:.1%}", f"{w['cache_only']:.1%}"]))
+    lines += ["", *md_table(["classifier", "median smallest fooling eps (x/255)",
+                             "images never fooled"])]
     for c, m in r["min_eps"].items():
-        lines.append(f"| {LABELS[c]} | {m['median_eps_255']:.3g} | {m['survive_all']} |")
+        lines.append(md_row([LABELS[c], f"{m['median_eps_255']:.3g}", m["survive_all"]]))
     if not plot:
         return "\n".join(lines)
     # plot: worst-case accuracy vs eps, plus transfer-only accuracy
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = subplots(figsize=(6, 3.6))
     eps = sorted(float(e) for e in r["worst_case"])
     for c in LABELS:
         ax.plot([0] + [e * 255 for e in eps],
@@ -137,14 +130,10 @@ def robust_tables(runs: Path, name: str, plot: bool) -> str:
         pts = sorted((a["eps"] * 255, 100 * a[c]) for a in tr)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "x:",
                 label=f"{LABELS[c]}: PGD transfer from baseline only")
-    ax.set_xlabel("L-inf eps (x/255)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"ResNet-20 + cache under attack ({r['n']} test images)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(HERE / "robust_eps.png", dpi=110)
-    plt.close(fig)
+    label_axes(ax, xlabel="L-inf eps (x/255)", ylabel="accuracy (%)",
+               title=f"ResNet-20 + cache under attack ({r['n']} test images)", legend_size=7,
+               grid=True)
+    save_png(fig, HERE / "robust_eps.png", dpi=110)
     return "\n".join(lines)
 
 
@@ -156,13 +145,13 @@ def minimal_table(runs: Path, name: str = "resnet20") -> str:
     s, per = r["summary"], r["per_image_255"]
     lines = [f"n = {r.get('n', '?')} class-balanced test images, PGD-{r.get('steps', '?')} per "
              f"budget, grid {r.get('grid_255', '?')} /255; budgets in 1/255.", "",
-             "| classifier / threat model | median | mean (fooled) | never fooled | "
-             "clean wrong |", "|---|---|---|---|---|"]
+             *md_table(["classifier / threat model", "median", "mean (fooled)", "never fooled",
+                        "clean wrong"])]
     for key, v in s.items():
         c, t = key.split("/")
-        lines.append(f"| {LABELS.get(c, c)} / {t} | {v['median']:.2f} | "
-                     f"{v['mean_fooled']:.2f} | {v['never_fooled']} | {v['clean_wrong']} |")
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+        lines.append(md_row([f"{LABELS.get(c, c)} / {t}", f"{v['median']:.2f}",
+                             f"{v['mean_fooled']:.2f}", v["never_fooled"], v["clean_wrong"]]))
+    fig, ax = subplots(figsize=(5, 3.2))
     for c in LABELS:
         key = f"{c}/worst" if f"{c}/worst" in per else f"{c}/white-box"
         if key not in per:
@@ -170,12 +159,9 @@ def minimal_table(runs: Path, name: str = "resnet20") -> str:
         v = np.sort(np.asarray(per[key], dtype=float))
         ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=LABELS[c])
     ax.set_xlim(0, 4)
-    ax.set_xlabel("smallest fooling L-inf budget, x/255 (worst case)")
-    ax.set_ylabel("share of images fooled")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(HERE / "minimal_eps.png", dpi=90)
-    plt.close(fig)
+    label_axes(ax, xlabel="smallest fooling L-inf budget, x/255 (worst case)",
+               ylabel="share of images fooled", legend_size=8)
+    save_png(fig, HERE / "minimal_eps.png", dpi=90)
     return "\n".join([*lines, "", "![minimal budgets](minimal_eps.png)"])
 
 

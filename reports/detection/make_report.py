@@ -10,13 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import torch  # noqa: E402
-
-from advimage.detect.evaluation import roc_curves  # noqa: E402
-from advimage.eval.report_run import roc_figure  # noqa: E402
+from advimage.detect.evaluation import roc_curves
+from advimage.eval.plots import md_row, md_table, save_png
+from advimage.eval.report_run import roc_figure
 
 HERE = Path(__file__).parent
 PLOTS = ("gray-pgd@0.03137", "gray-cw@0.1", "pgd-untargeted@0.03137", "white-pgd@0.03137",
@@ -34,16 +32,15 @@ def main(run: Path, suffix: str = "") -> None:
         f"Calibration: {res['n_calibration_correct']}/{res['n_calibration']} calibration images "
         f"correct; evaluation: {res['n_test_correct']}/{res['n_test']} test images correct.",
         "",
-        "| attack | success | n | crit | DR@5% (test FPR) | DR@10% (test FPR) | DR@20% (test FPR)"
-        " | AUC |",
-        "|---|---|---|---|---|---|---|---|",
+        *md_table(["attack", "success", "n", "crit", "DR@5% (test FPR)", "DR@10% (test FPR)",
+                   "DR@20% (test FPR)", "AUC"]),
     ]
     for name, r in res["attacks"].items():
         for crit in [*res["criteria"], "combined"]:
             cells = [f"{x['detection_rate']:.3f} ({x['fpr_test']:.3f})" for x in r["rates"]
                      if x["criterion"] == crit]
-            lines.append(f"| {name} | {r['success_rate']:.3f} | {r['n_success']} | {crit} | "
-                         f"{' | '.join(cells)} | {r['auc'][crit]:.3f} |")
+            lines.append(md_row([name, f"{r['success_rate']:.3f}", r["n_success"], crit, *cells,
+                                 f"{r['auc'][crit]:.3f}"]))
         if suffix or name not in PLOTS:
             continue
         rec = torch.load(run / f"attack-{name}.pt", weights_only=True)
@@ -52,7 +49,8 @@ def main(run: Path, suffix: str = "") -> None:
         adv = {k: v[succ] for k, v in rec["scores"].items()}
         curves = roc_curves(calib, clean_s, adv)
         fig, _ = roc_figure({k: (c, a) for k, (c, a) in curves.items()}, f"ROC, {name}")
-        fig.savefig(HERE / f"roc-{name.replace('@', '-')}.png", dpi=70)
+        # roc_figure already laid the figure out; save_png also closes it (one per attack)
+        save_png(fig, HERE / f"roc-{name.replace('@', '-')}.png", dpi=70, tight=False)
     name = f"tables-{suffix}.md" if suffix else "tables.md"
     (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -22,10 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from advimage.eval.plots import eps_label, label_axes, md_row, md_table, save_png, subplots
 
 # Ojha et al. (2023), Table 2, CIFAR-100: fooling rate (%) of the independent vs the KL (Hinton
 # KD) student on the teacher's adversarial images, for the paper's three teacher/student pairs
@@ -76,11 +73,6 @@ def _pct(values: list[float | None]) -> str:
     return f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * spread:.1f}"
 
 
-def _eps(e: float) -> str:
-    k = e * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{e:.4g}"
-
-
 def _at(rows: list[dict[str, Any]] | None, eps: float) -> dict[str, Any] | None:
     """The row of ``rows`` crafted at ``eps`` (runs may use different eps lists)."""
     return next((r for r in rows or [] if abs(r["eps"] - eps) < 1e-9), None)
@@ -94,7 +86,7 @@ def _gap(a: list[float | None], b: list[float | None]) -> list[float | None]:
 def _bars(path: Path, cats: list[str], series: dict[str, list[list[float | None]]], title: str,
           ylabel: str, hline: float | None = None) -> None:
     """Grouped bars (mean, error bar = sample std over seeds) in percent."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(cats) * max(1, len(series)) / 2), 3.6))
+    fig, ax = subplots(figsize=(max(5.0, 1.4 * len(cats) * max(1, len(series)) / 2), 3.6))
     width = 0.8 / max(1, len(series))
     for j, (name, per_cat) in enumerate(series.items()):
         stats = [_stats(v) for v in per_cat]
@@ -105,12 +97,8 @@ def _bars(path: Path, cats: list[str], series: dict[str, list[list[float | None]
         ax.axhline(100 * hline, color="gray", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(cats)))
     ax.set_xticklabels(cats, fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    label_axes(ax, ylabel=ylabel, title=title, title_size=9, legend_size=7)
+    save_png(fig, path, dpi=90)
 
 
 def _fooling(runs: dict[Key, list], out: Path) -> list[str]:
@@ -119,8 +107,8 @@ def _fooling(runs: dict[Key, list], out: Path) -> list[str]:
              "kept images whose student prediction changes. Control: the same on images crafted "
              "on a foreign network of the student's architecture (no gap expected).", "",
              "Gaps are paired per seed (KD minus independent, percentage points).", "",
-             "| teacher | student | eps | seeds | kept (mean) | KD | independent | control KD "
-             "| control independent | gap | control gap |", "|---" * 11 + "|"]
+             *md_table(["teacher", "student", "eps", "seeds", "kept (mean)", "KD", "independent",
+                        "control KD", "control independent", "gap", "control gap"])]
     cats: list[str] = []
     series: dict[str, list[list[float | None]]] = {k: [] for k in
                                                    ("KD", "independent", "control KD",
@@ -138,9 +126,9 @@ def _fooling(runs: dict[Key, list], out: Path) -> list[str]:
             gaps = [_gap(vals["KD"], vals["independent"]),
                     _gap(vals["control KD"], vals["control independent"])]
             kept = statistics.fmean(r["kept"] for r in rows if r)
-            lines.append(f"| {group} | {arch} | {_eps(eps)} | {len(items)} | {kept:.0f} | "
-                         + " | ".join(_pct(v) for v in [*vals.values(), *gaps]) + " |")
-            cats.append(f"{group}\n{arch}\n{_eps(eps)}")
+            lines.append(md_row([group, arch, eps_label(eps), len(items), f"{kept:.0f}",
+                                 *(_pct(v) for v in [*vals.values(), *gaps])]))
+            cats.append(f"{group}\n{arch}\n{eps_label(eps)}")
             for k, v in vals.items():
                 series[k].append(v)
     lines += ["", "Ojha et al. (2023), Table 2 (CIFAR-100, three teacher/student pairs), fooling "
@@ -156,16 +144,13 @@ def _fooling(runs: dict[Key, list], out: Path) -> list[str]:
 def _simple(runs: dict[Key, list], out: Path, title: str, note: str, fields: dict[str, Any],
             png: str, hline: float | None = None) -> list[str]:
     """One row per (teacher, student arch); ``fields``: column -> doc -> value or None."""
-    lines = [f"## {title}", "", note, "",
-             "| teacher | student | seeds | " + " | ".join(fields) + " |",
-             "|---|---|---|" + "---|" * len(fields)]
+    lines = [f"## {title}", "", note, "", *md_table(["teacher", "student", "seeds", *fields])]
     cats, series = [], {k: [] for k in fields}
     for (group, arch), items in runs.items():
         vals = {k: [f(d) for _, _, d in items] for k, f in fields.items()}
         if all(v is None for col in vals.values() for v in col):
             continue
-        lines.append(f"| {group} | {arch} | {len(items)} | "
-                     + " | ".join(_pct(v) for v in vals.values()) + " |")
+        lines.append(md_row([group, arch, len(items), *(_pct(v) for v in vals.values())]))
         cats.append(f"{group}\n{arch}")
         for k, v in vals.items():
             series[k].append(v)
@@ -188,8 +173,8 @@ def _get(*keys: str):  # noqa: ANN202
 
 def _training(dirs: list[Path]) -> list[str]:
     lines = ["## Training runs (recipes, accuracy, wall-clock)", "",
-             "| run | arch | arm | seed | dataset | augment | epochs | batch | lr | train limit "
-             "| tau/alpha | test accuracy (%) | seconds |", "|---" * 13 + "|"]
+             *md_table(["run", "arch", "arm", "seed", "dataset", "augment", "epochs", "batch", "lr",
+                        "train limit", "tau/alpha", "test accuracy (%)", "seconds"])]
     seen: set[Path] = set()
     for root in dirs:
         for path in sorted(root.rglob("model.json")):
@@ -202,12 +187,11 @@ def _training(dirs: list[Path]) -> list[str]:
             secs = sum(float(h.get("seconds", 0.0)) for h in side.get("history") or [])
             kd = f"{dist.get('tau')}/{dist.get('alpha')}" if dist.get("arm") == "kd" else ""
             acc = side.get("accuracy")
-            lines.append(
-                f"| {path.parent.relative_to(root)} | {side.get('arch')} | "
-                f"{dist.get('arm', 'teacher')} | {side.get('seed')} | {cfg.get('dataset', '')} | "
-                f"{cfg.get('augment')} | {cfg.get('epochs')} | {cfg.get('batch_size')} | "
-                f"{cfg.get('lr')} | {cfg.get('train_limit') or 'all'} | {kd} | "
-                f"{'n/a' if acc is None else f'{100 * acc:.1f}'} | {secs:.1f} |")
+            lines.append(md_row([
+                path.parent.relative_to(root), side.get("arch"), dist.get("arm", "teacher"),
+                side.get("seed"), cfg.get("dataset", ""), cfg.get("augment"), cfg.get("epochs"),
+                cfg.get("batch_size"), cfg.get("lr"), cfg.get("train_limit") or "all", kd,
+                "n/a" if acc is None else f"{100 * acc:.1f}", f"{secs:.1f}"]))
     return [*lines, ""]
 
 
