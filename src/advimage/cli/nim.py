@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Any
 
+from advimage.cli.common import add_common_args
+
 __all__ = ["add_nim_parser", "cmd_nim_finetune", "cmd_nim_pretrain"]
 
 
@@ -64,8 +66,6 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
 
 def add_nim_parser(sub: Any) -> None:
     """Add ``nim pretrain`` / ``nim finetune`` to the ``advimage`` sub-command parsers."""
-    from advimage.cli import _common  # called from advimage.cli.build_parser: already loaded
-
     n = sub.add_parser("nim", help="noisy image modeling (You et al. 2023): pre-train, fine-tune")
     nsub = n.add_subparsers(dest="nim_command", required=True, metavar="ACTION")
     p = nsub.add_parser("pretrain", help="pre-train a NIM (or MIM) autoencoder, resumable")
@@ -113,5 +113,5 @@ def add_nim_parser(sub: Any) -> None:
                    help="head on the mean patch token (MAE, default) or the class token")
     f.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
     f.add_argument("--no-resume", action="store_true", help="start over")
-    _common(f)  # --device, --seed, --no-progress, --threads, -v as every training command
+    add_common_args(f)  # --device, --seed, --no-progress, --threads, -v as every training command
     f.set_defaults(func=cmd_nim_finetune)

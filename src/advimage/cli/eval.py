@@ -1,0 +1,164 @@
+"""``advimage eval robust|detection|transfer``: robust accuracy per attack and budget, the
+noise-signature detection study, and what knowledge distillation transfers."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+from advimage.cli.common import (
+    CliError,
+    add_common_args,
+    add_model_data_args,
+    attack_kwargs,
+    eps_list,
+    load_data,
+    load_model_on_device,
+)
+
+__all__ = ["add_eval_parser", "cmd_eval_detection", "cmd_eval_robust", "cmd_eval_transfer"]
+
+
+def cmd_eval_robust(a: argparse.Namespace) -> int:
+    """Clean and robust accuracy for every attack x eps; optional robust.csv / robust.json."""
+    from advimage.attacks import create_attack
+    from advimage.eval.robust import AttackSpec, evaluate_robustness
+    from advimage.utils import run_metadata, write_json
+
+    model, meta, dev = load_model_on_device(a)
+    if a.defense:  # attack the defended model (e.g. cache:PATH from `advimage cache tune`)
+        from advimage.defend.cache_eval import parse_defense_arg
+        from advimage.eval.defenses import build_defense
+
+        name, options = parse_defense_arg(a.defense)
+        model = build_defense(name, model, options).to(dev).eval()
+    ds = load_data(a, a.split)
+    names = [n.strip() for n in a.attacks.split(",") if n.strip()]
+    budgets = eps_list(a.eps)
+    specs = [
+        AttackSpec(
+            f"{n}@{e:.5g}", create_attack(n, **attack_kwargs(a, n, e, strict=False)), e, a.norm
+        )
+        for n in names
+        for e in budgets
+    ]
+    n = len(ds)
+    rows, _ = evaluate_robustness(
+        model,
+        ds.batches(a.batch_size),
+        specs,
+        device=dev,
+        progress=not a.no_progress,
+        total_batches=-(-n // a.batch_size),
+    )
+    table = [r.as_dict() for r in rows]
+    print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
+    for r in table:
+        print(
+            f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
+            f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}"
+        )
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "robust.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+        write_json(
+            out / "robust.json",
+            {
+                "config": {k: v for k, v in vars(a).items() if k != "func"},
+                "results": table,
+                **run_metadata(dev, a.seed),
+            },
+        )
+        print(f"written {out / 'robust.csv'} and {out / 'robust.json'}")
+    return 0
+
+
+def cmd_eval_detection(a: argparse.Namespace) -> int:
+    """Run a detection config (resumable); print success and detection rates per attack."""
+    from advimage.detect.evaluation import run_from_config
+
+    res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None)
+    for name, r in res["attacks"].items():
+        rates = " ".join(f"{x['fpr_target']:g}:{x['detection_rate']:.3f}" for x in r["rates"]
+                         if x["criterion"] == "combined")
+        print(f"{name}: success {r['success_rate']:.3f} ({r['n_success']}), detected at FPR "
+              f"{rates}, AUC {r['auc']['combined']:.3f}")
+    print(f"results -> {Path(a.out) / 'results.json'}")
+    return 0
+
+
+def cmd_eval_transfer(a: argparse.Namespace) -> int:
+    """The four transfer probes of Ojha et al. 2023 for a teacher and its KD / independent
+    students; print their table, write transfer.json and gradcam.png."""
+    from advimage.distill.transfer import format_transfer, run_transfer
+
+    if a.offset < 0:
+        raise CliError(f"--offset must be >= 0, got {a.offset}")
+    layers = a.cam_layers.split(",") if a.cam_layers else None
+    if layers is not None and len(layers) != 3:
+        raise CliError("--cam-layers takes TEACHER,KD,INDEPENDENT layer names, e.g. a,b,c")
+    doc = run_transfer(
+        a.teacher, a.kd, a.independent, a.out, foreign=a.foreign, data=a.data,
+        data_root=a.data_root, split=a.split, limit=a.limit, offset=a.offset,
+        eps=eps_list(a.eps), steps=a.steps, cam_layers=layers, jitter=not a.no_jitter,
+        device=a.device, seed=a.seed, batch_size=a.batch_size, tag=a.tag,
+    )
+    res = doc["results"]
+    print(f"{res['n']} {a.data}/{a.split} images, I-FGSM k={a.steps} ({res['seconds']:.1f} s)")
+    print("\n".join(format_transfer(res)))
+    print(f"written {Path(a.out) / 'transfer.json'} and {Path(a.out) / 'gradcam.png'}")
+    return 0
+
+
+def add_eval_parser(sub: Any) -> None:
+    """Add ``eval robust|detection|transfer`` to the ``advimage`` sub-command parsers."""
+    ev = sub.add_parser("eval", help="evaluations")
+    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
+    er = esub.add_parser("robust", help="clean and robust accuracy per attack and eps")
+    add_model_data_args(er)
+    er.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
+    er.add_argument("--norm", default="linf")
+    er.add_argument(
+        "--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255"
+    )
+    er.add_argument("--steps", type=int, default=None)
+    er.add_argument("--restarts", type=int, default=None)
+    er.add_argument("--out", default=None, help="folder for robust.csv / robust.json")
+    er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
+                    help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
+                         "tune`), cache:runs/c,lam=1,bpda_theta=5")
+    add_common_args(er)
+    er.set_defaults(func=cmd_eval_robust)
+
+    ed = esub.add_parser("detection", help="noise-signature detection rates at FPR (resumable)")
+    ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
+    ed.add_argument("--out", required=True, help="folder of per-attack files and results.json")
+    ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
+    ed.set_defaults(func=cmd_eval_detection)
+
+    et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")
+    et.add_argument("--teacher", required=True, help="teacher: bundled[:NAME] or a checkpoint")
+    et.add_argument("--kd", required=True, help="KD student checkpoint")
+    et.add_argument("--independent", required=True, help="independent student checkpoint")
+    et.add_argument("--foreign", default=None,
+                    help="control network of the student's architecture (e.g. another seed)")
+    et.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder")
+    et.add_argument("--data-root", default=None, help="folder holding the dataset")
+    et.add_argument("--split", default="test", choices=["train", "test"])
+    et.add_argument("--limit", type=int, default=None, help="N images, class-balanced")
+    et.add_argument("--offset", type=int, default=0, help="skip the first N balanced images")
+    et.add_argument("--eps", default="2/255,4/255,8/255", help="I-FGSM budgets, L-inf")
+    et.add_argument("--steps", type=int, default=5, help="I-FGSM steps (k)")
+    et.add_argument("--batch-size", type=int, default=256)
+    et.add_argument("--cam-layers", default=None, help="TEACHER,KD,INDEPENDENT Grad-CAM layers")
+    et.add_argument("--no-jitter", action="store_true", help="skip the jitter invariance probe")
+    et.add_argument("--tag", default=None, help="label stored in transfer.json (e.g. main)")
+    et.add_argument("--out", required=True, help="folder for transfer.json and gradcam.png")
+    add_common_args(et)
+    et.set_defaults(func=cmd_eval_transfer)

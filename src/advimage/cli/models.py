@@ -1,0 +1,77 @@
+"""``advimage models list|import|eval``: architectures, safe checkpoints, clean accuracy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from advimage.cli.common import (
+    add_common_args,
+    add_model_data_args,
+    load_data,
+    load_model_on_device,
+)
+
+__all__ = ["add_models_parser", "cmd_models_eval", "cmd_models_import", "cmd_models_list"]
+
+
+def cmd_models_list(a: argparse.Namespace) -> int:
+    """Print the registered architectures and the bundled weights."""
+    from advimage.hub import list_bundled
+    from advimage.models import list_models
+
+    print("architectures: " + ", ".join(list_models()))
+    print("bundled weights: " + ", ".join(list_bundled()))
+    return 0
+
+
+def cmd_models_import(a: argparse.Namespace) -> int:
+    """Convert a reference ``.th/.pt`` file into a ``.safetensors`` checkpoint."""
+    from advimage.models import import_reference, save_checkpoint
+
+    model = import_reference(a.source, arch=a.arch)
+    meta = {"source": str(a.source), "dataset": a.dataset}
+    if a.classes:
+        model.classes = a.classes.split(",")
+    path = save_checkpoint(model, a.out, meta=meta)
+    print(f"imported {a.source} as {model.arch} -> {path}")
+    return 0
+
+
+def cmd_models_eval(a: argparse.Namespace) -> int:
+    """Print the model's clean accuracy on ``--data`` ``--split``."""
+    from advimage.eval.accuracy import evaluate_accuracy
+
+    model, _, dev = load_model_on_device(a)
+    ds = load_data(a, a.split)
+    n = len(ds)
+    acc = evaluate_accuracy(
+        model,
+        ds.batches(a.batch_size),
+        dev,
+        progress=not a.no_progress,
+        total=-(-n // a.batch_size),
+    )
+    print(f"{a.model}: accuracy {acc:.4f} on {n} {a.data}/{a.split} images")
+    return 0
+
+
+def add_models_parser(sub: Any) -> None:
+    """Add ``models list|import|eval`` to the ``advimage`` sub-command parsers."""
+    m = sub.add_parser("models", help="list, import and evaluate models")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ml = msub.add_parser("list", help="registered architectures and bundled weights")
+    add_common_args(ml)
+    ml.set_defaults(func=cmd_models_list)
+    mi = msub.add_parser("import", help="convert a reference .th/.pt model into a safe checkpoint")
+    mi.add_argument("source")
+    mi.add_argument("--arch", default=None, help="architecture (inferred from the file name)")
+    mi.add_argument("--dataset", default=None, help="dataset the model was trained on")
+    mi.add_argument("--classes", default=None, help="comma-separated class names")
+    mi.add_argument("--out", required=True, help="output .safetensors path")
+    add_common_args(mi)
+    mi.set_defaults(func=cmd_models_import)
+    me = msub.add_parser("eval", help="clean accuracy of a model")
+    add_model_data_args(me)
+    add_common_args(me)
+    me.set_defaults(func=cmd_models_eval)

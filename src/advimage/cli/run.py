@@ -1,0 +1,63 @@
+"""``advimage run`` and ``advimage report``: declarative, resumable evaluation runs and their
+HTML/CSV/JSON reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from advimage.cli.common import CliError, add_common_args
+
+__all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """Run (or resume) a config into a run directory, then write its report."""
+    from advimage.eval.config import load_config
+    from advimage.eval.report_run import write_report
+    from advimage.eval.runner import default_run_dir, load_run_config, run_evaluation
+
+    if a.resume:
+        cfg = load_run_config(a.resume)
+        if a.config and load_config(a.config).to_dict() != cfg.to_dict():
+            raise CliError(f"{a.config} differs from the config stored in {a.resume}")
+        run_dir = Path(a.resume)
+    elif a.config:
+        cfg = load_config(a.config)
+        run_dir = Path(a.out) if a.out else default_run_dir(cfg.name)
+    else:
+        raise CliError("give a CONFIG file, or --resume RUN to continue a run")
+    cfg.seed = a.seed if a.seed is not None else cfg.seed
+    run_evaluation(cfg, run_dir, resume=bool(a.resume),
+                   device=None if a.device == "auto" else a.device, progress=not a.no_progress)
+    report = write_report(run_dir)
+    print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    """Write the HTML report (and exports) of a finished or partial run."""
+    from advimage.eval.report_run import write_report
+
+    path = write_report(a.run, a.out)
+    print(f"report: {path}")
+    return 0
+
+
+def add_run_parser(sub: Any) -> None:
+    """Add ``run`` to the ``advimage`` sub-command parsers."""
+    ru = sub.add_parser("run", help="run a declarative evaluation config (resumable)")
+    ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")
+    ru.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
+    ru.add_argument("--out", default=None, help="run directory (default: runs/NAME-TIMESTAMP)")
+    add_common_args(ru)
+    ru.set_defaults(func=cmd_run, seed=None)  # None: the config's seed
+
+
+def add_report_parser(sub: Any) -> None:
+    """Add ``report`` to the ``advimage`` sub-command parsers."""
+    rp = sub.add_parser("report", help="HTML report and CSV/JSON exports of a run directory")
+    rp.add_argument("run", help="run directory written by `advimage run`")
+    rp.add_argument("--out", default=None, help="HTML path (default: RUN/report.html)")
+    rp.set_defaults(func=cmd_report)
