@@ -14,9 +14,29 @@ import argparse
 import sys
 from typing import Any
 
-from advimage.cli.common import add_common_args
+from advimage.cli.common import add_common_args, add_train_args, train_config
 
 __all__ = ["add_nim_parser", "cmd_nim_finetune", "cmd_nim_pretrain"]
+
+# `nim finetune`'s schedule: SGD + momentum 0.9 (TrainConfig's), cosine with warm-up
+_FINETUNE_DEFAULTS: dict[str, Any] = {
+    "data": "digits",
+    "epochs": 30,
+    "batch_size": 128,  # images per step
+    "lr": 0.02,  # peak learning rate
+    "weight_decay": 5e-4,  # L2 on weights
+    "warmup_epochs": 1.0,  # linear warm-up, epochs
+    "label_smoothing": 0.0,
+    "augment": "standard",
+}
+_FINETUNE_HELP = {
+    "data": "dataset name (default: digits)",
+    "train_limit": "N training images, balanced",
+    "test_limit": "N test images, balanced",
+    "lr": "peak SGD learning rate (default 0.02: best of 0.005-0.1 on CIFAR-10)",
+    "out": "run folder (resumed if it holds a state)",
+    "no_resume": "start over",
+}
 
 
 def cmd_nim_pretrain(a: argparse.Namespace) -> int:
@@ -46,13 +66,8 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
 def cmd_nim_finetune(a: argparse.Namespace) -> int:
     """Fine-tune on De^3 reconstructions; print test accuracies and the checkpoint path."""
     from advimage.defend.nim_finetune import finetune
-    from advimage.train.config import TrainConfig
 
-    cfg = TrainConfig(dataset=a.data, data_root=a.data_root, epochs=a.epochs,
-                      batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                      warmup_epochs=a.warmup_epochs, label_smoothing=a.label_smoothing,
-                      augment=a.augment, seed=a.seed, train_limit=a.train_limit,
-                      test_limit=a.test_limit, model="nim-vit")
+    cfg = train_config(a, model="nim-vit")  # the same recipe plumbing as `advimage train`
     sigma_test = None if a.sigma_test < 0 else a.sigma_test
     _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,
                     pool=a.pool, device=a.device, resume=not a.no_resume,
@@ -85,33 +100,18 @@ def add_nim_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     p.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
     p.add_argument("--no-resume", action="store_true", help="start over")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda (default: auto)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    add_common_args(p)  # --device, --seed, --no-progress, --threads, -v as every command
     p.set_defaults(func=cmd_nim_pretrain)
     f = nsub.add_parser("finetune", help="fine-tune a classifier from a NIM encoder on De^3 "
                                          "reconstructions, resumable")
     f.add_argument("--nim", required=True, help="NIM/MIM checkpoint from nim pretrain (RUN/nim)")
-    f.add_argument("--data", default="digits", help="dataset name (default: digits)")
-    f.add_argument("--data-root", default=None)
-    f.add_argument("--train-limit", type=int, default=None, help="N training images, balanced")
-    f.add_argument("--test-limit", type=int, default=None, help="N test images, balanced")
-    f.add_argument("--epochs", type=int, default=30)
-    f.add_argument("--batch-size", type=int, default=128)
-    f.add_argument("--lr", type=float, default=0.02,
-                   help="peak SGD learning rate (default 0.02: best of 0.005-0.1 on CIFAR-10)")
-    f.add_argument("--weight-decay", type=float, default=5e-4)
-    f.add_argument("--warmup-epochs", type=float, default=1.0)
-    f.add_argument("--label-smoothing", type=float, default=0.0)
-    f.add_argument("--augment", default="standard", choices=["standard", "none", "jitter"])
+    add_train_args(f, presets=False, skip=("momentum",), defaults=_FINETUNE_DEFAULTS,
+                   helps=_FINETUNE_HELP)  # --model is nim-vit, fixed by cmd_nim_finetune
     f.add_argument("--sigma-max", type=float, default=30.0,
                    help="training noise sigma ~ U(0, SIGMA_MAX), 0-255 scale (default 30)")
     f.add_argument("--sigma-test", type=float, default=70.0,
                    help="also score De^3 at this level after training (< 0: skip; default 70)")
     f.add_argument("--pool", default="mean", choices=["mean", "cls"],
                    help="head on the mean patch token (MAE, default) or the class token")
-    f.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
-    f.add_argument("--no-resume", action="store_true", help="start over")
-    add_common_args(f)  # --device, --seed, --no-progress, --threads, -v as every training command
+    add_common_args(f)  # --device, --seed, --no-progress, --threads, -v as every command
     f.set_defaults(func=cmd_nim_finetune)
