@@ -10,7 +10,9 @@ schedule, shrinking from ``p_init`` as queries are spent. No gradients are used,
 immune to gradient masking; that is why AutoAttack includes it.
 
 Only samples not yet fooled are queried (each sample's own square position and signs, batched);
-the number of model evaluations per sample is kept in :attr:`Square.last_queries`.
+the number of model evaluations per sample is kept in :attr:`Square.last_queries`. On a CPU the
+queries run through an inference-optimised trace of the model when that is provably the same
+function (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x faster queries).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
+from advimage.attacks.fast_forward import inference_forward
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.registry import register_attack
 
@@ -64,9 +67,13 @@ class Square(Attack):
         restarts: Independent runs, each only on samples not yet fooled.
         loss: ``"margin"`` (``z_y - max_{j!=y} z_j``, the paper's choice) or ``"ce"``; with a
             target the targeted margin/cross-entropy is used.
+        fast_queries: Run the queries through an inference-optimised TorchScript trace of the
+            model where it is safe (CPU, eval mode, deterministic, logits checked against the
+            eager model; see :mod:`advimage.attacks.fast_forward`), else the model itself.
 
     After each call, :attr:`last_queries` holds the queries spent per sample (B,) (zero for
-    samples that were already misclassified; the clean prediction check is not counted).
+    samples that were already misclassified; the clean prediction check is not counted) and
+    :attr:`last_forward` says which forward answered them (``"torchscript"`` or ``"eager"``).
     """
 
     name: ClassVar[str] = "square"
@@ -74,7 +81,9 @@ class Square(Attack):
     p_init: float = 0.8
     restarts: int = 1
     loss: str = "margin"
+    fast_queries: bool = True
     last_queries: Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    last_forward: str = field(default="eager", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,13 +120,16 @@ class Square(Attack):
             out = x.clone()  # (B, C, H, W)
             best = torch.full(y.shape, math.inf, dtype=x.dtype, device=x.device)  # (B,)
             used = torch.zeros_like(y)  # (B,) queries per sample
+            query, self.last_forward = model, "eager"
+            if self.fast_queries and not bool(done.all()):
+                query, self.last_forward = inference_forward(model, x[~done])
             for _ in range(self.restarts):
                 todo = (~done).nonzero().flatten()
                 if todo.numel() == 0:
                     break
                 tt = None if target is None else target.index_select(0, todo)
                 xb, ok, lb, nq = self._single_run(
-                    model, x.index_select(0, todo), y.index_select(0, todo), tt, generator
+                    query, x.index_select(0, todo), y.index_select(0, todo), tt, generator
                 )
                 take = ok | (lb < best.index_select(0, todo))  # fooled, else lowest loss
                 cur = out.index_select(0, todo)
