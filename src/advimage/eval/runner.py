@@ -5,19 +5,17 @@ attacks every defended model with every attack of the grid and commits the outco
 SQLite store as one transaction (see :mod:`advimage.eval.store`). A killed run resumes with
 ``resume=True``: finished batches are skipped, and since every random draw of a batch is seeded
 from (run seed, batch index, defense, attack), a resumed batch is bit-identical to the batch an
-uninterrupted run computes. Memory holds one batch at a time.
+uninterrupted run computes. Memory holds one batch at a time. Each batch is counted by
+:mod:`advimage.eval.batch`, the core shared with the in-memory
+:func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +29,11 @@ from advimage.attacks.base import Attack, frozen
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
 from advimage.eval.defenses import build_defense, build_detector, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
-from advimage.threat import ThreatModel
 from advimage.utils import resolve_device, run_metadata, write_json
 
 __all__ = [
@@ -51,20 +49,6 @@ log = logging.getLogger(__name__)
 UNBOUNDED_LABEL = "unbounded-pgd"
 CONFIG_NAME = "config.json"
 EXAMPLES_DIR = "examples"
-
-
-def batch_seed(run_seed: int, batch: int, *parts: str) -> int:
-    """A 63-bit seed derived from the run seed, the batch index and names (defense, attack)."""
-    text = "|".join([str(int(run_seed)), str(int(batch)), *parts])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device):  # noqa: ANN202
-    """Seed the global RNG in a forked scope (randomized defenses draw from it)."""
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
 
 
 def _unbounded(cfg: RunConfig) -> AttackConfig:
@@ -160,7 +144,8 @@ def run_evaluation(
         specs.append(_unbounded(config))
     attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
                for s in specs]
-    defended = [(d.label, build_defense(d.name, model, d.options)) for d in config.defenses]
+    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
+                for d in config.defenses]
     surrogates = {s.surrogate: load_model(s.surrogate)[0].to(dev).eval()
                   for s in specs if s.surrogate}
     detectors = {label: [(d.label, build_detector(d.name, m, d.options))
@@ -218,16 +203,14 @@ def _run_batch(
     idx = list(range(start, start + len(y)))
     labels = y.tolist()
     for dname, dmodel in defended:
-        with _seeded(batch_seed(cfg.seed, b, dname, "clean"), dev), torch.no_grad():
-            pred = dmodel(x).argmax(1)  # (B,)
-        ok = pred == y
+        pred = predict(dmodel, x, seed=batch_seed(cfg.seed, b, dname, "clean"))  # (B,)
         if cfg.checks.enabled and cfg.checks.zero_gradients:
-            with _seeded(batch_seed(cfg.seed, b, dname, "grad"), dev):
+            with seeded(batch_seed(cfg.seed, b, dname, "grad"), dev):
                 n_zero, norm_sum = _grad_stats(dmodel, x, y)
             grads.append((b, dname, len(y), n_zero, norm_sum))
         clean_scores = {}
         for tname, det in detectors[dname]:
-            with _seeded(batch_seed(cfg.seed, b, dname, tname), dev):
+            with seeded(batch_seed(cfg.seed, b, dname, tname), dev):
                 clean_scores[tname] = det(x).float().cpu().tolist()
         keep: dict[str, Tensor] = {}
         k = min(cfg.examples, len(y))
@@ -235,27 +218,24 @@ def _run_batch(
             keep = {"x": x[:k], "y": y[:k], "pred_clean": pred[:k]}
         for spec, attack in zip(specs, attacks, strict=True):
             seed = batch_seed(cfg.seed, b, dname, spec.key)
-            t0 = time.perf_counter()
             # transfer attacks are crafted on their surrogate, then evaluated on the defense
-            source = surrogates[spec.surrogate] if spec.surrogate else dmodel
-            x_adv = dataclasses.replace(attack, seed=seed)(source, x, y)  # (B, C, H, W)
-            with _seeded(seed, dev), torch.no_grad():
-                pred_adv = dmodel(x_adv).argmax(1)  # (B,)
-            timings.append((b, dname, spec.key, time.perf_counter() - t0))
-            robust = ok & (pred_adv == y)
-            dist = ThreatModel(spec.norm, math.inf).distance(x, x_adv).tolist()
-            for i, (p, pa, c, r) in enumerate(zip(pred.tolist(), pred_adv.tolist(),
-                                                  ok.tolist(), robust.tolist(), strict=True)):
-                samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, int(c), int(r),
-                                dist[i]))
+            out = attack_batch(dmodel, attack, x, y, pred, norm=spec.norm, seed=seed,
+                               source=surrogates[spec.surrogate] if spec.surrogate else None)
+            x_adv = out.x_adv  # (B, C, H, W)
+            timings.append((b, dname, spec.key, out.seconds))
+            columns = (pred, out.pred_adv, out.clean_correct.int(), out.robust.int(),
+                       out.distance)
+            for i, (p, pa, c, r, d) in enumerate(zip(*(t.tolist() for t in columns),
+                                                     strict=True)):
+                samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, c, r, d))
             for tname, det in detectors[dname]:
-                with _seeded(batch_seed(cfg.seed, b, dname, spec.key, tname), dev):
+                with seeded(batch_seed(cfg.seed, b, dname, spec.key, tname), dev):
                     adv = det(x_adv).float().cpu().tolist()
                 scores.extend((idx[i], dname, spec.key, tname, clean_scores[tname][i], adv[i])
                               for i in range(len(adv)))
             if examples_dir is not None:
                 keep[f"adv/{spec.key}"] = x_adv[:k]
-                keep[f"pred/{spec.key}"] = pred_adv[:k]
+                keep[f"pred/{spec.key}"] = out.pred_adv[:k]
         if examples_dir is not None and k:
             _save_examples(examples_dir / EXAMPLES_DIR / f"{dname}.safetensors", keep)
     return samples, timings, grads, scores
