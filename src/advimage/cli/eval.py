@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advimage.cli.common import (
     CliError,
@@ -18,51 +18,77 @@ from advimage.cli.common import (
     load_model_on_device,
 )
 
+if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
+    from advimage.eval.config import RunConfig
+
 __all__ = ["add_eval_parser", "cmd_eval_detection", "cmd_eval_robust", "cmd_eval_transfer"]
 
 
+def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]) -> RunConfig:
+    """The run config of ``eval robust``'s options: no checks, no examples, one defense."""
+    from advimage.defend.cache_eval import parse_defense_arg
+    from advimage.eval.config import parse_config
+
+    attacks = []
+    for n in names:
+        kw = attack_kwargs(a, n, budgets[0], strict=False)
+        attacks.append({"name": n, "eps": budgets, "norm": a.norm,
+                        "options": {k: v for k, v in kw.items() if k not in ("eps", "norm",
+                                                                              "seed")}})
+    defenses = None
+    if a.defense:  # attack the defended model (e.g. cache:PATH from `advimage cache tune`)
+        name, options = parse_defense_arg(a.defense)
+        defenses = [{"name": name, "options": options}]
+    data = {"name": a.data, "split": a.split, "root": a.data_root, "limit": a.limit,
+            "batch_size": a.batch_size, "image_size": a.image_size}
+    return parse_config({
+        "name": "eval-robust", "seed": a.seed, "device": a.device, "examples": 0,
+        "model": {"path": a.model}, "data": data, "attacks": attacks, "defenses": defenses,
+        "checks": {"enabled": False},
+    })
+
+
 def cmd_eval_robust(a: argparse.Namespace) -> int:
-    """Clean and robust accuracy for every attack x eps; optional robust.csv / robust.json."""
+    """Clean and robust accuracy for every attack x eps; optional robust.csv / robust.json.
+
+    Runs through the resumable :func:`advimage.eval.runner.run_evaluation`: with ``--out`` the
+    folder is a run directory (``results.sqlite`` committed batch by batch) that ``--resume``
+    continues; without it the run lives in a temporary folder.
+    """
+    import tempfile
+
     from advimage.attacks import create_attack
-    from advimage.eval.robust import AttackSpec, evaluate_robustness
+    from advimage.eval.robust import rows_from_run
+    from advimage.eval.runner import run_evaluation
+    from advimage.eval.store import DB_NAME
     from advimage.utils import run_metadata, write_json
 
-    model, meta, dev = load_model_on_device(a)
-    if a.defense:  # attack the defended model (e.g. cache:PATH from `advimage cache tune`)
-        from advimage.defend.cache_eval import parse_defense_arg
-        from advimage.eval.defenses import build_defense
-
-        name, options = parse_defense_arg(a.defense)
-        model = build_defense(name, model, options).to(dev).eval()
-    ds = load_data(a, a.split)
+    if a.resume and not a.out:
+        raise CliError("--resume needs --out, the folder of the run to continue")
+    out = Path(a.out) if a.out else None
+    if out is not None and not a.resume and (out / DB_NAME).exists():
+        raise CliError(f"{out} already holds results; add --resume to continue them, or choose "
+                       "another --out")
     names = [n.strip() for n in a.attacks.split(",") if n.strip()]
     budgets = eps_list(a.eps)
-    specs = [
-        AttackSpec(
-            f"{n}@{e:.5g}", create_attack(n, **attack_kwargs(a, n, e, strict=False)), e, a.norm
-        )
-        for n in names
-        for e in budgets
-    ]
-    n = len(ds)
-    rows, _ = evaluate_robustness(
-        model,
-        ds.batches(a.batch_size),
-        specs,
-        device=dev,
-        progress=not a.no_progress,
-        total_batches=-(-n // a.batch_size),
-    )
-    table = [r.as_dict() for r in rows]
+    for n in names:  # each attack's own one-line errors (name, norm, steps) before any work
+        for e in budgets:
+            create_attack(n, **attack_kwargs(a, n, e, strict=False))
+    model, _, dev = load_model_on_device(a)
+    ds = load_data(a, a.split)
+    cfg = _robust_config(a, names, budgets)
+    with tempfile.TemporaryDirectory(prefix="advimage-eval-") as tmp:
+        run_dir = out if out is not None else Path(tmp)
+        run_evaluation(cfg, run_dir, resume=a.resume, device=dev,
+                       progress=not a.no_progress, model=model, dataset=ds)
+        table = [r.as_dict() for r in rows_from_run(run_dir)]
     print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
     for r in table:
         print(
             f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
             f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}"
         )
-    if a.out:
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         with open(out / "robust.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=list(table[0]))
             w.writeheader()
@@ -129,7 +155,11 @@ def add_eval_parser(sub: Any) -> None:
     )
     er.add_argument("--steps", type=int, default=None)
     er.add_argument("--restarts", type=int, default=None)
-    er.add_argument("--out", default=None, help="folder for robust.csv / robust.json")
+    er.add_argument("--out", default=None,
+                    help="run folder: results.sqlite (written batch by batch), robust.csv, "
+                         "robust.json")
+    er.add_argument("--resume", action="store_true",
+                    help="continue the interrupted run in --out (finished batches are kept)")
     er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
                     help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
                          "tune`), cache:runs/c,lam=1,bpda_theta=5")
