@@ -102,6 +102,63 @@ def test_eval_robust_table(tmp_path, capsys) -> None:
     assert acc[("pgd", 0.2)] <= acc[("fgsm", 0.2)] + 0.02
     meta = json.loads((tmp_path / "robust.json").read_text())
     assert meta["torch_version"] == torch.__version__
+    assert (tmp_path / "results.sqlite").exists()  # --out is a resumable run folder
+
+
+def _robust_argv(out, *extra: str) -> list[str]:
+    return ["eval", "robust", "--model", "bundled", "--data", "digits", "--limit", "40",
+            "--batch-size", "10", "--attacks", "fgsm,pgd", "--eps", "0.1", "--steps", "3",
+            "--device", "cpu", "--no-progress", *([] if out is None else ["--out", str(out)]),
+            *extra]
+
+
+def _csv_without_seconds(path) -> list[dict]:
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def test_eval_robust_resumes_an_interrupted_run(tmp_path, capsys, monkeypatch) -> None:
+    """Ctrl-C after 2 of 4 batches; --resume computes only the other 2 and ends with the
+    numbers of an uninterrupted run."""
+    from advimage.eval.store import ResultStore
+
+    whole = tmp_path / "whole"
+    assert main(_robust_argv(whole)) == 0
+    write_batch = ResultStore.write_batch
+
+    def interrupted(self, batch, *args):  # noqa: ANN001, ANN202
+        write_batch(self, batch, *args)
+        if batch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultStore, "write_batch", interrupted)
+    killed = tmp_path / "killed"
+    assert main(_robust_argv(killed)) == 130
+    monkeypatch.setattr(ResultStore, "write_batch", write_batch)
+    assert not (killed / "robust.csv").exists()
+    capsys.readouterr()
+    err = _one_line_error(capsys, *_robust_argv(killed))  # rerun without --resume: refused
+    assert "--resume" in err
+    assert main(_robust_argv(killed, "--resume")) == 0
+    assert "pgd@0.1" in capsys.readouterr().out
+    with ResultStore(killed / "results.sqlite") as store:
+        sessions = dict(store.conn.execute("SELECT batch, session FROM batches").fetchall())
+    assert sessions == {0: 1, 1: 1, 2: 2, 3: 2}  # finished batches were not recomputed
+    assert _csv_without_seconds(killed / "robust.csv") == _csv_without_seconds(
+        whole / "robust.csv")
+    assert json.loads((killed / "robust.json").read_text())["config"]["resume"] is True
+
+
+def test_eval_robust_without_out_writes_nothing(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(_robust_argv(None)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["attack", "norm", "eps", "clean", "robust", "sec"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["fgsm@0.1", "pgd@0.1"]
+    assert list(tmp_path.iterdir()) == []
+    assert "needs --out" in _one_line_error(capsys, *_robust_argv(None, "--resume"))
 
 
 def test_models_list(capsys) -> None:
