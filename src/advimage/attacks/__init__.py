@@ -5,7 +5,8 @@ directly, e.g. ``PGD(eps=8/255, norm="linf", steps=10)``. Importing this package
 every attack.
 """
 
-from advimage.attacks.apgd import APGD, APGDT
+from advimage.attacks.apgd import APGD
+from advimage.attacks.apgd_targeted import APGDT
 from advimage.attacks.base import Attack, frozen
 from advimage.attacks.bpda import BPDA
 from advimage.attacks.cw import CarliniWagnerL2

@@ -1,11 +1,11 @@
-"""Auto-PGD (APGD-CE, APGD-DLR) and its targeted variant APGD-T.
+"""Auto-PGD (APGD-CE, APGD-DLR); the targeted APGD-T lives in :mod:`.apgd_targeted`.
 
 Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
 parameter-free attacks", ICML 2020. APGD is PGD with momentum whose step size needs no tuning:
 it starts at ``2 * eps`` and is halved at checkpoints where progress stalled (the two conditions
-of Sec. 3.2), restarting from the best point found so far. APGD-T runs the targeted DLR loss
-against each of the top-k other classes in turn, each run only on points still classified
-correctly, which makes it the strongest single member of AutoAttack.
+of Sec. 3.2, :mod:`advimage.attacks.apgd_schedule`), restarting from the best point found so
+far. APGD-T (:class:`~advimage.attacks.apgd_targeted.APGDT`, re-exported here) runs the
+targeted DLR loss against each of the top-k other classes in turn.
 
 Differences from the reference implementation, all deliberate: samples that already succeeded
 are dropped from the batch (``early_stop``) instead of being carried along; the random start is
@@ -17,102 +17,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from advimage.attacks.apgd_schedule import StepSizeRule, apgd_checkpoints
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.registry import register_attack
+
+if TYPE_CHECKING:  # at run time APGDT comes from __getattr__ below
+    from advimage.attacks.apgd_targeted import APGDT
 
 __all__ = ["APGD", "APGDT", "StepSizeRule", "apgd_checkpoints"]
 
 _LOSSES = ("ce", "dlr")
 
 
-def apgd_checkpoints(steps: int) -> list[int]:
-    """Iteration counts ``w_j`` at which APGD's step-size rule is checked.
+def __getattr__(name: str) -> Any:
+    """Re-export ``APGDT`` on first access (PEP 562).
 
-    ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` and
-    ``w_j = ceil(p_j * steps)``: the first checkpoint after 22% of the budget, then ever
-    shorter intervals down to 6% of the budget.
-
-    Args:
-        steps: Total number of iterations (>= 1).
-
-    Returns:
-        Sorted distinct checkpoints in ``[1, steps]``.
+    :mod:`.apgd_targeted` subclasses :class:`APGD`, so importing it at the top of this module
+    would be circular; a lazy lookup keeps ``from advimage.attacks.apgd import APGDT`` working
+    whichever of the two modules is imported first.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    p = [0.0, 0.22]
-    while True:
-        nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
-        if nxt > 1.0:
-            break
-        p.append(nxt)
-    # the 1e-9 guards ceil() against float noise such as 0.41 * 100 = 41.000000000000007
-    w = {math.ceil(pj * steps - 1e-9) for pj in p[1:]}
-    return sorted(wj for wj in w if 1 <= wj <= steps)
+    if name == "APGDT":
+        from advimage.attacks.apgd_targeted import APGDT
 
-
-class StepSizeRule:
-    """APGD's step-size halving rule, batched over samples.
-
-    At checkpoint ``w_j`` the step size of a sample is halved when either
-
-    1. the loss increased in fewer than ``rho * (w_j - w_{j-1})`` of the iterations since the
-       previous checkpoint (counting ``f(x^(i+1)) > f(x^(i))``), or
-    2. the step size was not halved at ``w_{j-1}`` and the best loss did not improve since.
-
-    Feed it the per-sample loss of every iterate with :meth:`update`; :meth:`select` keeps the
-    state of a subset when the attack drops finished samples.
-
-    This follows the paper's text: condition 1 is a strict ``<`` and counts the step from the
-    starting point, and condition 2 may already fire at ``w_1`` (the reference code uses ``<=``
-    and skips condition 2 at the first checkpoint); the robust accuracies agree in practice.
-    """
-
-    def __init__(self, steps: int, loss0: Tensor, rho: float = 0.75) -> None:
-        self.checkpoints = frozenset(apgd_checkpoints(steps))
-        self.rho = rho  # fraction of iterations that must increase the loss
-        self.last_check = 0  # w_{j-1}
-        self.prev_loss = loss0.detach().clone()  # f(x^(i)), shape (B,)
-        self.n_increase = torch.zeros_like(self.prev_loss)  # increases since w_{j-1}
-        self.best = self.prev_loss.clone()  # f_max so far
-        self.best_at_check = self.best.clone()  # f_max at w_{j-1}
-        self.halved_at_check = torch.zeros_like(self.prev_loss, dtype=torch.bool)
-
-    def update(self, loss: Tensor, it: int) -> tuple[Tensor, Tensor | None]:
-        """Record the loss of iterate ``it`` (1-based).
-
-        Returns:
-            ``(improved, halve)``: ``improved`` marks samples whose best loss rose (B,);
-            ``halve`` marks samples whose step size must be halved (B,), or ``None`` when
-            ``it`` is not a checkpoint.
-        """
-        loss = loss.detach()
-        self.n_increase += (loss > self.prev_loss).to(self.n_increase.dtype)
-        self.prev_loss = loss
-        improved = loss > self.best
-        self.best = torch.where(improved, loss, self.best)
-        if it not in self.checkpoints:
-            return improved, None
-        cond1 = self.n_increase < self.rho * (it - self.last_check)
-        cond2 = ~self.halved_at_check & (self.best <= self.best_at_check)
-        halve = cond1 | cond2
-        self.halved_at_check = halve
-        self.best_at_check = self.best.clone()
-        self.n_increase = torch.zeros_like(self.n_increase)
-        self.last_check = it
-        return improved, halve
-
-    def select(self, keep: Tensor) -> None:
-        """Keep only the samples at indices ``keep`` (1-d long tensor)."""
-        for name in ("prev_loss", "n_increase", "best", "best_at_check", "halved_at_check"):
-            setattr(self, name, getattr(self, name).index_select(0, keep))
+        return APGDT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_attack("apgd-ce")
@@ -331,50 +266,3 @@ class APGDDLR(APGD):
 
     name: ClassVar[str] = "apgd-dlr"
     loss: str = "dlr"
-
-
-@register_attack("apgd-t")
-@dataclass
-class APGDT(APGD):
-    """Targeted APGD over the top-k other classes (APGD-T of Croce & Hein, 2020).
-
-    Without ``target``: for each of the ``n_target_classes`` classes with the highest clean
-    logits after the predicted one, run APGD with the *targeted* loss towards that class on the
-    points still classified correctly; success means misclassified (any class), so APGD-T is an
-    untargeted attack that uses targeted losses to escape the gradient masking of CE/DLR. With
-    ``target``: one targeted run (per restart) towards ``target``, success means hitting it.
-
-    Args (besides APGD's):
-        loss: ``"dlr"`` (targeted DLR, default) or ``"ce"`` (targeted cross-entropy).
-        n_target_classes: How many runner-up classes to try (9 in AutoAttack); capped at
-            ``num_classes - 1``.
-    """
-
-    name: ClassVar[str] = "apgd-t"
-    loss: str = "dlr"
-    n_target_classes: int = 9
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive_int(self.n_target_classes, "n_target_classes")
-
-    def _run(
-        self,
-        model: Model,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        if target is not None:
-            return super()._run(model, x, y, target, generator)
-        out, done, best_loss = self._init_result(model, x, y, None)
-        with torch.no_grad():
-            order = model(x).argsort(dim=1, descending=True)  # (B, K) classes by clean logit
-        n_targets = min(self.n_target_classes, order.shape[1] - 1)
-        for j in range(1, n_targets + 1):
-            # j-th runner-up; differs from y on every point not yet done (there y is top-1)
-            loss_target = order[:, j]  # (B,)
-            for _ in range(self.restarts):
-                self._restart(model, x, y, None, loss_target, generator, out, done, best_loss)
-        return out
