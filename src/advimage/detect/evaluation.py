@@ -1,22 +1,15 @@
-"""Detection-rate evaluation of the noise-signature detector (Hu, Yu et al., NeurIPS 2019).
+"""Resumable detection evaluation of the noise-signature detector (Hu, Yu et al., NeurIPS 2019).
 
-"A New Defense Against Adversarial Images: Turning a Weakness into a Strength" reports, per
-attack, the share of *successful* adversarial images that are flagged at a fixed false-positive
-rate, and ROC curves. This module computes exactly that, model-agnostically:
+"A New Defense Against Adversarial Images: Turning a Weakness into a Strength" evaluates the
+detector against gray-box, white-box and adaptive attacks by the detection rate of successful
+adversarial images at fixed false-positive rates, and by ROC/AUC. :func:`run_detection_eval`
+scores clean calibration and test images, then crafts and scores every attack, writing each
+result to its own file as it finishes so a rerun resumes where it stopped;
+:func:`run_from_config` builds such a run from a ``configs/detection*.yaml`` file.
 
-* thresholds come from held-out clean *calibration* images (never the evaluation images): one
-  criterion alone uses :func:`~advimage.detect.calibration.threshold_at`, the combined detector
-  the joint rule of :func:`~advimage.detect.calibration.joint_thresholds`;
-* the detection rate at FPR f is the fraction of successful adversarial images (clean image
-  correctly classified, adversarial one misclassified) flagged; the FPR actually reached on the
-  clean *evaluation* images is reported beside it;
-* ROC/AUC per criterion compare clean evaluation images with successful adversarial ones; the
-  combined score is ``max_k F_k(s_k)``, ``F_k`` the empirical CDF of criterion k on the
-  calibration set, which ranks images the way the equal-budget joint rule thresholds them.
-
-:func:`run_detection_eval` crafts and scores every attack, writing each result to its own file
-as it finishes, so a rerun resumes where it stopped. The ``noise-signature`` detector is also
-registered for run configs (:mod:`advimage.eval.defenses`).
+The metrics themselves (:func:`detection_rates`, :func:`roc_aucs`, :func:`combined_score`, ...)
+live in :mod:`advimage.detect.metrics` and are re-exported here; importing this module also
+registers the ``noise-signature`` run-config detector (:mod:`advimage.detect.scorer`).
 """
 
 from __future__ import annotations
@@ -29,15 +22,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from advimage.detect.calibration import check_fpr, joint_thresholds, threshold_at
+import advimage.detect.scorer  # noqa: F401  (registers the "noise-signature" detector)
+from advimage.detect.calibration import threshold_at
 from advimage.detect.config import DetectorConfig, get_preset
+from advimage.detect.metrics import (
+    DEFAULT_FPRS,
+    combined_score,
+    detection_rates,
+    roc_aucs,
+    roc_curves,
+    summarize,
+)
 from advimage.detect.noise_signature import NoiseSignatureDetector
-from advimage.eval.defenses import register_detector
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -45,110 +44,12 @@ __all__ = [
     "combined_score",
     "detection_rates",
     "roc_aucs",
+    "roc_curves",
     "run_detection_eval",
     "summarize",
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_FPRS: tuple[float, ...] = (0.05, 0.10, 0.20)  # the paper's operating points
-
-
-def combined_score(calib: Mapping[str, Tensor], scores: Mapping[str, Tensor]) -> Tensor:
-    """``max_k F_k(s_k)`` ``(B,)``: ``F_k`` = share of calibration scores of k strictly below."""
-    out = None
-    for k, ref in calib.items():
-        ref_sorted = ref.detach().double().flatten().sort().values.cpu()
-        s = scores[k].detach().double().flatten().cpu()
-        below = torch.searchsorted(ref_sorted, s, right=False).double() / ref_sorted.numel()
-        out = below if out is None else torch.maximum(out, below)
-    if out is None:
-        raise ValueError("combined_score needs at least one criterion")
-    return out
-
-
-def detection_rates(
-    calib: Mapping[str, Tensor],
-    clean: Mapping[str, Tensor],
-    adv: Mapping[str, Tensor],
-    fprs: Sequence[float] = DEFAULT_FPRS,
-) -> list[dict[str, Any]]:
-    """Detection rate and clean FPR per target FPR and criterion (plus ``combined``).
-
-    Args:
-        calib: criterion -> ``(n,)`` scores of correctly classified clean calibration images.
-        clean: criterion -> ``(m,)`` scores of correctly classified clean evaluation images.
-        adv: criterion -> ``(a,)`` scores of the successful adversarial images.
-        fprs: Target false-positive rates in (0, 1).
-
-    Returns:
-        One row per (fpr, criterion): ``fpr_target``, ``criterion``, ``threshold`` (a dict for
-        combined), ``fpr_calibration``, ``fpr_test`` (clean evaluation images flagged),
-        ``detection_rate`` (adversarials flagged) and ``n_adv``.
-    """
-    keys = list(calib)
-    if not keys:
-        raise ValueError("detection_rates needs at least one criterion")
-    n = calib[keys[0]].numel()
-    rows: list[dict[str, Any]] = []
-    for fpr in fprs:
-        fpr = check_fpr(fpr)
-        m = math.floor(fpr * n + 1e-9)
-        for k in keys:
-            thr = threshold_at(calib[k], m)
-            rows.append(_row(fpr, k, thr, {k: thr}, calib, clean, adv))
-        thresholds, _, _ = joint_thresholds(dict(calib), fpr)
-        rows.append(_row(fpr, "combined", thresholds, thresholds, calib, clean, adv))
-    return rows
-
-
-def _flagged(scores: Mapping[str, Tensor], thresholds: Mapping[str, float]) -> Tensor:
-    first = next(iter(thresholds))
-    out = torch.zeros(scores[first].numel(), dtype=torch.bool)
-    for k, t in thresholds.items():
-        out |= scores[k].detach().double().flatten().cpu() > t
-    return out
-
-
-def _rate(scores: Mapping[str, Tensor], thresholds: Mapping[str, float]) -> float:
-    f = _flagged(scores, thresholds)
-    return float(f.double().mean()) if f.numel() else float("nan")
-
-
-def _row(fpr: float, name: str, thr: Any, thresholds: Mapping[str, float],
-         calib: Mapping[str, Tensor], clean: Mapping[str, Tensor],
-         adv: Mapping[str, Tensor]) -> dict[str, Any]:
-    return {
-        "fpr_target": fpr,
-        "criterion": name,
-        "threshold": thr,
-        "fpr_calibration": _rate(calib, thresholds),
-        "fpr_test": _rate(clean, thresholds),
-        "detection_rate": _rate(adv, thresholds),
-        "n_adv": int(next(iter(adv.values())).numel()),
-    }
-
-
-def roc_aucs(calib: Mapping[str, Tensor], clean: Mapping[str, Tensor],
-             adv: Mapping[str, Tensor]) -> dict[str, float]:
-    """AUC per criterion and ``combined`` (clean = 0, adversarial = 1; NaN if a side is empty)."""
-    out: dict[str, float] = {}
-    curves = roc_curves(calib, clean, adv)
-    for name, (c, a) in curves.items():
-        if len(c) == 0 or len(a) == 0:
-            out[name] = float("nan")
-            continue
-        y = np.r_[np.zeros(len(c)), np.ones(len(a))]
-        out[name] = float(roc_auc_score(y, np.r_[c, a]))
-    return out
-
-
-def roc_curves(calib: Mapping[str, Tensor], clean: Mapping[str, Tensor],
-               adv: Mapping[str, Tensor]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """criterion -> (clean scores, adversarial scores) as NumPy, ``combined`` included."""
-    out = {k: (clean[k].double().numpy(), adv[k].double().numpy()) for k in calib}
-    out["combined"] = (combined_score(calib, clean).numpy(), combined_score(calib, adv).numpy())
-    return out
 
 
 # ----------------------------------------------------------------------------- runner
@@ -240,71 +141,6 @@ def run_detection_eval(
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
-
-
-def summarize(calib: Mapping[str, Tensor], clean: Mapping[str, Tensor], rec: Mapping[str, Any],
-              ok: Tensor, y: Tensor, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[str, Any]:
-    """Rates and AUCs of one attack record (``scores``, ``pred`` of the adversarial images)."""
-    success = ok & (rec["pred"] != y)  # (N,) clean correct and adversarial misclassified
-    adv = {k: v[success] for k, v in rec["scores"].items()}
-    return {
-        "success_rate": float(success.sum()) / max(int(ok.sum()), 1),
-        "n_success": int(success.sum()),
-        "rates": detection_rates(calib, clean, adv, fprs),
-        "auc": roc_aucs(calib, clean, adv),
-        "seconds_attack": rec.get("seconds_attack"),
-        "seconds_score": rec.get("seconds_score"),
-    }
-
-
-# ----------------------------------------------------------------------------- registration
-_OPTIONS = {"preset": "cifar10", "criterion": "c1", "criteria": None, "seed": 0,
-            "batch_size": 256, "thresholds": None, "n_noise": None, "c2t_cap": None}
-
-
-@register_detector("noise-signature")
-def _noise_signature(model: torch.nn.Module, options: Mapping[str, Any]
-                     ) -> Callable[[Tensor], Tensor]:
-    """Noise-signature detector (Hu, Yu et al., 2019) as a run-config scorer ``(B,)``.
-
-    Options: ``preset`` (cifar10 | imagenet | imagenet-inception), ``criterion`` (``c1``,
-    ``c2t``, ``c2u`` or ``combined``), ``criteria`` (for combined, default ``c1,c2t``),
-    ``thresholds`` (mapping criterion -> threshold, needed for combined: the score is then
-    ``max_k (s_k - t_k) / max(|t_k|, 1e-12)``, positive exactly when the detector flags),
-    ``n_noise`` / ``c2t_cap`` overrides, ``seed``, ``batch_size``.
-    """
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for detector 'noise-signature'; "
-                         f"allowed: {', '.join(_OPTIONS)}")
-    o = {**_OPTIONS, **options}
-    config: DetectorConfig = get_preset(str(o["preset"]))
-    for key in ("n_noise", "c2t_cap"):
-        if o[key] is not None:
-            config = config.replace(**{key: o[key]})
-    criterion = str(o["criterion"]).lower()
-    if criterion == "combined":
-        if not isinstance(o["thresholds"], Mapping):
-            raise ValueError("detector 'noise-signature': criterion combined needs options."
-                             "thresholds {c1: ..., c2t: ...} (from `advimage detect calibrate`)")
-        thresholds = {str(k): float(v) for k, v in o["thresholds"].items()}
-        criteria = o["criteria"] or ",".join(thresholds)
-    else:
-        thresholds, criteria = {}, criterion
-    det = NoiseSignatureDetector(model, config, criteria, seed=int(o["seed"]),
-                                 batch_size=int(o["batch_size"]))
-    if criterion == "combined" and set(thresholds) != set(det.criteria):
-        raise ValueError(f"detector 'noise-signature': thresholds must name exactly "
-                         f"{', '.join(det.criteria)}, got {', '.join(sorted(thresholds))}")
-
-    def score(x: Tensor) -> Tensor:
-        s = det.score(x)
-        if criterion != "combined":
-            return s[criterion].double()  # (B,)
-        parts = [(s[k].double() - t) / max(abs(t), 1e-12) for k, t in thresholds.items()]
-        return torch.stack(parts).amax(dim=0)  # (B,)
-
-    return score
 
 
 # ----------------------------------------------------------------------------- config
