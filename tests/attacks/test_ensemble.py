@@ -88,3 +88,30 @@ def test_bad_use_raises(trained_digits) -> None:
     td = trained_digits
     with pytest.raises(ValueError):
         AutoAttack(version="fast")(td.model, td.x[:4], td.y[:4], target=(td.y[:4] + 1) % 10)
+
+
+def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch) -> None:
+    td = trained_digits
+    x, y = td.x[:96], td.y[:96]
+    whole = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=None)
+    adv_whole = whole(td.model, x, y)
+    # a chunk as large as the batch is the same computation, bit for bit
+    same = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=96)
+    assert torch.equal(same(td.model, x, y), adv_whole)
+    sizes: list[int] = []
+    run = Square._run
+
+    def spy(self, model, xs, *args):  # noqa: ANN001, ANN202
+        sizes.append(len(xs))
+        return run(self, model, xs, *args)
+
+    monkeypatch.setattr(Square, "_run", spy)
+    chunked = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=16)
+    x_adv, report = chunked.run(td.model, x, y)
+    assert sizes and max(sizes) <= 16 and sum(sizes) == report.stages[2].n_attacked
+    assert bool(chunked.threat.contains(x, x_adv).all())
+    assert torch.equal(_correct(td.model, x_adv, y).cpu(), report.robust)
+    # other chunks draw other random starts: the same strength up to a few points
+    assert abs(report.robust_accuracy - whole.last_report.robust_accuracy) <= 4 / len(x)
+    with pytest.raises(ValueError, match="batch_size"):
+        AutoAttack(batch_size=0)
