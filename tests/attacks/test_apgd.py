@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import advimage.attacks.apgd as apgd_mod
-from advimage.attacks.apgd import APGD, APGDT, StepSizeRule, apgd_checkpoints
+from advimage.attacks.apgd import APGD, StepSizeRule, apgd_checkpoints
+from advimage.attacks.apgd_targeted import APGDT
 from advimage.attacks.losses import dlr_loss
 from advimage.attacks.pgd import PGD
 

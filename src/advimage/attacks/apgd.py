@@ -4,7 +4,7 @@ Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 parameter-free attacks", ICML 2020. APGD is PGD with momentum whose step size needs no tuning:
 it starts at ``2 * eps`` and is halved at checkpoints where progress stalled (the two conditions
 of Sec. 3.2, :mod:`advimage.attacks.apgd_schedule`), restarting from the best point found so
-far. APGD-T (:class:`~advimage.attacks.apgd_targeted.APGDT`, re-exported here) runs the
+far. APGD-T (:class:`~advimage.attacks.apgd_targeted.APGDT`) runs the
 targeted DLR loss against each of the top-k other classes in turn.
 
 Differences from the reference implementation, all deliberate: samples that already succeeded
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -28,26 +28,9 @@ from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.registry import register_attack
 
-if TYPE_CHECKING:  # at run time APGDT comes from __getattr__ below
-    from advimage.attacks.apgd_targeted import APGDT
-
-__all__ = ["APGD", "APGDT", "StepSizeRule", "apgd_checkpoints"]
+__all__ = ["APGD", "StepSizeRule", "apgd_checkpoints"]
 
 _LOSSES = ("ce", "dlr")
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export ``APGDT`` on first access (PEP 562).
-
-    :mod:`.apgd_targeted` subclasses :class:`APGD`, so importing it at the top of this module
-    would be circular; a lazy lookup keeps ``from advimage.attacks.apgd import APGDT`` working
-    whichever of the two modules is imported first.
-    """
-    if name == "APGDT":
-        from advimage.attacks.apgd_targeted import APGDT
-
-        return APGDT
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_attack("apgd-ce")

@@ -28,7 +28,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from advimage.attacks.apgd import APGD, APGDT
+from advimage.attacks.apgd import APGD
+from advimage.attacks.apgd_targeted import APGDT
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
