@@ -10,6 +10,9 @@ torchattacks' standard version runs APGD-CE, APGD-T (9 targets), FAB-T (9 target
 paper uses 100), so it does about a fifth of the paper's gradient work; ours omits FAB-T and
 uses the paper's 100 steps. So the script also runs our ensemble with torchattacks' budgets
 (APGD-CE 10 steps, APGD-T 9 x 10 steps, Square 5,000 queries): the like-for-like timing.
+Ours attacks in chunks of 256 points (the reference implementation's ``bs`` is 250) and runs
+Square's queries through an inference-optimised trace on the CPU; torchattacks attacks all
+points in one batch.
 The script first times torchattacks on ``--pilot`` points; if the full N would take longer
 than ``--peer-minutes``, it compares on fewer points (a multiple of the pilot size) and says so.
 
