@@ -123,6 +123,14 @@ def main() -> int:
     ap.add_argument("--only", default="distill,invariance,nim,at",
                     help="comma-separated groups: distill, invariance, nim, at, vgg19")
     a = ap.parse_args()
+    global W, LOGS
+    if a.smoke:  # a scratch tree: never the real runs/gpu (a smoke run once overwrote results)
+        W = Path("runs/gpu-smoke")
+        LOGS = W / "logs"
+        shutil.rmtree(W, ignore_errors=True)
+    elif W.exists() and any(W.iterdir()):
+        raise SystemExit(f"{W} is not empty; this script starts from a fresh tree (the device "
+                         "machine's); move it away first")
     groups = [g for g in a.only.split(",") if g]
     unknown = set(groups) - {"distill", "invariance", "nim", "at", "vgg19"}
     if unknown:
@@ -267,7 +275,11 @@ def main() -> int:
             PY, "-m", "advimage", "eval", "detection", "--config", "configs/detection-vgg19.yaml",
             "--out", W / "detection-vgg19"]))
     if "nim" in groups:
-        cfg = "configs/nim-cifar10-quick.yaml" if a.smoke else "configs/nim-cifar10.yaml"
+        cfg = "configs/nim-cifar10.yaml"
+        if a.smoke:  # the quick config, pointed at the smoke tree's models
+            cfg = W / "nim-cifar10-quick.yaml"
+            cfg.write_text(Path("configs/nim-cifar10-quick.yaml").read_text()
+                           .replace("runs/gpu/", f"{W}/"))
         evals["nim-eval"] = start("nim-eval", q([
             PY, "-m", "advimage", "run", cfg, "--out", W / "nim-eval", "--device", dev,
             "--no-progress"]))
