@@ -11,8 +11,8 @@ immune to gradient masking; that is why AutoAttack includes it.
 
 Only samples not yet fooled are queried (each sample's own square position and signs, batched);
 the number of model evaluations per sample is kept in :attr:`Square.last_queries`. On a CPU the
-queries run through an inference-optimised trace of the model when that is provably the same
-function (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x faster queries).
+queries run through an inference-optimised trace of the model where it is checked to give the
+model's logits (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x faster queries).
 """
 
 from __future__ import annotations
