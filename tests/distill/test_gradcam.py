@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import struct
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from distill_helpers import perturbed_copy
 
 from advimage.data import load_dataset
 from advimage.distill import (
@@ -21,13 +23,6 @@ from advimage.distill import (
 )
 from advimage.distill.gradcam import resolve_cam_layers
 from advimage.distill.probes import iter_batches
-from advimage.hub import load_model
-from advimage.models import ImageClassifier
-
-
-@pytest.fixture(scope="module")
-def teacher() -> ImageClassifier:
-    return load_model("bundled:small-cnn-digits")[0]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +30,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return load_dataset("digits", "test").balanced(40).tensors()
 
 
-def _perturbed(model: ImageClassifier, seed: int, scale: float = 0.5) -> ImageClassifier:
-    other = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(scale * p.std() * torch.randn(p.shape, generator=gen))
-    return other.eval()
+_perturbed = partial(perturbed_copy, scale=0.5)  # (model, seed[, scale])
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -16,13 +16,7 @@ from advimage.distill import (
     gradcam_similarity,
     jitter_invariance,
 )
-from advimage.hub import load_model
 from advimage.models import ImageClassifier, create_model
-
-
-@pytest.fixture(scope="module")
-def teacher() -> ImageClassifier:
-    return load_model("bundled:small-cnn-digits")[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,21 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from distill_helpers import perturbed_copy
 
 from advimage.cli import main
 from advimage.data import ColorJitter, load_dataset
 from advimage.distill import fooling_rate, gradcam_similarity, jitter_invariance, transfer_probes
 from advimage.distill.transfer import JITTER, last_conv_layer
-from advimage.hub import load_model
-from advimage.models import ImageClassifier, create_model, save_checkpoint
+from advimage.models import create_model, save_checkpoint
 
 EPS = (0.1, 0.3)  # L-inf budgets for 8x8 digits (pixel units)
 
-
-@pytest.fixture(scope="module")
-def teacher() -> ImageClassifier:
-    return load_model("bundled:small-cnn-digits")[0]
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +27,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return load_dataset("digits", "test").balanced(60).tensors()
 
 
-def _perturbed(model: ImageClassifier, seed: int, scale: float = 0.3) -> ImageClassifier:
-    """A different network that still classifies well: weights + scale * std * noise."""
-    other = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(scale * p.std() * torch.randn(p.shape, generator=gen))
-    return other.eval()
+_perturbed = partial(perturbed_copy, scale=0.3)  # (model, seed[, scale])
 
 
 def test_structure_and_independent_computation(teacher, digits) -> None:
