@@ -115,3 +115,22 @@ def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch)
     assert abs(report.robust_accuracy - whole.last_report.robust_accuracy) <= 4 / len(x)
     with pytest.raises(ValueError, match="batch_size"):
         AutoAttack(batch_size=0)
+
+
+def test_members_never_see_an_empty_batch(trained_digits, monkeypatch) -> None:
+    td = trained_digits
+    x = td.x[:8]
+    with torch.no_grad():
+        wrong = (td.model(x).argmax(1) + 1) % 10  # labels the model never predicts
+    calls: list[int] = []
+    run = Square._run
+
+    def spy(self, model, xs, *args):  # noqa: ANN001, ANN202
+        calls.append(len(xs))
+        return run(self, model, xs, *args)
+
+    monkeypatch.setattr(Square, "_run", spy)
+    x_adv, report = AutoAttack(eps=0.08, version="fast").run(td.model, x, wrong)
+    assert calls == []  # nothing left to attack: no member ran
+    assert [s.n_attacked for s in report.stages] == [0, 0, 0]
+    assert report.clean_accuracy == 0.0 and torch.equal(x_adv, x)

@@ -161,7 +161,8 @@ class AutoAttack(Attack):
             start = time.perf_counter()
             todo = robust.nonzero().flatten()  # (m,)
             n_fooled = 0
-            for chunk in todo.split(self.batch_size or max(1, todo.numel())):  # (c,) each
+            size = self.batch_size or todo.numel()
+            for chunk in todo.split(size) if todo.numel() else ():  # (c,) each; none when done
                 xs, ys = x.index_select(0, chunk), y.index_select(0, chunk)
                 adv = attack.threat.project(xs, attack._run(model, xs, ys, None, generator))
                 with torch.no_grad():
