@@ -4,6 +4,7 @@ used by the CLI (the speed-up itself is measured by bench/cpu_allocator.py)."""
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -12,9 +13,7 @@ import pytest
 import advimage.cli as cli
 from advimage import allocator
 
-_glibc = sys.platform.startswith("linux") and "glibc" in " ".join(
-    __import__("platform").libc_ver()
-)
+_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.mark.skipif(not _glibc, reason="glibc only")
