@@ -14,8 +14,6 @@ pretraining (``nim.json``) or classifier (``metrics.jsonl``) folders. Writes REA
 tradeoff.png and images-<defense>.png. Inputs are all checked before anything is written.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -45,6 +43,8 @@ REPORT_NOISE_SEED = 0  # generator seed of the image rows' draw when the defense
 CELL_IN = 1.25  # inches per image cell of images-<defense>.png
 IMG_DPI = 100  # dots per inch of images-<defense>.png: CELL_IN * IMG_DPI = 125 px per cell
 EPS_TOL = 1e-6  # eps values closer than this are the same budget
+# no ``from __future__ import annotations``: the dataclasses below must also build when the
+# script is loaded by file path without a sys.modules entry (as the tests load it)
 DASH = "–"
 
 

@@ -1,0 +1,232 @@
+"""reports/nim/make_report.py (De^3 report, You et al., NeurIPS 2023) on synthetic harness runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from advimage.defend.nim_io import save_nim
+from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+
+EPS8 = 8 / 255
+TINY = dict(image_size=(32, 32), patch_size=4, enc_dim=16, enc_depth=1, enc_heads=2, dec_dim=16,
+            dec_depth=1, dec_heads=2)
+ATTACKS = [  # label, name, steps, eot
+    ("fgsm", "fgsm", 1, 1), ("pgd", "pgd", 10, 1), ("pgd-eot8", "pgd", 10, 8)]
+# defense label -> (mode, sigma_test, noise_seed, clean, {attack label: robust}); the config
+# lists nim-70 before nim-35 so the trade-off table has to sort by sigma
+DEFENSES = {
+    "none": (None, None, None, 0.90, {"fgsm": 0.10, "pgd": 0.00, "pgd-eot8": 0.00}),
+    "nim-70": ("nim", 70, None, 0.70, {"fgsm": 0.55, "pgd": 0.40, "pgd-eot8": 0.30}),
+    "nim-0": ("nim", 0, None, 0.85, {"fgsm": 0.20, "pgd": 0.05, "pgd-eot8": 0.05}),
+    "nim-35": ("nim", 35, None, 0.80, {"fgsm": 0.45, "pgd": 0.375, "pgd-eot8": 0.20}),
+    "nim-70-known": ("nim", 70, 1, 0.69, {"fgsm": 0.35, "pgd": 0.10, "pgd-eot8": 0.10}),
+    "mim-35": ("mim", 35, None, 0.60, {"fgsm": 0.30, "pgd": 0.125, "pgd-eot8": 0.10}),
+    "mim-70": ("mim", 70, None, 0.50, {"fgsm": 0.30, "pgd": 0.25, "pgd-eot8": 0.15}),
+}
+N_STORED = 3  # example images per defense in the synthetic run
+
+
+def _load_report_script():  # noqa: ANN202
+    path = Path(__file__).resolve().parents[2] / "reports" / "nim" / "make_report.py"
+    spec = importlib.util.spec_from_file_location("nim_make_report", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _key(label: str, eps: float) -> str:
+    return f"{label}@{eps:.6g}"
+
+
+def _row(defense: str, label: str, name: str, steps: int, eot: int, clean: float,
+         robust: float) -> dict:
+    return {"defense": defense, "label": label, "name": name, "kind": "white-box",
+            "attack": _key(label, EPS8), "norm": "linf", "eps": EPS8, "steps": steps,
+            "restarts": 1, "eot": eot, "n": 40, "clean_accuracy": clean,
+            "robust_accuracy": robust, "mean_distance": None, "seconds": 1.0}
+
+
+def _write_run(folder: Path, defenses: dict, ckpt: dict[str, Path], examples: tuple = ()) -> None:
+    rows, cfg_defs = [], []
+    for label, (mode, sigma, seed, clean, robust) in defenses.items():
+        rows += [_row(label, a, n, s, e, clean, robust[a]) for a, n, s, e in ATTACKS]
+        if mode is None:
+            cfg_defs.append({"name": "none", "label": label, "options": {}})
+            continue
+        opts = {"path": str(ckpt[mode]), "sigma_test": sigma}
+        if seed is not None:
+            opts["noise_seed"] = seed
+        cfg_defs.append({"name": "nim", "label": label, "options": opts})
+    folder.mkdir(parents=True)
+    findings = [{"check": "eot", "defense": "nim-0", "message": "randomized defense attacked "
+                 "without EOT by fgsm@0.0313725.", "fix": "set options: {eot: 10}."}]
+    (folder / "results.json").write_text(json.dumps({"results": rows, "findings": findings}))
+    (folder / "config.json").write_text(json.dumps({
+        "name": "synthetic", "model": {"path": str(folder / "model.safetensors")},
+        "data": {"limit": 40, "batch_size": 20}, "defenses": cfg_defs}))
+    (folder / "run.json").write_text(json.dumps({"device": "cpu"}))
+    gen = torch.Generator().manual_seed(0)
+    for label in examples:
+        x = torch.rand(N_STORED, 3, 32, 32, generator=gen)
+        adv = (x + EPS8 * torch.randn(x.shape, generator=gen).sign()).clamp(0, 1)
+        tensors = {"x": x, "y": torch.tensor([0, 1, 2]), "pred_clean": torch.tensor([0, 1, 3])}
+        for a, *_ in ATTACKS:
+            tensors[f"adv/{_key(a, EPS8)}"] = adv.clone()
+            tensors[f"pred/{_key(a, EPS8)}"] = torch.tensor([5, 5, 5])
+        (folder / "examples").mkdir(exist_ok=True)
+        save_file(tensors, str(folder / "examples" / f"{label}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("nimreport")
+    torch.manual_seed(0)
+    ckpt = {}
+    for mode in ("nim", "mim"):
+        hist = [{"epoch": e, "loss": 1.0 / e, "seconds": 10.0 * e, "imgs_per_s": 5.0}
+                for e in (1, 2)]
+        settings = {"epochs": 2, "batch_size": 64, "lr": 1e-3, "n_images": 100}
+        save_nim(NIMAutoencoder(NIMConfig(**TINY, mode=mode)), root / "ae" / mode / "nim",
+                 meta={"history": hist, "settings": settings})
+        ckpt[mode] = root / "ae" / mode / "nim"
+    _write_run(root / "run", DEFENSES, ckpt, examples=("nim-35", "mim-70"))
+    at = {"none": (None, None, None, 0.75, {"fgsm": 0.45, "pgd": 0.35, "pgd-eot8": 0.35})}
+    _write_run(root / "at", at, ckpt)
+    cls = root / "cls"
+    cls.mkdir()
+    (cls / "metrics.jsonl").write_text("\n".join(json.dumps(
+        {"epoch": e, "seconds": 2.5, "test_acc": 0.5 + 0.1 * e}) for e in (1, 2, 3)) + "\n")
+    (cls / "config.json").write_text(json.dumps({"train": {"model": "resnet20", "epochs": 3,
+                                                           "adv_eps": EPS8, "adv_steps": 7}}))
+    report = _load_report_script()
+    args = [str(root / "run"), "--baseline", f"pgd-at={root / 'at'}", "--train",
+            f"nim-pretrain={ckpt['nim'].parent}", "--train", f"at-cls={cls}", "--images", "5"]
+    out = root / "out"
+    assert report.main([*args, "-o", str(out)]) == 0
+    return {"root": root, "out": out, "args": args, "report": report, "ckpt": ckpt}
+
+
+def _table_rows(readme: str, heading: str) -> list[list[str]]:
+    """Cells of the first markdown table after ``heading``."""
+    part = readme.split(heading, 1)[1]
+    lines = [ln for ln in part.splitlines() if ln.startswith("|")]
+    first = part.splitlines().index(lines[0])
+    block = []
+    for ln in part.splitlines()[first:]:
+        if not ln.startswith("|"):
+            break
+        block.append([c.strip() for c in ln.strip("|").split("|")])
+    return block[2:]  # below the header and rule
+
+
+def test_main_table_values_and_baseline(setup: dict) -> None:
+    readme = (setup["out"] / "README.md").read_text()
+    rows = {r[0]: r for r in _table_rows(readme, "## Accuracy per defense")}
+    # columns: defense, n, clean, fgsm, pgd, pgd-eot8 (in the run's order)
+    for label, (_, _, _, clean, robust) in DEFENSES.items():
+        assert rows[label][1:] == ["40", f"{100 * clean:.1f}",
+                                   *(f"{100 * robust[a]:.1f}" for a, *_ in ATTACKS)]
+    assert rows["nim-35"][4] == "37.5"
+    assert rows["pgd-at (baseline)"][2:] == ["75.0", "45.0", "35.0", "35.0"]
+
+
+def test_tradeoff_sorted_by_sigma(setup: dict) -> None:
+    readme = (setup["out"] / "README.md").read_text()
+    header = [ln for ln in readme.split("## Trade-off", 1)[1].splitlines()
+              if ln.startswith("| sigma_test")][0]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    rows = _table_rows(readme, "## Trade-off")
+    assert [r[0] for r in rows] == ["0", "35", "70"]
+    col = dict(zip(cols, zip(*rows, strict=True), strict=True))
+    assert col["NIM pgd 8/255"] == ("5.0", "37.5", "40.0")
+    assert col["NIM pgd-eot8 8/255"] == ("5.0", "20.0", "30.0")
+    # the known-noise line starts at the noise-free defense (nothing to know at sigma 0)
+    assert col["NIM, noise known pgd 8/255"] == ("5.0", "–", "10.0")
+    assert col["MIM clean"] == ("–", "60.0", "50.0")
+    assert "- pgd-at (baseline): clean 75.0, pgd 8/255 35.0" in readme
+    assert (setup["out"] / "tradeoff.png").stat().st_size > 0
+
+
+def test_claims_are_computed(setup: dict) -> None:
+    readme = (setup["out"] / "README.md").read_text()
+    claims = readme.split("## Claims beside the paper", 1)[1]
+    a = _table_rows(claims, "**(a)")
+    nim, mim = DEFENSES["nim-70"][4]["pgd"], DEFENSES["mim-70"][4]["pgd"]
+    assert a == [["35", "37.5", "12.5", "+25.0"], ["70", "40.0", "25.0", f"{100*(nim-mim):+.1f}"]]
+    assert a[1][3] == "+15.0"
+    b = _table_rows(claims, "**(b)")
+    # best NIM under pgd: nim-70 (40.0); under pgd-eot8: nim-70 (30.0); PGD-AT 35.0 / 75.0
+    assert b[0] == ["pgd 8/255", "nim-70 (sigma 70)", "40.0", "70.0", "pgd-at", "35.0", "75.0",
+                    "+5.0", "-5.0"]
+    assert b[1][:3] == ["pgd-eot8 8/255", "nim-70 (sigma 70)", "30.0"]
+    assert b[1][7] == "-5.0"
+    c = _table_rows(claims, "**(c)")
+    assert c == [["70", "40.0", "10.0", "-30.0", "70.0", "69.0"]]
+
+
+def test_findings_training_and_images(setup: dict) -> None:
+    out, report = setup["out"], setup["report"]
+    readme = (out / "README.md").read_text()
+    assert ("- [eot] nim-0: randomized defense attacked without EOT by fgsm@0.0313725. "
+            "Fix: set options: {eot: 10}.") in readme
+    train = {r[0]: r for r in _table_rows(readme, "## Training runs")}
+    assert train["nim-pretrain"][1:5] == ["autoencoder", "2", "30.0", "loss 0.5000"]
+    assert train["at-cls"][1:5] == ["classifier", "3", "7.5", "test acc. 80.0%"]
+    assert "PGD-AT eps 8/255" in train["at-cls"][5]
+    # default image defenses: the middle sigma of NIM (0, 35, 70) and of MIM (35, 70)
+    for label in ("nim-35", "mim-70"):
+        png = out / f"images-{label}.png"
+        assert f"]({png.name})" in readme
+        w, h = Image.open(png).size  # 5 asked, 3 stored: 3 columns x 6 rows
+        px = report.CELL_IN * report.IMG_DPI
+        assert (w, h) == (round(N_STORED * px), round(6 * px))
+    assert not (out / "images-nim-70.png").exists()
+
+
+def test_second_build_is_byte_identical(setup: dict, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    assert setup["report"].main([*setup["args"], "-o", str(again)]) == 0
+    first = sorted(p.name for p in setup["out"].iterdir())
+    assert first == sorted(p.name for p in again.iterdir())
+    for name in first:
+        assert (setup["out"] / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_attack_option(setup: dict, tmp_path: Path) -> None:
+    report = setup["report"]
+    run = report.load_run(setup["root"] / "run")
+    att, eot = report.pick_attack(run, None)
+    assert (att.label, eot.label) == ("pgd", "pgd-eot8")
+    att, eot = report.pick_attack(run, "fgsm@8/255")
+    assert (att.label, eot) == ("fgsm", None)
+    with pytest.raises(SystemExit, match="pgd@4/255 is not in the run"):
+        report.pick_attack(run, "pgd@4/255")
+
+
+def test_bad_inputs_raise_clear_exit(setup: dict, tmp_path: Path) -> None:
+    report, root = setup["report"], setup["root"]
+    out = tmp_path / "out"
+    cases = [
+        ([str(tmp_path / "nowhere")], "results.json"),
+        ([str(root / "run"), "--baseline", f"bad={root / 'nonone'}"], "no 'none'"),
+        ([str(root / "run"), "--train", f"t={root / 'cls' / 'empty'}"],
+         "neither nim.json nor metrics.jsonl"),
+        ([str(root / "missing-ckpt")], "NIM checkpoint"),
+    ]
+    nonone = {k: v for k, v in DEFENSES.items() if k != "none"}
+    if not (root / "nonone").exists():
+        _write_run(root / "nonone", nonone, setup["ckpt"])
+        (root / "cls" / "empty").mkdir()
+        _write_run(root / "missing-ckpt", {"nim-70": DEFENSES["nim-70"]},
+                   {"nim": root / "ae" / "gone" / "nim"})
+    for args, msg in cases:
+        with pytest.raises(SystemExit, match=msg):
+            report.main([*args, "-o", str(out)])
+        assert not (out / "README.md").exists()
