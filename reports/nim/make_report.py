@@ -17,6 +17,8 @@ tradeoff.png and images-<defense>.png. Inputs are all checked before anything is
 import argparse
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,6 +355,30 @@ def image_defaults(run: Run) -> list[Defense]:
     return picks
 
 
+def image_stack(run: Run, d: Defense, x: torch.Tensor, x_adv: torch.Tensor) -> list[torch.Tensor]:
+    """Input, noised input (clamped for display), reconstruction, for ``x`` then ``x_adv``.
+
+    The noise is the defense's own draw for the run's first batch (the stored examples are its
+    first images): ``noise_seed`` when the defense has one (the exact draw of a CPU run), else a
+    generator seeded with REPORT_NOISE_SEED; the same draw for both images. Reconstruction
+    through :meth:`De3Defense.purify` (noise, ``reconstruct(noised, reference)``, clamp).
+    """
+    n = x.shape[0]
+    nim = load_nim(d.path)
+    seed = REPORT_NOISE_SEED if d.seed is None else d.seed
+    defense = De3Defense(nim, nn.Identity(), sigma_test=d.sigma, noise_seed=seed)
+    data = run.config.get("data") or {}
+    sizes = [int(v) for v in (data.get("batch_size"), data.get("limit")) if v]
+    b0 = max(min(sizes), n) if sizes else n  # images in the run's first batch
+    noise = defense.draw_noise(torch.zeros(b0, *x.shape[1:]))[:n]  # (N, C, H, W)
+    defense.set_noise(noise)
+    rows = []
+    with torch.no_grad():
+        for img in (x, x_adv):
+            rows += [img, nim.add_noise(img, d.sigma, noise).clamp(0, 1), defense.purify(img)]
+    return rows
+
+
 def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list[str]:
     """images-<label>.png: 6 rows (input, noised, reconstruction; clean and adversarial) x N."""
     ex_path = run.path / "examples" / f"{d.label}.safetensors"
@@ -364,18 +390,7 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
         return [f"No {att.title} examples stored for {d.label}.", ""]
     n = min(n_max, ex["x"].shape[0])
     x, x_adv = ex["x"][:n].float(), ex[adv_key][:n].float()  # (N, C, H, W) each
-    nim = load_nim(d.path)
-    seed = REPORT_NOISE_SEED if d.seed is None else d.seed
-    defense = De3Defense(nim, nn.Identity(), sigma_test=d.sigma, noise_seed=seed)
-    # the defense's own draw for the run's first batch (the examples are its first images)
-    data = run.config.get("data", {})
-    b0 = min(v for v in (data.get("batch_size"), data.get("limit")) if v) if data else n
-    noise = defense.draw_noise(torch.zeros(max(b0, n), *x.shape[1:]))[:n]  # (N, C, H, W)
-    defense.set_noise(noise)
-    with torch.no_grad():
-        rows = []
-        for img in (x, x_adv):
-            rows += [img, nim.add_noise(img, d.sigma, noise).clamp(0, 1), defense.purify(img)]
+    rows = image_stack(run, d, x, x_adv)
     names = ["input", f"noised (sigma {d.sigma:g})", "reconstruction",
              f"adversarial ({att.title})", "adv. noised", "adv. reconstruction"]
     classes = _classes(run)
@@ -519,6 +534,22 @@ def main(argv: list[str] | None = None) -> int:
     img_att = next((x for x in run.attacks if x.name == "pgd" and x.eot == 1
                     and abs(x.eps - 8 / 255) < EPS_TOL), att)
     a.out.mkdir(parents=True, exist_ok=True)
+    # build in a staging folder, then move the files in: a failure leaves no mixed report
+    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=a.out))
+    try:
+        lines = build(run, baselines, trains, preface, a.attack, picks, img_att, a.images, stage)
+        (stage / "README.md").write_text("\n".join(lines), encoding="utf-8")
+        for f in sorted(stage.iterdir(), key=lambda f: f.name == "README.md"):  # README last
+            os.replace(f, a.out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return 0
+
+
+def build(run: Run, baselines: dict[str, Run], trains: dict[str, Path], preface: str | None,
+          attack: str | None, picks: list[Defense], img_att: Attack, n_images: int,
+          out: Path) -> list[str]:
+    """The README's lines; writes the PNGs into ``out``."""
     n = max(r["n"] for r in run.rows)
     lines = ["# De^3 / noisy image modeling: robustness report", ""]
     if preface:
@@ -527,19 +558,14 @@ def main(argv: list[str] | None = None) -> int:
               f", {n} test images). Values in %.", ""]
     lines += main_table(run, baselines)
     lines += setup_table(run, baselines)
-    lines += tradeoff(run, baselines, a.out, a.attack)
-    lines += claims(run, baselines, a.attack)
+    lines += tradeoff(run, baselines, out, attack)
+    lines += claims(run, baselines, attack)
     lines += ["## Example images", ""]
     for d in picks:
-        lines += image_rows(run, d, img_att, a.images, a.out)
+        lines += image_rows(run, d, img_att, n_images, out)
     if trains:
         lines += training(trains)
-    lines += findings(run)
-    tmp = a.out / "README.md.tmp"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, a.out / "README.md")
-    return 0
-
+    return lines + findings(run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from torch import nn
 
-from advimage.defend.nim_io import save_nim
+from advimage.defend.nim_defense import De3Defense
+from advimage.defend.nim_io import load_nim, save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
 
 EPS8 = 8 / 255
@@ -230,3 +232,47 @@ def test_bad_inputs_raise_clear_exit(setup: dict, tmp_path: Path) -> None:
         with pytest.raises(SystemExit, match=msg):
             report.main([*args, "-o", str(out)])
         assert not (out / "README.md").exists()
+
+
+def test_image_stack_uses_the_defense_draw(setup: dict) -> None:
+    """Known noise: the reconstruction row equals the defense's own output on the run's first
+    batch (20 images, noise_seed 1), computed here independently through De3Defense."""
+    report = setup["report"]
+    run = report.load_run(setup["root"] / "run")
+    d = next(x for x in run.defenses if x.label == "nim-70-known")
+    batch = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    adv = batch.flip(0)
+    rows = report.image_stack(run, d, batch[:3], adv[:3])
+    assert len(rows) == 6 and all(r.shape == (3, 3, 32, 32) for r in rows)
+    defense = De3Defense(load_nim(setup["ckpt"]["nim"]), nn.Identity(), sigma_test=70.0,
+                         noise_seed=1)
+    with torch.no_grad():
+        want, want_adv = defense.purify(batch)[:3], defense.purify(adv)[:3]
+        noise = torch.randn(batch.shape, generator=torch.Generator().manual_seed(1))[:3]
+    torch.testing.assert_close(rows[2], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rows[5], want_adv, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rows[1], (batch[:3] + 70 / 255 * noise).clamp(0, 1))
+    assert torch.equal(rows[0], batch[:3]) and torch.equal(rows[3], adv[:3])
+    # noise unknown: a fixed generator, so the picture is the same on every build
+    u = next(x for x in run.defenses if x.label == "nim-70")
+    first, second = (report.image_stack(run, u, batch[:3], adv[:3])[1] for _ in range(2))
+    assert torch.equal(first, second) and not torch.equal(first, rows[1])
+
+
+def test_failure_mid_build_leaves_no_report(setup: dict, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    report = setup["report"]
+    out = tmp_path / "out"
+    for args, msg in [(["--image-defense", "none"], "not a De"), (["--images", "0"], "--images"),
+                      (["--attack", "pgd@x"], "eps")]:
+        with pytest.raises(SystemExit, match=msg):
+            report.main([*setup["args"], *args, "-o", str(out)])
+    assert not out.exists()
+
+    def boom(*_a: object, **_k: object) -> list[str]:
+        raise RuntimeError("image failure")
+
+    monkeypatch.setattr(report, "image_rows", boom)
+    with pytest.raises(RuntimeError, match="image failure"):
+        report.main([*setup["args"], "-o", str(out)])
+    assert list(out.iterdir()) == []  # tradeoff.png was staged, nothing moved in
