@@ -126,8 +126,12 @@ def _checkpoint(text: str, run_dir: Path) -> Path:
                      f"(need {p.name}.safetensors and {p.name}.json)")
 
 
-def load_run(run_dir: Path) -> Run:
-    """Read a harness run folder; SystemExit with one line on missing or broken inputs."""
+def load_run(run_dir: Path, checkpoints: bool = True) -> Run:
+    """Read a harness run folder; SystemExit with one line on missing or broken inputs.
+
+    ``checkpoints=False`` (a baseline run: only its ``none`` rows are used) skips resolving the
+    run's autoencoder checkpoints; its De^3 defenses then carry no mode.
+    """
     res = _json(run_dir / "results.json")
     cfg = _json(run_dir / "config.json")
     rows = [r for r in res.get("results", []) if r.get("clean_accuracy") is not None]
@@ -139,7 +143,7 @@ def load_run(run_dir: Path) -> Run:
     for label in labels:
         d = opts.get(label, {"name": label, "options": {}})
         o = d.get("options") or {}
-        if d.get("name") != "nim":
+        if d.get("name") != "nim" or not checkpoints:
             defenses.append(Defense(label))
             continue
         if not o.get("path"):
@@ -419,9 +423,9 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
     exact = "" if d.seed is None or device == "cpu" else \
         f" (the run used device {device!r}: its generator's draw differs from this CPU one)"
     return [f"![{d.label}]({name})", "",
-            f"{d.label}: {n} stored examples; noise from {src}{exact}, the same draw for the "
-            "clean and the adversarial image; reconstructions through the library's "
-            "De3Defense.purify (clamped to [0, 1]), noised inputs clamped for display. "
+            f"{d.label}: the first {n} stored example image(s); noise from {src}{exact}, the "
+            "same draw for the clean and the adversarial image; reconstructions through the "
+            "library's De3Defense.purify (clamped to [0, 1]), noised inputs clamped for display. "
             "Predictions are the evaluation's.", ""]
 
 
@@ -514,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--images must be >= 1, got {a.images}")
     # every input is checked before anything is written
     run = load_run(a.run)
-    baselines = {n: load_run(d) for n, d in _pairs(a.baseline, "--baseline").items()}
+    baselines = {n: load_run(d, checkpoints=False)
+                 for n, d in _pairs(a.baseline, "--baseline").items()}
     for n, b in baselines.items():
         if b.clean("none") is None:
             raise SystemExit(f"--baseline {n}={b.path}: the run has no 'none' (undefended) rows")

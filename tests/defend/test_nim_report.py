@@ -232,6 +232,12 @@ def test_bad_inputs_raise_clear_exit(setup: dict, tmp_path: Path) -> None:
         with pytest.raises(SystemExit, match=msg):
             report.main([*args, "-o", str(out)])
         assert not (out / "README.md").exists()
+    # a baseline's own De^3 checkpoints are not needed (only its 'none' rows are used)
+    _write_run(root / "at-gone", {"none": DEFENSES["none"], "nim-70": DEFENSES["nim-70"]},
+               {"nim": root / "ae" / "gone" / "nim"})
+    assert report.main([str(root / "run"), "--baseline", f"b={root / 'at-gone'}", "--images",
+                        "1", "-o", str(out)]) == 0
+    assert "| b (baseline) | 40 | 90.0 |" in (out / "README.md").read_text()
 
 
 def test_image_stack_uses_the_defense_draw(setup: dict) -> None:
