@@ -1,0 +1,259 @@
+"""Robustness report of a De^3 harness run (You et al., NeurIPS 2023, "Beyond Pretrained
+Features: Noisy Image Modeling Provides Adversarial Defense").
+
+:func:`write_report` turns a folder written by ``advimage run`` into README.md (accuracy per
+defense and attack, the defenses' setup, the accuracy/robustness trade-off against sigma_test,
+the paper's claims beside the measured numbers, example images, training wall-clock, the
+harness findings), tradeoff.png and images-<defense>.png. Baselines are the ``none`` rows of
+other runs (e.g. a PGD-adversarially-trained classifier). Every input is checked before anything
+is written, and the files are built in a staging folder, so a failure leaves no mixed report.
+The run's records live in :mod:`advimage.defend.nim_report_run`, the figures in
+:mod:`advimage.defend.nim_report_images`, the training table in
+:mod:`advimage.defend.nim_report_train`; ``reports/nim/make_report.py`` is the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from advimage.defend.nim_report_images import (
+    Curve,
+    image_defaults,
+    image_rows,
+    tradeoff_plot,
+)
+from advimage.defend.nim_report_run import (
+    DASH,
+    EPS_TOL,
+    Attack,
+    Defense,
+    Run,
+    diff,
+    load_run,
+    pct,
+    pick_attack,
+    series,
+)
+from advimage.defend.nim_report_train import check_train, training
+from advimage.eval.plots import eps_label, md_row, md_table
+
+__all__ = ["PAPER", "build", "claims", "findings", "main_table", "setup_table", "tradeoff",
+           "write_report"]
+
+# the paper's statements the "claims" tables sit beside (abstract; ImageNet, ViT-B, not CIFAR)
+PAPER = {
+    "mim": "NIM is superior to MIM in adversarial robustness, thanks to its denoising.",
+    "at": "De^3 with NIM performs on par with adversarial training, with a tunable "
+          "accuracy/robustness trade-off (sigma_test).",
+    "known": "Attacks with the noise known vs unknown to the attacker are compared in the "
+             "paper's Fig. 3(a) (see configs/nim-cifar10.yaml).",
+}
+def main_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
+    """Accuracy (%) per defense (baselines' ``none`` rows last) and attack, then the attacks."""
+    cols = run.attacks
+    lines = ["## Accuracy per defense and attack (%)", "",
+             f"n = number of test images; {DASH} = not run.", "",
+             *md_table(["defense", "n", "clean", *(a.title for a in cols)])]
+
+    def cells(r: Run, label: str) -> list[str]:
+        n = next(x["n"] for x in r.rows if x["defense"] == label)
+        return [str(n), pct(r.clean(label)), *(pct(r.robust(label, a.key)) for a in cols)]
+
+    for d in run.defenses:
+        lines.append(md_row([d.label, *cells(run, d.label)]))
+    for name, b in baselines.items():
+        lines.append(md_row([f"{name} (baseline)", *cells(b, "none")]))
+    lines += ["", *md_table(["attack", "name", "norm", "eps", "steps", "restarts", "EOT", "kind"],
+                            [[a.label, a.name, a.norm, eps_label(a.eps), a.steps, a.restarts,
+                              a.eot, a.kind] for a in cols]), ""]
+    return lines
+
+
+def setup_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
+    """Pipeline, sigma_test, noise (known/unknown), autoencoder and classifier per defense."""
+    rows = []
+    for d in run.defenses:
+        if d.mode is None:
+            rows.append([d.label, "undefended" if d.label == "none" else d.label, DASH, DASH,
+                         DASH, DASH])
+            continue
+        noise = "unknown (fresh draw)" if d.seed is None else f"known (seed {d.seed})"
+        rows.append([d.label, f"De^3, {d.mode.upper()} autoencoder", f"{d.sigma:g}", noise,
+                     f"`{d.path}`", f"`{d.classifier}`" if d.classifier else "run's model"])
+    rows += [[f"{n} (baseline)", "undefended model of another run", DASH, DASH, DASH,
+              f"`{b.config.get('model', {}).get('path', '?')}`"] for n, b in baselines.items()]
+    model = run.config.get("model", {}).get("path", "?")
+    return ["## Defenses", "", f"Run's model: `{model}`.", "",
+            *md_table(["defense", "pipeline", "sigma_test (0-255)", "noise", "autoencoder",
+                       "classifier"], rows), ""]
+
+
+def tradeoff(run: Run, baselines: Mapping[str, Run], out: Path, spec: str | None) -> list[str]:
+    """Accuracy vs sigma_test per De^3 group (table and ``out``/tradeoff.png).
+
+    ``spec`` is the robust column's attack (``LABEL@EPS``, None: :func:`pick_attack`'s
+    default); the EOT variant of it, if run, adds a column per noise-unknown group.
+    """
+    att, eot = pick_attack(run, spec)
+    groups = series(run)
+    lines = ["## Trade-off: accuracy vs sigma_test", ""]
+    if not groups:
+        return [*lines, "No De^3 defense in this run.", ""]
+    lines += [f"Robust accuracy under **{att.title}** ({att.steps} steps, EOT {att.eot})"
+              + (f"; EOT rows under **{eot.title}** (EOT {eot.eot})" if eot else "")
+              + ". Columns without \"noise known\": the attacker does not know the draw. A "
+              "known-noise line without its own sigma 0 starts at the noise-free row (no noise "
+              "to know).", ""]
+    curves: list[Curve] = []
+    header, cols = ["sigma_test"], []
+    for i, (g, pts) in enumerate(groups.items()):
+        known = g.endswith("known")
+        name = g if known else f"{g}, noise unknown"
+        curves.append(("clean", name, i, {s: run.clean(d.label) for s, d in pts.items()}))
+        curves.append(("robust", name, i,
+                       {s: run.robust(d.label, att.key) for s, d in pts.items()}))
+        header += [f"{g} clean", f"{g} {att.title}"]
+        cols += [curves[-2][3], curves[-1][3]]
+        if eot is not None and not known:
+            curves.append(("robust", f"{name}, EOT-{eot.eot}", i,
+                           {s: run.robust(d.label, eot.key) for s, d in pts.items()}))
+            header.append(f"{g} {eot.title}")
+            cols.append(curves[-1][3])
+    sigmas = sorted({s for pts in groups.values() for s in pts})
+    lines += md_table(header, [[f"{s:g}", *(pct(c.get(s)) for c in cols)] for s in sigmas])
+    refs = [("undefended", run)] if any(d.label == "none" for d in run.defenses) else []
+    refs += [(f"{n} (baseline)", b) for n, b in baselines.items()]
+    lines += [""] + [f"- {n}: clean {pct(r.clean('none'))}, {att.title} "
+                     f"{pct(r.robust('none', att.key))}" for n, r in refs]
+    tradeoff_plot(curves, refs, att, out / "tradeoff.png")
+    return [*lines, "", "![trade-off](tradeoff.png)", ""]
+
+
+def claims(run: Run, baselines: Mapping[str, Run], spec: str | None) -> list[str]:
+    """The paper's three claims beside the run: (a) NIM vs MIM, (b) best NIM vs the baselines
+    (adversarial training), (c) noise known vs unknown to the attacker."""
+    att, eot = pick_attack(run, spec)
+    s = series(run)
+    nim, mim = s.get("NIM", {}), s.get("MIM", {})
+    known = s.get("NIM, noise known", {})
+
+    def rob(d: Defense, a: Attack = att) -> float | None:
+        return run.robust(d.label, a.key)
+
+    lines = ["## Claims beside the paper", "", f"Robust accuracy under {att.title}, in %; "
+             "differences in percentage points.", "",
+             "**(a) NIM vs MIM** (same sigma_test, noise unknown). Paper: " + PAPER["mim"], "",
+             *md_table(["sigma_test", "NIM", "MIM", "NIM - MIM"],
+                       [[f"{x:g}", pct(rob(nim[x])), pct(rob(mim[x])),
+                         diff(rob(nim[x]), rob(mim[x]))] for x in sorted(set(nim) & set(mim))]),
+             "", "**(b) Best NIM vs adversarial training.** Paper: " + PAPER["at"], ""]
+    rows = []
+    for a in [att, *([eot] if eot else [])]:
+        scored = [d for d in nim.values() if rob(d, a) is not None]
+        if not scored:
+            continue
+        best = max(scored, key=lambda d: (rob(d, a), run.clean(d.label)))
+        for n, b in baselines.items():
+            rows.append([a.title, f"{best.label} (sigma {best.sigma:g})", pct(rob(best, a)),
+                         pct(run.clean(best.label)), n, pct(b.robust("none", a.key)),
+                         pct(b.clean("none")), diff(rob(best, a), b.robust("none", a.key)),
+                         diff(run.clean(best.label), b.clean("none"))])
+    lines += md_table(["attack", "best NIM", "robust", "clean", "baseline", "robust", "clean",
+                       "robust diff", "clean diff"], rows)
+    if not baselines:
+        lines.append("(no --baseline given)")
+    lines += ["", "**(c) Noise known vs unknown to the attacker** (NIM). Paper: "
+              + PAPER["known"], "",
+              *md_table(["sigma_test", "unknown", "known", "known - unknown", "clean unknown",
+                         "clean known"],
+                        [[f"{x:g}", pct(rob(nim[x])), pct(rob(known[x])),
+                          diff(rob(known[x]), rob(nim[x])), pct(run.clean(nim[x].label)),
+                          pct(run.clean(known[x].label))]
+                         for x in sorted(set(nim) & set(known)) if known[x] is not nim[x]]), ""]
+    return lines
+
+
+def findings(run: Run) -> list[str]:
+    """The harness's findings (e.g. a randomized defense attacked without EOT), verbatim."""
+    items = [f"- [{f.get('check', '?')}] {f.get('defense', '?')}: {f.get('message', '')} "
+             f"Fix: {f.get('fix', '')}" for f in run.findings]
+    return ["## Harness findings (verbatim)", "", *(items or ["None."]), ""]
+
+
+def build(run: Run, baselines: Mapping[str, Run], trains: Mapping[str, Path],
+          preface: str | None, attack: str | None, picks: Sequence[Defense], img_att: Attack,
+          n_images: int, out: Path) -> list[str]:
+    """The README's lines; writes the PNGs into ``out``."""
+    n = max(r["n"] for r in run.rows)
+    lines = ["# De^3 / noisy image modeling: robustness report", ""]
+    if preface:
+        lines += [preface, ""]
+    lines += [f"You et al. (NeurIPS 2023), through `advimage run` (`{run.config.get('name', '?')}`"
+              f", {n} test images). Values in %.", ""]
+    lines += main_table(run, baselines)
+    lines += setup_table(run, baselines)
+    lines += tradeoff(run, baselines, out, attack)
+    lines += claims(run, baselines, attack)
+    lines += ["## Example images", ""]
+    for d in picks:
+        lines += image_rows(run, d, img_att, n_images, out)
+    if trains:
+        lines += training(trains)
+    return lines + findings(run)
+
+
+def write_report(run_dir: Path, out: Path, *, baselines: Mapping[str, Path] | None = None,
+                 trains: Mapping[str, Path] | None = None, preface: str | None = None,
+                 attack: str | None = None, image_defenses: Sequence[str] | None = None,
+                 n_images: int = 4) -> None:
+    """Check every input, then write README.md, tradeoff.png and images-<defense>.png.
+
+    Args:
+        run_dir: the harness run (``advimage run --out``).
+        out: report folder (created; files of the same names are replaced).
+        baselines: ``{name: run folder}`` whose ``none`` (undefended) rows are baselines.
+        trains: ``{name: folder}`` of NIM/MIM pretraining or classifier training runs.
+        preface: markdown put first.
+        attack: trade-off/claims attack ``LABEL@EPS`` (None: strongest PGD at 8/255).
+        image_defenses: De^3 defense labels for image grids (None: NIM and MIM at the middle
+            sigma_test).
+        n_images: example images per image grid (>= 1).
+
+    Raises:
+        ValueError: one line, on any bad input, before anything is written.
+    """
+    if n_images < 1:
+        raise ValueError(f"--images must be >= 1, got {n_images}")
+    run = load_run(run_dir)
+    base = {n: load_run(d, checkpoints=False) for n, d in (baselines or {}).items()}
+    for n, b in base.items():
+        if b.clean("none") is None:
+            raise ValueError(f"--baseline {n}={b.path}: the run has no 'none' (undefended) rows")
+    train_dirs = dict(trains or {})
+    for n, d in train_dirs.items():
+        check_train(n, d)
+    att, _ = pick_attack(run, attack)
+    by_label = {d.label: d for d in run.defenses}
+    if image_defenses:
+        bad = [x for x in image_defenses if by_label.get(x, Defense(x)).mode is None]
+        if bad:
+            raise ValueError(f"--image-defense {bad[0]!r} is not a De^3 defense of the run")
+        picks = [by_label[x] for x in image_defenses]
+    else:
+        picks = image_defaults(run)
+    img_att = next((x for x in run.attacks if x.name == "pgd" and x.eot == 1
+                    and abs(x.eps - 8 / 255) < EPS_TOL), att)
+    out.mkdir(parents=True, exist_ok=True)
+    # build in a staging folder, then move the files in: a failure leaves no mixed report
+    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        lines = build(run, base, train_dirs, preface, attack, picks, img_att, n_images, stage)
+        (stage / "README.md").write_text("\n".join(lines), encoding="utf-8")
+        for f in sorted(stage.iterdir(), key=lambda f: f.name == "README.md"):  # README last
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

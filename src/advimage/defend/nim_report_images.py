@@ -1,0 +1,167 @@
+"""Figures of the De^3 robustness report (You et al., NeurIPS 2023, "Beyond Pretrained Features:
+Noisy Image Modeling Provides Adversarial Defense"): image rows and the trade-off plot.
+
+The image rows show what the defense does to the run's stored example images: the input, the
+noised input and the NIM/MIM reconstruction, for the clean and the adversarial image, with the
+defense's own noise draw (:func:`image_stack`, through :meth:`De3Defense.purify`). The trade-off
+plot draws clean and robust accuracy against sigma_test, the paper's tunable knob. matplotlib is
+imported on first use through :mod:`advimage.eval.plots`; PNGs are byte-identical on rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from advimage.defend.nim_defense import De3Defense
+from advimage.defend.nim_io import load_nim
+from advimage.defend.nim_report_run import Attack, Defense, Run, read_json, series
+from advimage.eval.plots import label_axes, save_png, subplots
+
+__all__ = ["CELL_IN", "IMG_DPI", "REPORT_NOISE_SEED", "Curve", "image_defaults", "image_rows",
+           "image_stack", "tradeoff_plot"]
+
+REPORT_NOISE_SEED = 0  # generator seed of the image rows' draw when the defense has no noise_seed
+CELL_IN = 1.25  # inches per image cell of images-<defense>.png
+IMG_DPI = 100  # dots per inch of images-<defense>.png: CELL_IN * IMG_DPI = 125 px per cell
+PLOT_DPI = 90  # dots per inch of tradeoff.png
+# one line of the trade-off plot: panel ("clean"/"robust"), legend name, colour index C<i>,
+# {sigma_test: accuracy (fraction) or None}
+Curve = tuple[str, str, int, dict[float, float | None]]
+
+
+def _classes(run: Run) -> list[str] | None:
+    model = Path(str(run.config.get("model", {}).get("path", "")))
+    side = model.with_suffix(".json")
+    if model.name and side.exists():
+        return json.loads(side.read_text(encoding="utf-8")).get("classes")
+    return None
+
+
+def image_defaults(run: Run) -> list[Defense]:
+    """One NIM and one MIM defense (noise unknown), each at the middle sigma_test present."""
+    picks = []
+    for g in ("NIM", "MIM"):
+        pts = list(series(run).get(g, {}).values())
+        if pts:
+            picks.append(pts[len(pts) // 2])
+    return picks
+
+
+def image_stack(run: Run, d: Defense, x: torch.Tensor, x_adv: torch.Tensor) -> list[torch.Tensor]:
+    """Input, noised input (clamped for display), reconstruction, for ``x`` then ``x_adv``.
+
+    The noise is the defense's own draw for the run's first batch (the stored examples are its
+    first images): ``noise_seed`` when the defense has one (the exact draw of a CPU run), else a
+    generator seeded with REPORT_NOISE_SEED; the same draw for both images. Reconstruction
+    through :meth:`De3Defense.purify` (noise, ``reconstruct(noised, reference)``, clamp).
+
+    Args:
+        run: the harness run (its config gives the first batch's size).
+        d: a De^3 defense of the run (``d.mode`` set).
+        x: clean example images, (N, C, H, W) in [0, 1].
+        x_adv: their adversarial versions, same shape.
+
+    Returns:
+        Six (N, C, H, W) tensors: input, noised, reconstruction; then the same for ``x_adv``.
+    """
+    if d.path is None or d.sigma is None:
+        raise ValueError(f"defense {d.label!r} is not a De^3 defense")
+    n = x.shape[0]
+    nim = load_nim(d.path)
+    seed = REPORT_NOISE_SEED if d.seed is None else d.seed
+    defense = De3Defense(nim, nn.Identity(), sigma_test=d.sigma, noise_seed=seed)
+    data = run.config.get("data") or {}
+    sizes = [int(v) for v in (data.get("batch_size"), data.get("limit")) if v]
+    b0 = max(min(sizes), n) if sizes else n  # images in the run's first batch
+    noise = defense.draw_noise(torch.zeros(b0, *x.shape[1:]))[:n]  # (N, C, H, W)
+    defense.set_noise(noise)
+    rows = []
+    with torch.no_grad():
+        for img in (x, x_adv):
+            rows += [img, nim.add_noise(img, d.sigma, noise).clamp(0, 1), defense.purify(img)]
+    return rows
+
+
+def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list[str]:
+    """Write images-<label>.png (6 rows: input, noised, reconstruction; clean and adversarial,
+    x up to ``n_max`` stored examples) into ``out``; returns the README lines about it."""
+    ex_path = run.path / "examples" / f"{d.label}.safetensors"
+    if not ex_path.exists():
+        return [f"No example images stored for {d.label} ({ex_path.name} missing).", ""]
+    ex = load_file(str(ex_path))
+    adv_key = f"adv/{att.key}"
+    if adv_key not in ex:
+        return [f"No {att.title} examples stored for {d.label}.", ""]
+    n = min(n_max, ex["x"].shape[0])
+    x, x_adv = ex["x"][:n].float(), ex[adv_key][:n].float()  # (N, C, H, W) each
+    rows = image_stack(run, d, x, x_adv)
+    names = ["input", f"noised (sigma {d.sigma:g})", "reconstruction",
+             f"adversarial ({att.title})", "adv. noised", "adv. reconstruction"]
+    classes = _classes(run)
+
+    def cls(i: int) -> str:
+        return classes[i] if classes and 0 <= i < len(classes) else str(i)
+
+    fig, axes = subplots(6, n, figsize=(CELL_IN * n, CELL_IN * 6), squeeze=False)
+    for j in range(n):
+        for i, img in enumerate(rows):
+            ax = axes[i][j]
+            ax.imshow(img[j].permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")  # (H, W, C), or (H, W) for gray
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(names[i], fontsize=6)
+        axes[0][j].set_title(f"{cls(int(ex['y'][j]))}\npred {cls(int(ex['pred_clean'][j]))}",
+                             fontsize=6)
+        axes[3][j].set_title(f"pred {cls(int(ex[f'pred/{att.key}'][j]))}", fontsize=6)
+    mode = (d.mode or "?").upper()
+    fig.suptitle(f"{d.label}: {mode} autoencoder, sigma_test {d.sigma:g}", fontsize=7)
+    name = f"images-{d.label}.png"
+    save_png(fig, out / name, dpi=IMG_DPI)
+    device = read_json(run.path / "run.json").get("device") if (run.path / "run.json").exists() \
+        else None
+    src = (f"the defense's own seeded draw (noise_seed {d.seed})" if d.seed is not None else
+           f"a fixed CPU generator (seed {REPORT_NOISE_SEED}) standing in for the evaluation's "
+           "fresh draws")
+    exact = "" if d.seed is None or device == "cpu" else \
+        f" (the run used device {device!r}: its generator's draw differs from this CPU one)"
+    return [f"![{d.label}]({name})", "",
+            f"{d.label}: the first {n} stored example image(s); noise from {src}{exact}, the "
+            "same draw for the clean and the adversarial image; reconstructions through the "
+            "library's De3Defense.purify (clamped to [0, 1]), noised inputs clamped for display. "
+            "Predictions are the evaluation's.", ""]
+
+
+def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
+                  path: Path) -> None:
+    """Write the trade-off PNG: clean and robust accuracy (%) against sigma_test.
+
+    Args:
+        curves: the De^3 lines; EOT lines (name containing "EOT") are dotted with squares.
+        refs: undefended references ``(name, run)``, dashed at their ``none`` accuracy.
+        att: the robust panel's attack.
+        path: the PNG to write.
+    """
+    fig, axes = subplots(1, 2, figsize=(10.0, 3.8), sharey=True)  # inches
+    for ax, panel in zip(axes, ("clean", "robust"), strict=True):
+        for p, name, colour, pts in curves:
+            xy = [(s, 100 * v) for s, v in pts.items() if v is not None and p == panel]
+            if xy:
+                eot_line = "EOT" in name
+                ax.plot(*zip(*xy, strict=True), marker="s" if eot_line else "o", color=f"C{colour}",
+                        linestyle=":" if eot_line else "-", label=name)
+        ax.set_ylim(-2, 102)
+        for i, (n, r) in enumerate(refs):
+            v = r.clean("none") if panel == "clean" else r.robust("none", att.key)
+            if v is not None:
+                ax.axhline(100 * v, linestyle="--", linewidth=1, color=f"C{7 + i % 3}", label=n)
+        title = "clean accuracy" if panel == "clean" else f"robust accuracy, {att.title}"
+        label_axes(ax, xlabel="sigma_test (0-255 scale)", ylabel="accuracy (%)", title=title,
+                   title_size=9, legend_size=7, grid=True)
+    save_png(fig, path, dpi=PLOT_DPI)
