@@ -1,4 +1,5 @@
-"""reports/nim/make_report.py (De^3 report, You et al., NeurIPS 2023) on synthetic harness runs."""
+"""The De^3 report (You et al., NeurIPS 2023) on synthetic harness runs: the library
+(advimage.defend.nim_report*) and, end to end, the script reports/nim/make_report.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+import advimage.defend.nim_report as report
 from advimage.defend.nim_defense import De3Defense
 from advimage.defend.nim_io import load_nim, save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim_report_images import CELL_IN, IMG_DPI, image_stack
+from advimage.defend.nim_report_run import load_run, parse_pairs, pick_attack
 
 EPS8 = 8 / 255
 TINY = dict(image_size=(32, 32), patch_size=4, enc_dim=16, enc_depth=1, enc_heads=2, dec_dim=16,
@@ -107,12 +111,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         {"epoch": e, "seconds": 2.5, "test_acc": 0.5 + 0.1 * e}) for e in (1, 2, 3)) + "\n")
     (cls / "config.json").write_text(json.dumps({"train": {"model": "resnet20", "epochs": 3,
                                                            "adv_eps": EPS8, "adv_steps": 7}}))
-    report = _load_report_script()
+    # the same report as library keywords and as the script's command line
+    kwargs = dict(baselines={"pgd-at": root / "at"},
+                  trains={"nim-pretrain": ckpt["nim"].parent, "at-cls": cls}, n_images=5)
     args = [str(root / "run"), "--baseline", f"pgd-at={root / 'at'}", "--train",
             f"nim-pretrain={ckpt['nim'].parent}", "--train", f"at-cls={cls}", "--images", "5"]
     out = root / "out"
-    assert report.main([*args, "-o", str(out)]) == 0
-    return {"root": root, "out": out, "args": args, "report": report, "ckpt": ckpt}
+    report.write_report(root / "run", out, **kwargs)
+    return {"root": root, "out": out, "args": args, "kwargs": kwargs, "ckpt": ckpt}
 
 
 def _table_rows(readme: str, heading: str) -> list[list[str]]:
@@ -174,7 +180,7 @@ def test_claims_are_computed(setup: dict) -> None:
 
 
 def test_findings_training_and_images(setup: dict) -> None:
-    out, report = setup["out"], setup["report"]
+    out = setup["out"]
     readme = (out / "README.md").read_text()
     assert ("- [eot] nim-0: randomized defense attacked without EOT by fgsm@0.0313725. "
             "Fix: set options: {eot: 10}.") in readme
@@ -187,14 +193,15 @@ def test_findings_training_and_images(setup: dict) -> None:
         png = out / f"images-{label}.png"
         assert f"]({png.name})" in readme
         w, h = Image.open(png).size  # 5 asked, 3 stored: 3 columns x 6 rows
-        px = report.CELL_IN * report.IMG_DPI
+        px = CELL_IN * IMG_DPI
         assert (w, h) == (round(N_STORED * px), round(6 * px))
     assert not (out / "images-nim-70.png").exists()
 
 
 def test_second_build_is_byte_identical(setup: dict, tmp_path: Path) -> None:
+    """The script, end to end, rebuilds the library's report byte for byte."""
     again = tmp_path / "again"
-    assert setup["report"].main([*setup["args"], "-o", str(again)]) == 0
+    assert _load_report_script().main([*setup["args"], "-o", str(again)]) == 0
     first = sorted(p.name for p in setup["out"].iterdir())
     assert first == sorted(p.name for p in again.iterdir())
     for name in first:
@@ -202,25 +209,32 @@ def test_second_build_is_byte_identical(setup: dict, tmp_path: Path) -> None:
 
 
 def test_attack_option(setup: dict, tmp_path: Path) -> None:
-    report = setup["report"]
-    run = report.load_run(setup["root"] / "run")
-    att, eot = report.pick_attack(run, None)
+    run = load_run(setup["root"] / "run")
+    att, eot = pick_attack(run, None)
     assert (att.label, eot.label) == ("pgd", "pgd-eot8")
-    att, eot = report.pick_attack(run, "fgsm@8/255")
+    att, eot = pick_attack(run, "fgsm@8/255")
     assert (att.label, eot) == ("fgsm", None)
-    with pytest.raises(SystemExit, match="pgd@4/255 is not in the run"):
-        report.pick_attack(run, "pgd@4/255")
+    with pytest.raises(ValueError, match="pgd@4/255 is not in the run"):
+        pick_attack(run, "pgd@4/255")
 
 
-def test_bad_inputs_raise_clear_exit(setup: dict, tmp_path: Path) -> None:
-    report, root = setup["report"], setup["root"]
+def test_parse_pairs() -> None:
+    assert parse_pairs(["a=x/y", "b=z=w"], "--train") == {"a": Path("x/y"), "b": Path("z=w")}
+    assert parse_pairs(None, "--train") == {}
+    for bad in ("a", "=x", "a="):
+        with pytest.raises(ValueError, match=f"--baseline expects NAME=DIR, got '{bad}'"):
+            parse_pairs([bad], "--baseline")
+
+
+def test_bad_inputs_raise_clear_error(setup: dict, tmp_path: Path) -> None:
+    root = setup["root"]
     out = tmp_path / "out"
     cases = [
-        ([str(tmp_path / "nowhere")], "results.json"),
-        ([str(root / "run"), "--baseline", f"bad={root / 'nonone'}"], "no 'none'"),
-        ([str(root / "run"), "--train", f"t={root / 'cls' / 'empty'}"],
+        ((tmp_path / "nowhere", {}), "results.json"),
+        ((root / "run", {"baselines": {"bad": root / "nonone"}}), "no 'none'"),
+        ((root / "run", {"trains": {"t": root / "cls" / "empty"}}),
          "neither nim.json nor metrics.jsonl"),
-        ([str(root / "missing-ckpt")], "NIM checkpoint"),
+        ((root / "missing-ckpt", {}), "NIM checkpoint"),
     ]
     nonone = {k: v for k, v in DEFENSES.items() if k != "none"}
     if not (root / "nonone").exists():
@@ -228,27 +242,29 @@ def test_bad_inputs_raise_clear_exit(setup: dict, tmp_path: Path) -> None:
         (root / "cls" / "empty").mkdir()
         _write_run(root / "missing-ckpt", {"nim-70": DEFENSES["nim-70"]},
                    {"nim": root / "ae" / "gone" / "nim"})
-    for args, msg in cases:
-        with pytest.raises(SystemExit, match=msg):
-            report.main([*args, "-o", str(out)])
+    for (run_dir, kwargs), msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            report.write_report(run_dir, out, **kwargs)
         assert not (out / "README.md").exists()
+    # the script turns the library's ValueError into a one-line exit
+    with pytest.raises(SystemExit, match=r"^NIM checkpoint '.+' of the run config not found"):
+        _load_report_script().main([str(root / "missing-ckpt"), "-o", str(out)])
+    assert not out.exists()
     # a baseline's own De^3 checkpoints are not needed (only its 'none' rows are used)
     _write_run(root / "at-gone", {"none": DEFENSES["none"], "nim-70": DEFENSES["nim-70"]},
                {"nim": root / "ae" / "gone" / "nim"})
-    assert report.main([str(root / "run"), "--baseline", f"b={root / 'at-gone'}", "--images",
-                        "1", "-o", str(out)]) == 0
+    report.write_report(root / "run", out, baselines={"b": root / "at-gone"}, n_images=1)
     assert "| b (baseline) | 40 | 90.0 |" in (out / "README.md").read_text()
 
 
 def test_image_stack_uses_the_defense_draw(setup: dict) -> None:
     """Known noise: the reconstruction row equals the defense's own output on the run's first
     batch (20 images, noise_seed 1), computed here independently through De3Defense."""
-    report = setup["report"]
-    run = report.load_run(setup["root"] / "run")
+    run = load_run(setup["root"] / "run")
     d = next(x for x in run.defenses if x.label == "nim-70-known")
     batch = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     adv = batch.flip(0)
-    rows = report.image_stack(run, d, batch[:3], adv[:3])
+    rows = image_stack(run, d, batch[:3], adv[:3])
     assert len(rows) == 6 and all(r.shape == (3, 3, 32, 32) for r in rows)
     defense = De3Defense(load_nim(setup["ckpt"]["nim"]), nn.Identity(), sigma_test=70.0,
                          noise_seed=1)
@@ -261,18 +277,18 @@ def test_image_stack_uses_the_defense_draw(setup: dict) -> None:
     assert torch.equal(rows[0], batch[:3]) and torch.equal(rows[3], adv[:3])
     # noise unknown: a fixed generator, so the picture is the same on every build
     u = next(x for x in run.defenses if x.label == "nim-70")
-    first, second = (report.image_stack(run, u, batch[:3], adv[:3])[1] for _ in range(2))
+    first, second = (image_stack(run, u, batch[:3], adv[:3])[1] for _ in range(2))
     assert torch.equal(first, second) and not torch.equal(first, rows[1])
 
 
 def test_failure_mid_build_leaves_no_report(setup: dict, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    report = setup["report"]
     out = tmp_path / "out"
-    for args, msg in [(["--image-defense", "none"], "not a De"), (["--images", "0"], "--images"),
-                      (["--attack", "pgd@x"], "eps")]:
-        with pytest.raises(SystemExit, match=msg):
-            report.main([*setup["args"], *args, "-o", str(out)])
+    run_dir = setup["root"] / "run"
+    for extra, msg in [({"image_defenses": ["none"]}, "not a De"), ({"n_images": 0}, "--images"),
+                       ({"attack": "pgd@x"}, "eps")]:
+        with pytest.raises(ValueError, match=msg):
+            report.write_report(run_dir, out, **{**setup["kwargs"], **extra})
     assert not out.exists()
 
     def boom(*_a: object, **_k: object) -> list[str]:
@@ -280,5 +296,5 @@ def test_failure_mid_build_leaves_no_report(setup: dict, tmp_path: Path,
 
     monkeypatch.setattr(report, "image_rows", boom)
     with pytest.raises(RuntimeError, match="image failure"):
-        report.main([*setup["args"], "-o", str(out)])
+        report.write_report(run_dir, out, **setup["kwargs"])
     assert list(out.iterdir()) == []  # tradeoff.png was staged, nothing moved in
