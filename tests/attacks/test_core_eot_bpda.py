@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advimage.attacks import BPDA, EOT, PGD, Attack, CarliniWagnerL2, list_attacks
-from advimage.attacks.loop import input_gradient
+from advimage.attacks.loop import declares_deterministic, input_gradient
 from advimage.attacks.registry import create_attack
 
 
@@ -46,6 +46,41 @@ def test_input_gradient_averages_passes() -> None:
     assert not torch.allclose(singles[0][0], singles[1][0])  # the passes really differ
     with pytest.raises(ValueError, match="eot"):
         input_gradient(model, x, objective, eot=0)
+
+
+class Counting(nn.Module):
+    """Counts forward passes; ``is_randomized`` set only when ``declared`` is not None."""
+
+    def __init__(self, inner: nn.Module, declared: bool | None = None) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+        if declared is not None:
+            self.is_randomized = declared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_eot_takes_one_pass_only_on_a_declared_deterministic_model() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    x, y = torch.rand(6, 1, 4, 4), torch.arange(6) % 5
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(z, y, reduction="none")
+
+    want = input_gradient(net, x, objective, eot=1)
+    declared = Counting(net, declared=False)
+    got = input_gradient(declared, x, objective, eot=8)
+    assert declared.calls == 1 and declares_deterministic(declared)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    # undeclared, declared random, or hiding a random submodule: every pass runs
+    random_inside = Counting(Counting(net, declared=True), declared=False)
+    for model in (Counting(net), Counting(net, declared=True), random_inside):
+        input_gradient(model, x, objective, eot=8)
+        assert model.calls == 8 and not declares_deterministic(model)
+    assert not declares_deterministic(lambda z: z)  # a plain callable declares nothing
 
 
 def test_eot_one_equals_plain_attack_and_is_reproducible(trained_digits) -> None:

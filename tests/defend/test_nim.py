@@ -149,13 +149,22 @@ def test_de3_shape_randomness_and_seed(tmp_path) -> None:
     assert flags["is_randomized"] and flags["is_differentiable"] and not flags["uses_bpda"]
     seeded = _defense(tmp_path, sigma_test=40.0, noise_seed=7)
     seeded.load_state_dict(d.state_dict())
+    assert not defense_flags(seeded)["is_randomized"]  # a fixed draw: deterministic
     with torch.no_grad():
         assert torch.equal(seeded(x), seeded(x))
-        n = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+        # one (C, H, W) draw shared by every image, made on the CPU from the seed
+        n = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(7))
         d.set_noise(n)
+        assert not d.is_randomized
         assert torch.allclose(d(x), seeded(x), atol=1e-6)
+        # each image keeps its draw whichever images share its batch (attacks drop finished ones)
+        torch.testing.assert_close(seeded(x[[3, 1]]), seeded(x)[[3, 1]], atol=1e-6, rtol=0)
         d.set_noise(None)
+        assert d.is_randomized
         assert not torch.allclose(d(x), seeded(x))
+        seeded.noise_seed = 8  # a new seed, a new draw
+        assert not torch.allclose(seeded(x), d.classifier(d.nim.reconstruct(
+            d.nim.add_noise(x, 40.0, n), x).clamp(0, 1)), atol=1e-6)
     xg = x.clone().requires_grad_(True)
     seeded(xg).sum().backward()
     assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
@@ -164,6 +173,7 @@ def test_de3_shape_randomness_and_seed(tmp_path) -> None:
 def test_sigma_zero_is_deterministic(tmp_path) -> None:
     x = _digits(4)
     d = _defense(tmp_path, sigma_test=0)
+    assert not d.is_randomized  # no noise at all: EOT has nothing to average
     with torch.no_grad():
         assert torch.equal(d(x), d(x))
         ref = d.nim.reconstruct(x, x).clamp(0, 1)

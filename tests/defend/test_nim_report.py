@@ -258,26 +258,26 @@ def test_bad_inputs_raise_clear_error(setup: dict, tmp_path: Path) -> None:
 
 
 def test_image_stack_uses_the_defense_draw(setup: dict) -> None:
-    """Known noise: the reconstruction row equals the defense's own output on the run's first
-    batch (20 images, noise_seed 1), computed here independently through De3Defense."""
+    """Known noise: the reconstruction row equals the defense's own output on the evaluation's
+    images (noise_seed 1: one CPU draw shared by every image), computed here independently."""
     run = load_run(setup["root"] / "run")
     d = next(x for x in run.defenses if x.label == "nim-70-known")
     batch = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     adv = batch.flip(0)
-    rows = image_stack(run, d, batch[:3], adv[:3])
+    rows = image_stack(d, batch[:3], adv[:3])
     assert len(rows) == 6 and all(r.shape == (3, 3, 32, 32) for r in rows)
     defense = De3Defense(load_nim(setup["ckpt"]["nim"]), nn.Identity(), sigma_test=70.0,
                          noise_seed=1)
     with torch.no_grad():
         want, want_adv = defense.purify(batch)[:3], defense.purify(adv)[:3]
-        noise = torch.randn(batch.shape, generator=torch.Generator().manual_seed(1))[:3]
+    noise = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))  # (C, H, W)
     torch.testing.assert_close(rows[2], want, atol=1e-5, rtol=0)
     torch.testing.assert_close(rows[5], want_adv, atol=1e-5, rtol=0)
     torch.testing.assert_close(rows[1], (batch[:3] + 70 / 255 * noise).clamp(0, 1))
     assert torch.equal(rows[0], batch[:3]) and torch.equal(rows[3], adv[:3])
     # noise unknown: a fixed generator, so the picture is the same on every build
     u = next(x for x in run.defenses if x.label == "nim-70")
-    first, second = (image_stack(run, u, batch[:3], adv[:3])[1] for _ in range(2))
+    first, second = (image_stack(u, batch[:3], adv[:3])[1] for _ in range(2))
     assert torch.equal(first, second) and not torch.equal(first, rows[1])
 
 

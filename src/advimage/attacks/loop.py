@@ -11,7 +11,9 @@ Adversarial Attacks", written once with the practical details every iterative at
 * restarts run only on samples not yet fooled and keep, per sample, the best result
   (successful, else highest loss);
 * Expectation over Transformation (Athalye et al., 2018): ``eot > 1`` averages the input
-  gradient over that many passes, for randomized models;
+  gradient over that many passes, for randomized models; a model that *declares* itself
+  deterministic (``is_randomized`` False on the model and True on none of its submodules, e.g.
+  a noise defense at sigma 0 or with its draw fixed) gets one pass, the same gradient;
 * memory grows with the batch only; no iterate history is kept.
 
 Subclasses customise the hooks :meth:`init`, :meth:`init_state`, :meth:`loss_fn`,
@@ -31,12 +33,25 @@ from torch import Tensor
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import get_loss, is_success
 
-__all__ = ["SCHEDULES", "IterativeAttack", "input_gradient"]
+__all__ = ["SCHEDULES", "IterativeAttack", "declares_deterministic", "input_gradient"]
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 # "step" schedule: multiply the step size by this factor at each milestone (fractions of steps).
 _STEP_DECAY = 0.1
 _STEP_MILESTONES = (0.5, 0.75)
+
+
+def declares_deterministic(model: Model) -> bool:
+    """True only if ``model`` says ``is_randomized`` is False and no submodule says True.
+
+    Models that declare nothing count as possibly random: only an explicit declaration lets EOT
+    skip its repeated passes, so an undeclared random model is never attacked with fewer draws.
+    """
+    if getattr(model, "is_randomized", None) is not False:
+        return False
+    if isinstance(model, torch.nn.Module):
+        return not any(getattr(m, "is_randomized", False) is True for m in model.modules())
+    return True
 
 
 def input_gradient(
@@ -50,9 +65,12 @@ def input_gradient(
 
     Returns:
         ``(grad (B, ...), loss (B,), logits (B, K))``, all detached; loss and logits are the
-        means over the ``eot`` passes.
+        means over the ``eot`` passes (one pass for a model that declares itself deterministic,
+        see :func:`declares_deterministic`).
     """
     check_positive_int(eot, "eot")
+    if eot > 1 and declares_deterministic(model):
+        eot = 1  # every pass would give the same gradient
     grad_sum = loss_sum = logits_sum = None
     for _ in range(eot):
         xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch

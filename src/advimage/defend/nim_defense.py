@@ -5,8 +5,9 @@ The input ``x`` gets fresh Gaussian noise ``x + (sigma_test / 255) n``; the NIM 
 reconstructs it (un-normalizing its per-patch predictions with the patch statistics of ``x``
 itself, as the official code does), the result is clamped to [0, 1] and classified. The fresh
 noise makes the defense randomized (attack it with EOT); every step is differentiable. For the
-"noise known to the attacker" setting the draw can be fixed with ``noise_seed`` (the same
-draw at every call) or :meth:`De3Defense.set_noise`.
+"noise known to the attacker" setting the draw can be fixed with ``noise_seed`` (one draw, the
+same for every image and call) or :meth:`De3Defense.set_noise`; the defense then declares itself
+deterministic (``is_randomized`` False), as it does at ``sigma_test = 0``.
 
 The harness defense ``nim`` (options ``path``, ``sigma_test``, ``noise_seed``) wraps the run's
 classifier with a checkpoint written by :func:`advimage.defend.nim_train.pretrain`.
@@ -49,12 +50,13 @@ class De3Defense(nn.Module):
             gives the masked-image-modeling baseline of the paper's NIM-vs-MIM comparison.
         classifier: images in [0, 1] -> logits.
         sigma_test: test-time noise level on the 0-255 scale (0 gives a deterministic model).
-        noise_seed: if set, every call uses the same draw ``n`` from a generator with this seed
-            (the same draw for the same batch shape: the "noise known to the attacker" setting).
-            ``is_randomized`` stays True either way, so the harness still asks for EOT.
+        noise_seed: if set, every image of every call gets the same draw ``n`` (C, H, W), made
+            on the CPU by a generator with this seed (so the same on every device, and
+            independent of which images share a batch: an attack that drops finished images
+            from its batch still sees each image's exact noise). This is the "noise known to
+            the attacker" setting; the defense is then deterministic.
     """
 
-    is_randomized = True
     is_differentiable = True
     uses_bpda = False
 
@@ -71,6 +73,13 @@ class De3Defense(nn.Module):
         self.sigma_test = sigma_test
         self.noise_seed = noise_seed
         self._noise: Tensor | None = None
+        self._seeded: tuple[int, Tensor] | None = None  # (seed, its (C, H, W) draw)
+
+    @property
+    def is_randomized(self) -> bool:
+        """True while each call draws fresh noise (sigma_test > 0 and no fixed draw), so that
+        evaluation demands EOT; a fixed draw or sigma_test = 0 makes the defense deterministic."""
+        return self.sigma_test > 0 and self.noise_seed is None and self._noise is None
 
     @property
     def sigma_test(self) -> float:
@@ -99,8 +108,11 @@ class De3Defense(nn.Module):
                                  f"{x.shape[0]} images")
             return self._noise.to(dtype=x.dtype, device=x.device).expand_as(x)
         if self.noise_seed is not None:
-            gen = torch.Generator(device=x.device).manual_seed(self.noise_seed)
-            return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+            if self._seeded is None or self._seeded[0] != self.noise_seed:
+                shape = (self.nim.config.in_channels, *self.nim.config.image_size)  # (C, H, W)
+                gen = torch.Generator().manual_seed(self.noise_seed)
+                self._seeded = (self.noise_seed, torch.randn(shape, generator=gen))
+            return self._seeded[1].to(dtype=x.dtype, device=x.device).expand_as(x)
         return torch.randn_like(x)
 
     def purify(self, x: Tensor) -> Tensor:

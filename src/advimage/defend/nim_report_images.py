@@ -19,7 +19,7 @@ from torch import nn
 
 from advimage.defend.nim_defense import De3Defense
 from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_report_run import Attack, Defense, Run, read_json, series
+from advimage.defend.nim_report_run import Attack, Defense, Run, series
 from advimage.eval.plots import label_axes, save_png, subplots
 
 __all__ = ["CELL_IN", "IMG_DPI", "REPORT_NOISE_SEED", "Curve", "image_defaults", "image_rows",
@@ -52,16 +52,16 @@ def image_defaults(run: Run) -> list[Defense]:
     return picks
 
 
-def image_stack(run: Run, d: Defense, x: torch.Tensor, x_adv: torch.Tensor) -> list[torch.Tensor]:
+def image_stack(d: Defense, x: torch.Tensor, x_adv: torch.Tensor) -> list[torch.Tensor]:
     """Input, noised input (clamped for display), reconstruction, for ``x`` then ``x_adv``.
 
-    The noise is the defense's own draw for the run's first batch (the stored examples are its
-    first images): ``noise_seed`` when the defense has one (the exact draw of a CPU run), else a
-    generator seeded with REPORT_NOISE_SEED; the same draw for both images. Reconstruction
-    through :meth:`De3Defense.purify` (noise, ``reconstruct(noised, reference)``, clamp).
+    The noise is the defense's own draw when it has a ``noise_seed`` (one (C, H, W) draw made on
+    the CPU and shared by every image: exactly what the evaluation used, on any device), else the
+    draw of seed REPORT_NOISE_SEED standing in for the evaluation's fresh ones; the same draw for
+    both images. Reconstruction through :meth:`De3Defense.purify` (noise,
+    ``reconstruct(noised, reference)``, clamp).
 
     Args:
-        run: the harness run (its config gives the first batch's size).
         d: a De^3 defense of the run (``d.mode`` set).
         x: clean example images, (N, C, H, W) in [0, 1].
         x_adv: their adversarial versions, same shape.
@@ -71,15 +71,10 @@ def image_stack(run: Run, d: Defense, x: torch.Tensor, x_adv: torch.Tensor) -> l
     """
     if d.path is None or d.sigma is None:
         raise ValueError(f"defense {d.label!r} is not a De^3 defense")
-    n = x.shape[0]
     nim = load_nim(d.path)
     seed = REPORT_NOISE_SEED if d.seed is None else d.seed
     defense = De3Defense(nim, nn.Identity(), sigma_test=d.sigma, noise_seed=seed)
-    data = run.config.get("data") or {}
-    sizes = [int(v) for v in (data.get("batch_size"), data.get("limit")) if v]
-    b0 = max(min(sizes), n) if sizes else n  # images in the run's first batch
-    noise = defense.draw_noise(torch.zeros(b0, *x.shape[1:]))[:n]  # (N, C, H, W)
-    defense.set_noise(noise)
+    noise = defense.draw_noise(x)  # (N, C, H, W): the seed's one draw, shared by every image
     rows = []
     with torch.no_grad():
         for img in (x, x_adv):
@@ -99,7 +94,7 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
         return [f"No {att.title} examples stored for {d.label}.", ""]
     n = min(n_max, ex["x"].shape[0])
     x, x_adv = ex["x"][:n].float(), ex[adv_key][:n].float()  # (N, C, H, W) each
-    rows = image_stack(run, d, x, x_adv)
+    rows = image_stack(d, x, x_adv)
     names = ["input", f"noised (sigma {d.sigma:g})", "reconstruction",
              f"adversarial ({att.title})", "adv. noised", "adv. reconstruction"]
     classes = _classes(run)
@@ -124,15 +119,11 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
     fig.suptitle(f"{d.label}: {mode} autoencoder, sigma_test {d.sigma:g}", fontsize=7)
     name = f"images-{d.label}.png"
     save_png(fig, out / name, dpi=IMG_DPI)
-    device = read_json(run.path / "run.json").get("device") if (run.path / "run.json").exists() \
-        else None
-    src = (f"the defense's own seeded draw (noise_seed {d.seed})" if d.seed is not None else
-           f"a fixed CPU generator (seed {REPORT_NOISE_SEED}) standing in for the evaluation's "
-           "fresh draws")
-    exact = "" if d.seed is None or device == "cpu" else \
-        f" (the run used device {device!r}: its generator's draw differs from this CPU one)"
+    src = (f"the defense's own seeded draw (noise_seed {d.seed}), the evaluation's exact noise"
+           if d.seed is not None else
+           f"a fixed draw (seed {REPORT_NOISE_SEED}) standing in for the evaluation's fresh ones")
     return [f"![{d.label}]({name})", "",
-            f"{d.label}: the first {n} stored example image(s); noise from {src}{exact}, the "
+            f"{d.label}: the first {n} stored example image(s); noise from {src}, the "
             "same draw for the clean and the adversarial image; reconstructions through the "
             "library's De3Defense.purify (clamped to [0, 1]), noised inputs clamped for display. "
             "Predictions are the evaluation's.", ""]

@@ -108,13 +108,15 @@ class DefendedModel(nn.Module):
     Args:
         model: the classifier (images in [0, 1] -> logits).
         transform: input preprocessing, images -> images of the same shape.
-        is_randomized: the transform draws random numbers (attack with EOT).
+        is_randomized: the transform draws random numbers (attack with EOT); None (the
+            default) leaves it undeclared: the checks treat it as deterministic, but EOT still
+            runs every pass it is asked for (only an explicit False lets it take one).
         is_differentiable: the transform passes useful gradients.
         uses_bpda: gradients flow through a BPDA surrogate of the transform.
     """
 
     def __init__(self, model: nn.Module, transform: Callable[[Tensor], Tensor], *,
-                 is_randomized: bool = False, is_differentiable: bool = True,
+                 is_randomized: bool | None = None, is_differentiable: bool = True,
                  uses_bpda: bool = False) -> None:
         super().__init__()
         self.model = model
@@ -151,7 +153,8 @@ def _quantize(model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
         return torch.round(x * levels) / levels  # (B, C, H, W), 2**bits grey levels
 
     transform: Callable[[Tensor], Tensor] = BPDA(squeeze) if o["bpda"] else squeeze
-    return DefendedModel(model, transform, is_differentiable=False, uses_bpda=bool(o["bpda"]))
+    return DefendedModel(model, transform, is_randomized=False, is_differentiable=False,
+                         uses_bpda=bool(o["bpda"]))
 
 
 @register_defense("gaussian-noise")
