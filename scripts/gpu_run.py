@@ -270,9 +270,12 @@ def main() -> int:
             "--kd", i / f"kd-{aug}/model.safetensors",
             "--independent", i / "independent/model.safetensors", *probe,
             "--out", W / f"transfer/inv-{aug}"]))
-    if "vgg19" in groups:
+    if "vgg19" in groups:  # the committed config points at the CPU-trained model: use this one
+        cfg = Path("configs/detection-vgg19-gpu.yaml")
+        cfg.write_text(Path("configs/detection-vgg19.yaml").read_text()
+                       .replace("../runs/cpu-vgg19/vgg19/", f"../{W}/vgg19/"))
         evals["detection-vgg19"] = start("detection-vgg19", q([
-            PY, "-m", "advimage", "eval", "detection", "--config", "configs/detection-vgg19.yaml",
+            PY, "-m", "advimage", "eval", "detection", "--config", cfg,
             "--out", W / "detection-vgg19"]))
     if "nim" in groups:
         cfg = "configs/nim-cifar10.yaml"
