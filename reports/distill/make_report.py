@@ -86,7 +86,8 @@ def _gap(a: list[float | None], b: list[float | None]) -> list[float | None]:
 def _bars(path: Path, cats: list[str], series: dict[str, list[list[float | None]]], title: str,
           ylabel: str, hline: float | None = None) -> None:
     """Grouped bars (mean, error bar = sample std over seeds) in percent."""
-    fig, ax = subplots(figsize=(max(5.0, 1.4 * len(cats) * max(1, len(series)) / 2), 3.6))
+    bars = len(cats) * max(1, len(series))
+    fig, ax = subplots(figsize=(min(14.0, max(5.0, 0.3 * bars)), 3.6))  # inches; 0.3 per bar
     width = 0.8 / max(1, len(series))
     for j, (name, per_cat) in enumerate(series.items()):
         stats = [_stats(v) for v in per_cat]
