@@ -1,13 +1,14 @@
 """Tables and ROC PNGs of a finished (or partial) `advimage eval detection` run.
 
-Usage: python reports/detection/make_report.py RUN_DIR [SUFFIX]: writes tables[-SUFFIX].md and,
-without a suffix, the ROC PNGs of the attacks in PLOTS here.
+Usage: python reports/detection/make_report.py RUN_DIR [SUFFIX] [--no-plots]: writes
+tables[-SUFFIX].md and the ROC PNGs roc[-SUFFIX]-ATTACK.png of the attacks in PLOTS here
+(``--no-plots``: tables only, for a second calibration of the same adversarial images).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ PLOTS = ("gray-pgd@0.03137", "gray-cw@0.1", "pgd-untargeted@0.03137", "white-pgd
          "white-cw@0.03137", "adaptive@0.03137")
 
 
-def main(run: Path, suffix: str = "") -> None:
+def main(run: Path, suffix: str = "", plots: bool = True) -> None:
     res = json.loads((run / "results.json").read_text())
     cal = torch.load(run / "calibration.pt", weights_only=True)
     clean = torch.load(run / "clean.pt", weights_only=True)
@@ -41,7 +42,7 @@ def main(run: Path, suffix: str = "") -> None:
                      if x["criterion"] == crit]
             lines.append(md_row([name, f"{r['success_rate']:.3f}", r["n_success"], crit, *cells,
                                  f"{r['auc'][crit]:.3f}"]))
-        if suffix or name not in PLOTS:
+        if not plots or name not in PLOTS:
             continue
         rec = torch.load(run / f"attack-{name}.pt", weights_only=True)
         y = clean["y"]
@@ -50,10 +51,16 @@ def main(run: Path, suffix: str = "") -> None:
         curves = roc_curves(calib, clean_s, adv)
         fig, _ = roc_figure({k: (c, a) for k, (c, a) in curves.items()}, f"ROC, {name}")
         # roc_figure already laid the figure out; save_png also closes it (one per attack)
-        save_png(fig, HERE / f"roc-{name.replace('@', '-')}.png", dpi=70, tight=False)
+        stem = f"roc-{suffix}-" if suffix else "roc-"
+        save_png(fig, HERE / f"{stem}{name.replace('@', '-')}.png", dpi=70, tight=False)
     name = f"tables-{suffix}.md" if suffix else "tables.md"
     (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="run folder of advimage eval detection")
+    ap.add_argument("suffix", nargs="?", default="", help="tables-SUFFIX.md, roc-SUFFIX-*.png")
+    ap.add_argument("--no-plots", action="store_true", help="tables only")
+    a = ap.parse_args()
+    main(a.run, a.suffix, plots=not a.no_plots)
