@@ -77,7 +77,9 @@ def test_eot_takes_one_pass_only_on_a_declared_deterministic_model() -> None:
         torch.testing.assert_close(a, b)
     # undeclared, declared random, or hiding a random submodule: every pass runs
     random_inside = Counting(Counting(net, declared=True), declared=False)
-    for model in (Counting(net), Counting(net, declared=True), random_inside):
+    undeclared_inside = Counting(Counting(net, declared=None), declared=False)
+    undeclared_inside.inner.is_randomized = None  # a nested wrapper left undeclared
+    for model in (Counting(net), Counting(net, declared=True), random_inside, undeclared_inside):
         input_gradient(model, x, objective, eot=8)
         assert model.calls == 8 and not declares_deterministic(model)
     assert not declares_deterministic(lambda z: z)  # a plain callable declares nothing

@@ -42,7 +42,8 @@ _STEP_MILESTONES = (0.5, 0.75)
 
 
 def declares_deterministic(model: Model) -> bool:
-    """True only if ``model`` says ``is_randomized`` is False and no submodule says True.
+    """True only if ``model`` says ``is_randomized`` is False and so does every submodule that
+    carries the attribute (a nested wrapper left undeclared, ``None``, counts as random).
 
     Models that declare nothing count as possibly random: only an explicit declaration lets EOT
     skip its repeated passes, so an undeclared random model is never attacked with fewer draws.
@@ -50,7 +51,7 @@ def declares_deterministic(model: Model) -> bool:
     if getattr(model, "is_randomized", None) is not False:
         return False
     if isinstance(model, torch.nn.Module):
-        return not any(getattr(m, "is_randomized", False) is True for m in model.modules())
+        return all(getattr(m, "is_randomized", False) is False for m in model.modules())
     return True
 
 
