@@ -2,12 +2,15 @@
 Features: Noisy Image Modeling Provides Adversarial Defense").
 
 :func:`write_report` turns a folder written by ``advimage run`` into README.md (accuracy per
-defense and attack, the defenses' setup, the accuracy/robustness trade-off against sigma_test,
-the paper's claims beside the measured numbers, example images, training wall-clock, the
+defense and attack with the per-image worst case over the attacks of each budget, the defenses'
+setup, the accuracy/robustness trade-off against sigma_test, the paper's claims beside the
+measured numbers, example images, training wall-clock, the
 harness findings), tradeoff.png and images-<defense>.png. Baselines are the ``none`` rows of
-other runs (e.g. a PGD-adversarially-trained classifier). Every input is checked before anything
+other runs (e.g. a PGD-adversarially-trained classifier) on the same images under the same
+attacks. Every input is checked before anything
 is written, and the files are built in a staging folder, so a failure leaves no mixed report.
-The run's records live in :mod:`advimage.defend.nim_report_run`, the figures in
+The run's records live in :mod:`advimage.defend.nim_report_run`, the worst case in
+:mod:`advimage.defend.nim_report_worst`, the figures in
 :mod:`advimage.defend.nim_report_images`, the training table in
 :mod:`advimage.defend.nim_report_train`; ``reports/nim/make_report.py`` is the command line.
 """
@@ -32,6 +35,7 @@ from advimage.defend.nim_report_run import (
     Attack,
     Defense,
     Run,
+    check_baseline,
     diff,
     load_run,
     pct,
@@ -39,6 +43,7 @@ from advimage.defend.nim_report_run import (
     series,
 )
 from advimage.defend.nim_report_train import check_train, training
+from advimage.defend.nim_report_worst import with_worst, worst_for
 from advimage.eval.plots import eps_label, md_row, md_table
 
 __all__ = ["PAPER", "build", "claims", "findings", "main_table", "setup_table", "tradeoff",
@@ -52,9 +57,13 @@ PAPER = {
     "known": "Attacks with the noise known vs unknown to the attacker are compared in the "
              "paper's Fig. 3(a) (see configs/nim-cifar10.yaml).",
 }
+KNOWN = "one fixed (C, H, W) noise pattern shared by all images (a single noise realization)"
+
+
 def main_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
-    """Accuracy (%) per defense (baselines' ``none`` rows last) and attack, then the attacks."""
-    cols = run.attacks
+    """Accuracy (%) per defense (baselines' ``none`` rows last) and attack, a worst-case column
+    per budget, then the attacks."""
+    cols = [*run.attacks, *run.worst]
     lines = ["## Accuracy per defense and attack (%)", "",
              f"n = number of test images; {DASH} = not run.", "",
              *md_table(["defense", "n", "clean", *(a.title for a in cols)])]
@@ -69,8 +78,15 @@ def main_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
         lines.append(md_row([f"{name} (baseline)", *cells(b, "none")]))
     lines += ["", *md_table(["attack", "name", "norm", "eps", "steps", "restarts", "EOT", "kind"],
                             [[a.label, a.name, a.norm, eps_label(a.eps), a.steps, a.restarts,
-                              a.eot, a.kind] for a in cols]), ""]
-    return lines
+                              a.eot, a.kind] for a in run.attacks]), ""]
+    titles = {a.key: a.title for a in run.attacks}
+    lines += [f"- **{w.title}**: an image counts as robust only if it is robust under every "
+              f"attack above at that budget ({', '.join(titles[k] for k in w.parts)}); the "
+              "unbounded check is left out." for w in run.worst]
+    if any(a.eot > 1 for a in run.attacks):
+        lines.append("- EOT on a deterministic defense (sigma_test 0, noise known): one pass per "
+                     "step, i.e. the attack without EOT (the same result).")
+    return [*lines, ""]
 
 
 def setup_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
@@ -81,7 +97,8 @@ def setup_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
             rows.append([d.label, "undefended" if d.label == "none" else d.label, DASH, DASH,
                          DASH, DASH])
             continue
-        noise = "unknown (fresh draw)" if d.seed is None else f"known (seed {d.seed})"
+        noise = ("no noise" if d.sigma == 0 else "unknown (fresh draw)" if d.seed is None
+                 else f"known (noise_seed {d.seed}): {KNOWN}")
         rows.append([d.label, f"De^3, {d.mode.upper()} autoencoder", f"{d.sigma:g}", noise,
                      f"`{d.path}`", f"`{d.classifier}`" if d.classifier else "run's model"])
     rows += [[f"{n} (baseline)", "undefended model of another run", DASH, DASH, DASH,
@@ -96,18 +113,23 @@ def tradeoff(run: Run, baselines: Mapping[str, Run], out: Path, spec: str | None
     """Accuracy vs sigma_test per De^3 group (table and ``out``/tradeoff.png).
 
     ``spec`` is the robust column's attack (``LABEL@EPS``, None: :func:`pick_attack`'s
-    default); the EOT variant of it, if run, adds a column per noise-unknown group.
+    default); the EOT variant of it, if run, adds a column per noise-unknown group, the
+    worst case at its budget one per group.
     """
     att, eot = pick_attack(run, spec)
+    worst = worst_for(run, att)
     groups = series(run)
     lines = ["## Trade-off: accuracy vs sigma_test", ""]
     if not groups:
         return [*lines, "No De^3 defense in this run.", ""]
     lines += [f"Robust accuracy under **{att.title}** ({att.steps} steps, EOT {att.eot})"
               + (f"; EOT rows under **{eot.title}** (EOT {eot.eot})" if eot else "")
-              + ". Columns without \"noise known\": the attacker does not know the draw. A "
-              "known-noise line without its own sigma 0 starts at the noise-free row (no noise "
-              "to know).", ""]
+              + (f"; **{worst.title}**: per image, the worst of every attack at that budget"
+                 if worst else "")
+              + ". Columns without \"noise known\": the attacker does not know the draw. "
+              f"\"Noise known\": the attacker knows the defense's draw, {KNOWN}; EOT on it is "
+              "the attack without EOT, so it has no EOT column. A known-noise line without its "
+              "own sigma 0 starts at the noise-free row (no noise to know).", ""]
     curves: list[Curve] = []
     header, cols = ["sigma_test"], []
     for i, (g, pts) in enumerate(groups.items()):
@@ -123,36 +145,46 @@ def tradeoff(run: Run, baselines: Mapping[str, Run], out: Path, spec: str | None
                            {s: run.robust(d.label, eot.key) for s, d in pts.items()}))
             header.append(f"{g} {eot.title}")
             cols.append(curves[-1][3])
+        if worst is not None:
+            curves.append(("robust", f"{name}, worst case", i,
+                           {s: run.robust(d.label, worst.key) for s, d in pts.items()}))
+            header.append(f"{g} {worst.title}")
+            cols.append(curves[-1][3])
     sigmas = sorted({s for pts in groups.values() for s in pts})
     lines += md_table(header, [[f"{s:g}", *(pct(c.get(s)) for c in cols)] for s in sigmas])
     refs = [("undefended", run)] if any(d.label == "none" for d in run.defenses) else []
     refs += [(f"{n} (baseline)", b) for n, b in baselines.items()]
     lines += [""] + [f"- {n}: clean {pct(r.clean('none'))}, {att.title} "
-                     f"{pct(r.robust('none', att.key))}" for n, r in refs]
-    tradeoff_plot(curves, refs, att, out / "tradeoff.png")
+                     f"{pct(r.robust('none', att.key))}"
+                     + (f", {worst.title} {pct(r.robust('none', worst.key))}" if worst else "")
+                     for n, r in refs]
+    tradeoff_plot(curves, refs, att, worst, out / "tradeoff.png")
     return [*lines, "", "![trade-off](tradeoff.png)", ""]
 
 
 def claims(run: Run, baselines: Mapping[str, Run], spec: str | None) -> list[str]:
     """The paper's three claims beside the run: (a) NIM vs MIM, (b) best NIM vs the baselines
-    (adversarial training), (c) noise known vs unknown to the attacker."""
+    (adversarial training), (c) noise known vs unknown to the attacker; each under the chosen
+    attack, its EOT version (when run) and the worst case at its budget."""
     att, eot = pick_attack(run, spec)
+    cols = [a for a in (att, eot, worst_for(run, att)) if a is not None]
     s = series(run)
     nim, mim = s.get("NIM", {}), s.get("MIM", {})
     known = s.get("NIM, noise known", {})
 
-    def rob(d: Defense, a: Attack = att) -> float | None:
+    def rob(d: Defense, a: Attack) -> float | None:
         return run.robust(d.label, a.key)
 
-    lines = ["## Claims beside the paper", "", f"Robust accuracy under {att.title}, in %; "
-             "differences in percentage points.", "",
+    lines = ["## Claims beside the paper", "", "Robust accuracy under "
+             + ", ".join(a.title for a in cols) + ", in %; differences in percentage points.", "",
              "**(a) NIM vs MIM** (same sigma_test, noise unknown). Paper: " + PAPER["mim"], "",
-             *md_table(["sigma_test", "NIM", "MIM", "NIM - MIM"],
-                       [[f"{x:g}", pct(rob(nim[x])), pct(rob(mim[x])),
-                         diff(rob(nim[x]), rob(mim[x]))] for x in sorted(set(nim) & set(mim))]),
+             *md_table(["attack", "sigma_test", "NIM", "MIM", "NIM - MIM"],
+                       [[a.title, f"{x:g}", pct(rob(nim[x], a)), pct(rob(mim[x], a)),
+                         diff(rob(nim[x], a), rob(mim[x], a))]
+                        for a in cols for x in sorted(set(nim) & set(mim))]),
              "", "**(b) Best NIM vs adversarial training.** Paper: " + PAPER["at"], ""]
     rows = []
-    for a in [att, *([eot] if eot else [])]:
+    for a in cols:
         scored = [d for d in nim.values() if rob(d, a) is not None]
         if not scored:
             continue
@@ -166,14 +198,14 @@ def claims(run: Run, baselines: Mapping[str, Run], spec: str | None) -> list[str
                        "robust diff", "clean diff"], rows)
     if not baselines:
         lines.append("(no --baseline given)")
-    lines += ["", "**(c) Noise known vs unknown to the attacker** (NIM). Paper: "
-              + PAPER["known"], "",
-              *md_table(["sigma_test", "unknown", "known", "known - unknown", "clean unknown",
-                         "clean known"],
-                        [[f"{x:g}", pct(rob(nim[x])), pct(rob(known[x])),
-                          diff(rob(known[x]), rob(nim[x])), pct(run.clean(nim[x].label)),
-                          pct(run.clean(known[x].label))]
-                         for x in sorted(set(nim) & set(known)) if known[x] is not nim[x]]), ""]
+    pts = [x for x in sorted(set(nim) & set(known)) if known[x] is not nim[x]]
+    lines += ["", f"**(c) Noise known vs unknown to the attacker** (NIM; known: {KNOWN}). "
+              "Paper: " + PAPER["known"], "",
+              *md_table(["attack", "sigma_test", "unknown", "known", "known - unknown",
+                         "clean unknown", "clean known"],
+                        [[a.title, f"{x:g}", pct(rob(nim[x], a)), pct(rob(known[x], a)),
+                          diff(rob(known[x], a), rob(nim[x], a)), pct(run.clean(nim[x].label)),
+                          pct(run.clean(known[x].label))] for a in cols for x in pts]), ""]
     return lines
 
 
@@ -215,7 +247,8 @@ def write_report(run_dir: Path, out: Path, *, baselines: Mapping[str, Path] | No
     Args:
         run_dir: the harness run (``advimage run --out``).
         out: report folder (created; files of the same names are replaced).
-        baselines: ``{name: run folder}`` whose ``none`` (undefended) rows are baselines.
+        baselines: ``{name: run folder}`` whose ``none`` (undefended) rows are baselines;
+            each must have the run's data section and attack settings (:func:`check_baseline`).
         trains: ``{name: folder}`` of NIM/MIM pretraining or classifier training runs.
         preface: markdown put first.
         attack: trade-off/claims attack ``LABEL@EPS`` (None: strongest PGD at 8/255).
@@ -224,19 +257,24 @@ def write_report(run_dir: Path, out: Path, *, baselines: Mapping[str, Path] | No
         n_images: example images per image grid (>= 1).
 
     Raises:
-        ValueError: one line, on any bad input, before anything is written.
+        ValueError: one line, on any bad input (also: samples.csv missing, two defenses at one
+            trade-off point, a baseline on other images or attacks), before anything is written.
     """
     if n_images < 1:
         raise ValueError(f"--images must be >= 1, got {n_images}")
-    run = load_run(run_dir)
-    base = {n: load_run(d, checkpoints=False) for n, d in (baselines or {}).items()}
-    for n, b in base.items():
+    run = with_worst(load_run(run_dir))
+    series(run)  # two defenses at one trade-off point raise here
+    att, _ = pick_attack(run, attack)
+    base = {}
+    for n, d in (baselines or {}).items():
+        b = load_run(d, checkpoints=False)
         if b.clean("none") is None:
             raise ValueError(f"--baseline {n}={b.path}: the run has no 'none' (undefended) rows")
+        check_baseline(run, b, n, [att])
+        base[n] = with_worst(b, run.worst)  # the worst over the run's attacks
     train_dirs = dict(trains or {})
     for n, d in train_dirs.items():
         check_train(n, d)
-    att, _ = pick_attack(run, attack)
     by_label = {d.label: d for d in run.defenses}
     if image_defenses:
         bad = [x for x in image_defenses if by_label.get(x, Defense(x)).mode is None]

@@ -6,11 +6,15 @@ noised input and the NIM/MIM reconstruction, for the clean and the adversarial i
 defense's own noise draw (:func:`image_stack`, through :meth:`De3Defense.purify`). The trade-off
 plot draws clean and robust accuracy against sigma_test, the paper's tunable knob. matplotlib is
 imported on first use through :mod:`advimage.eval.plots`; PNGs are byte-identical on rebuild.
+A seeded draw is the evaluation's exact noise only for runs made under the current noise scheme
+(commit NOISE_SCHEME, :func:`exact_noise`); older ones get a stand-in.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import torch
@@ -22,9 +26,12 @@ from advimage.defend.nim_io import load_nim
 from advimage.defend.nim_report_run import Attack, Defense, Run, series
 from advimage.eval.plots import label_axes, save_png, subplots
 
-__all__ = ["CELL_IN", "IMG_DPI", "REPORT_NOISE_SEED", "Curve", "image_defaults", "image_rows",
-           "image_stack", "tradeoff_plot"]
+__all__ = ["CELL_IN", "IMG_DPI", "NOISE_SCHEME", "REPORT_NOISE_SEED", "Curve", "exact_noise",
+           "image_defaults", "image_rows", "image_stack", "tradeoff_plot"]
 
+# commit since which a noise_seed is one CPU (C, H, W) draw shared by every image (before: one
+# per batch shape), so the report redraws exactly the evaluation's noise only for later runs
+NOISE_SCHEME = "0a5754b"
 REPORT_NOISE_SEED = 0  # generator seed of the image rows' draw when the defense has no noise_seed
 CELL_IN = 1.25  # inches per image cell of images-<defense>.png
 IMG_DPI = 100  # dots per inch of images-<defense>.png: CELL_IN * IMG_DPI = 125 px per cell
@@ -40,6 +47,26 @@ def _classes(run: Run) -> list[str] | None:
     if model.name and side.exists():
         return json.loads(side.read_text(encoding="utf-8")).get("classes")
     return None
+
+
+def exact_noise(run: Run) -> bool:
+    """True when run.json's git_hash is a clean commit descending from NOISE_SCHEME.
+
+    A "-dirty" tree, an unknown or missing hash, or no git to ask all give False (stand-in).
+    """
+    try:
+        h = json.loads((run.path / "run.json").read_text(encoding="utf-8")).get("git_hash")
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{7,40}", h):
+        return False
+    try:  # asked in the repository holding this module (exit 0: ancestor, 1: not, 128: unknown)
+        done = subprocess.run(["git", "merge-base", "--is-ancestor", NOISE_SCHEME, h],
+                              cwd=Path(__file__).resolve().parent, capture_output=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def image_defaults(run: Run) -> list[Defense]:
@@ -119,24 +146,35 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
     fig.suptitle(f"{d.label}: {mode} autoencoder, sigma_test {d.sigma:g}", fontsize=7)
     name = f"images-{d.label}.png"
     save_png(fig, out / name, dpi=IMG_DPI)
-    src = (f"the defense's own seeded draw (noise_seed {d.seed}), the evaluation's exact noise"
-           if d.seed is not None else
-           f"a fixed draw (seed {REPORT_NOISE_SEED}) standing in for the evaluation's fresh ones")
+    if d.sigma == 0:
+        src = "none (sigma_test 0)"
+    elif d.seed is None:
+        src = f"a fixed draw (seed {REPORT_NOISE_SEED}) standing in for the evaluation's fresh ones"
+    else:
+        src = (f"the defense's own seeded draw (noise_seed {d.seed}: one fixed (C, H, W) pattern "
+               "shared by all images), ")
+        src += ("the evaluation's exact noise" if exact_noise(run) else
+                "a stand-in for the evaluation's draw (run.json's git_hash is not a clean "
+                f"descendant of {NOISE_SCHEME}, the current noise scheme)")
+    same = "" if d.sigma == 0 else ", the same draw for the clean and the adversarial image"
     return [f"![{d.label}]({name})", "",
-            f"{d.label}: the first {n} stored example image(s); noise from {src}, the "
-            "same draw for the clean and the adversarial image; reconstructions through the "
+            f"{d.label}: the first {n} stored example image(s); noise: {src}{same}; "
+            "reconstructions through the "
             "library's De3Defense.purify (clamped to [0, 1]), noised inputs clamped for display. "
             "Predictions are the evaluation's.", ""]
 
 
 def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
-                  path: Path) -> None:
+                  worst: Attack | None, path: Path) -> None:
     """Write the trade-off PNG: clean and robust accuracy (%) against sigma_test.
 
     Args:
-        curves: the De^3 lines; EOT lines (name containing "EOT") are dotted with squares.
-        refs: undefended references ``(name, run)``, dashed at their ``none`` accuracy.
+        curves: the De^3 lines; EOT lines (name containing "EOT") are dotted with squares,
+            worst-case lines (name ending in "worst case") dash-dotted with triangles.
+        refs: undefended references ``(name, run)``, dashed at their ``none`` accuracy
+            (and dash-dotted at their worst case).
         att: the robust panel's attack.
+        worst: the worst case at ``att``'s budget (None: not drawn for the references).
         path: the PNG to write.
     """
     fig, axes = subplots(1, 2, figsize=(10.0, 3.8), sharey=True)  # inches
@@ -144,15 +182,22 @@ def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
         for p, name, colour, pts in curves:
             xy = [(s, 100 * v) for s, v in pts.items() if v is not None and p == panel]
             if xy:
-                eot_line = "EOT" in name
-                ax.plot(*zip(*xy, strict=True), marker="s" if eot_line else "o", color=f"C{colour}",
-                        linestyle=":" if eot_line else "-", label=name)
+                style = ("^", "-.") if name.endswith("worst case") else \
+                    ("s", ":") if "EOT" in name else ("o", "-")  # (marker, line style)
+                ax.plot(*zip(*xy, strict=True), marker=style[0], color=f"C{colour}",
+                        linestyle=style[1], label=name)
         ax.set_ylim(-2, 102)
         for i, (n, r) in enumerate(refs):
-            v = r.clean("none") if panel == "clean" else r.robust("none", att.key)
-            if v is not None:
-                ax.axhline(100 * v, linestyle="--", linewidth=1, color=f"C{7 + i % 3}", label=n)
-        title = "clean accuracy" if panel == "clean" else f"robust accuracy, {att.title}"
+            hlines = [("--", n, r.clean("none") if panel == "clean" else r.robust("none", att.key))]
+            if panel == "robust" and worst is not None:
+                hlines.append(("-.", f"{n}, worst case", r.robust("none", worst.key)))
+            for ls, lab, v in hlines:
+                if v is not None:
+                    ax.axhline(100 * v, linestyle=ls, linewidth=1, color=f"C{7 + i % 3}", label=lab)
+        title = "clean accuracy" if panel == "clean" else f"robust accuracy, {att.title}" + (
+            f" (dash-dot: {worst.title})" if worst is not None else "")
         label_axes(ax, xlabel="sigma_test (0-255 scale)", ylabel="accuracy (%)", title=title,
-                   title_size=9, legend_size=7, grid=True)
-    save_png(fig, path, dpi=PLOT_DPI)
+                   title_size=9, legend_size=7 if panel == "clean" else None, grid=True)
+    # the robust panel has up to four lines per group: its legend goes right of the plot
+    axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    save_png(fig, path, dpi=PLOT_DPI, bbox="tight")

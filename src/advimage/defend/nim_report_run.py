@@ -5,7 +5,8 @@ A folder written by ``advimage run`` (results.json, config.json, examples/) beco
 :class:`Run` of :class:`Defense` and :class:`Attack` records. Each ``nim`` defense is described
 by its resolved options (sigma_test, noise_seed: "noise known to the attacker", the autoencoder
 path) and the autoencoder's sidecar ``<stem>.json`` (``config.mode``: NIM or the MIM baseline);
-labels are never parsed. Every problem is a one-line ``ValueError`` naming the file or flag, so
+labels are never parsed. :func:`check_baseline` makes sure a baseline run attacked the same
+images with the same attacks. Every problem is a one-line ``ValueError`` naming the file or flag, so
 the report can check all its inputs before it writes anything (:mod:`advimage.defend.nim_report`).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,14 @@ from advimage.defend.nim_defense import De3Defense
 from advimage.eval.plots import eps_label
 from advimage.validation import parse_fraction
 
-__all__ = ["DASH", "Attack", "Defense", "Run", "diff", "load_run", "parse_pairs", "pct",
-           "pick_attack", "read_json", "series"]
+__all__ = ["DASH", "WORST", "Attack", "Defense", "Run", "check_baseline", "diff", "load_run",
+           "parse_pairs", "pct", "pick_attack", "read_json", "series"]
 
 EPS_TOL = 1e-6  # eps values closer than this are the same budget
 DASH = "–"  # a table cell that was not run
+WORST = "worst-case"  # Attack.kind of a per-image worst case over several attacks
+ATTACK_FIELDS = ("name", "eps", "steps", "eot", "restarts", "norm")  # same in a baseline
+DATA_FIELDS = ("name", "split", "limit", "offset", "image_size")  # config "data": same images
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,12 @@ class Attack:
     restarts: int
     kind: str
     norm: str
+    parts: tuple[str, ...] = ()  # kind WORST: the keys of the attacks it takes the worst of
 
     @property
     def title(self) -> str:
-        """Column title: ``pgd 8/255``, or ``label (check)`` for an unbounded sanity attack."""
+        """Column title: ``pgd 8/255``, ``label (check)`` for an unbounded sanity attack,
+        ``worst case 8/255`` for a worst case."""
         if self.kind == "unbounded":
             return f"{self.label} (check)"
         return f"{self.label} {eps_label(self.eps)}"
@@ -73,6 +79,7 @@ class Run:
     config: dict[str, Any]
     defenses: list[Defense]
     attacks: list[Attack]
+    worst: list[Attack] = field(default_factory=list)  # worst-case columns (their rows in rows)
 
     def row(self, defense: str, key: str) -> dict[str, Any] | None:
         """The result row of ``defense`` under attack ``key``, or None when not run."""
@@ -208,17 +215,59 @@ def series(run: Run) -> dict[str, dict[float, Defense]]:
 
     Groups and sigmas are sorted; a known-noise group without its own sigma 0 gets the
     noise-free defense of its mode there (no noise at sigma 0: nothing to know).
+
+    Raises:
+        ValueError: two defenses share a (mode, noise known, sigma_test) point.
     """
     groups: dict[tuple[bool, bool], dict[float, Defense]] = {}
     for d in sorted(run.defenses, key=lambda d: d.sigma or 0.0):
-        if d.mode is not None and d.sigma is not None:
-            groups.setdefault((d.mode != "nim", d.seed is not None), {}).setdefault(d.sigma, d)
+        if d.mode is None or d.sigma is None:
+            continue
+        pts = groups.setdefault((d.mode != "nim", d.seed is not None), {})
+        if d.sigma in pts:  # e.g. two classifiers or two noise seeds at one sigma_test
+            noise = "unknown" if d.seed is None else "known"
+            raise ValueError(f"defenses {pts[d.sigma].label!r} and {d.label!r} are both "
+                             f"{d.mode.upper()}, noise {noise}, sigma_test {d.sigma:g}: the "
+                             "trade-off has one point per sigma (put the other in a run of its "
+                             "own)")
+        pts[d.sigma] = d
     for (mim, known), pts in groups.items():
         zero = groups.get((mim, False), {}).get(0.0)
         if known and 0.0 not in pts and zero is not None:
             pts[0.0] = zero
     return {("MIM" if mim else "NIM") + (", noise known" if known else ""): dict(sorted(v.items()))
             for (mim, known), v in sorted(groups.items())}
+
+
+def check_baseline(run: Run, base: Run, name: str, need: Sequence[Attack]) -> None:
+    """Check that baseline ``base`` attacked the images ``run`` did, with the same attacks.
+
+    Args:
+        run: the report's run.
+        base: a baseline run (only its ``none`` rows are compared).
+        name: the baseline's ``--baseline`` name.
+        need: attacks the baseline must have run (the trade-off's).
+
+    Raises:
+        ValueError: naming the first difference: a data field (DATA_FIELDS), a field
+            (ATTACK_FIELDS) of an attack key both runs have, or an attack of ``need`` missing.
+    """
+    flag = f"--baseline {name}={base.path}"
+    mine, theirs = run.config.get("data") or {}, base.config.get("data") or {}
+    for f in DATA_FIELDS:
+        if mine.get(f) != theirs.get(f):
+            raise ValueError(f"{flag}: data {f} is {theirs.get(f)!r}, the run's is "
+                             f"{mine.get(f)!r} (not the same images)")
+    ours = {a.key: a for a in run.attacks}
+    for b in base.attacks:
+        a = ours.get(b.key)
+        for f in ATTACK_FIELDS if a is not None else ():
+            x, y = getattr(a, f), getattr(b, f)
+            if abs(x - y) >= EPS_TOL if f == "eps" else x != y:
+                raise ValueError(f"{flag}: attack {b.key} has {f} {y!r}, the run's has {x!r}")
+    for a in need:
+        if base.row("none", a.key) is None:
+            raise ValueError(f"{flag}: no 'none' row under {a.key} (the trade-off's attack)")
 
 
 def parse_pairs(items: Sequence[str] | None, flag: str) -> dict[str, Path]:
