@@ -79,14 +79,17 @@ def with_worst(run: Run, cols: Sequence[Attack] | None = None) -> Run:
         column's attacks gets no row there (a dash in the tables, never a partial worst case).
 
     Raises:
-        ValueError: samples.csv is missing, disagrees with results.json, or covers different
-            images under two attacks of one defense.
+        ValueError: samples.csv is missing, disagrees with results.json (image count, robust
+            accuracy), or covers different images under two attacks of one defense.
     """
     cols = list(worst_columns(run) if cols is None else cols)
     samples = read_samples(run.path)
     where = run.path / "samples.csv"
     for (label, key), per in samples.items():
         r = run.row(label, key)
+        if r is not None and len(per) != r["n"]:
+            raise ValueError(f"{where}: {label} under {key} has {len(per)} images, results.json "
+                             f"{r['n']} (an incomplete run, or files of different runs?)")
         if r is not None and abs(sum(per.values()) / len(per) - r["robust_accuracy"]) > ACC_TOL:
             raise ValueError(f"{where}: {label} under {key} gives robust accuracy "
                              f"{sum(per.values()) / len(per):.4f}, results.json "
