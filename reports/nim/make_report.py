@@ -5,11 +5,13 @@ Usage: python reports/nim/make_report.py RUN_DIR -o reports/nim [--baseline LABE
        [--train NAME=DIR ...] [--preface preface.md] [--images N] [--attack LABEL@EPS]
        [--image-defense LABEL ...]
 
-RUN_DIR is a folder written by ``advimage run`` (results.json, config.json, examples/).
-``--baseline`` adds the ``none`` rows of other runs (e.g. a PGD-adversarially-trained
-classifier); ``--train`` adds wall-clock rows of NIM/MIM pretraining (``nim.json``) or classifier
-(``metrics.jsonl``) folders. Writes README.md, tradeoff.png and images-<defense>.png. Inputs are
-all checked before anything is written. The logic is :mod:`advimage.defend.nim_report`.
+RUN_DIR is a folder written by ``advimage run`` (results.json, config.json, samples.csv for the
+per-image worst case over the attacks of each budget, examples/). ``--baseline`` adds the
+``none`` rows of other runs (e.g. a PGD-adversarially-trained classifier), which must have
+RUN_DIR's data section and, for the attacks both ran, its attack settings; ``--train`` adds
+wall-clock rows of NIM/MIM pretraining (``nim.json``) or classifier (``metrics.jsonl``)
+folders. Writes README.md, tradeoff.png and images-<defense>.png. Inputs are all checked before
+anything is written. The logic is :mod:`advimage.defend.nim_report`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="harness run folder (results.json, config.json)")
     p.add_argument("-o", "--out", type=Path, default=Path(__file__).parent)
     p.add_argument("--baseline", action="append", metavar="LABEL=RUN_DIR",
-                   help="another run whose 'none' rows are a baseline (repeatable)")
+                   help="another run (same images, same attack settings) whose 'none' rows "
+                   "are a baseline (repeatable)")
     p.add_argument("--train", action="append", metavar="NAME=DIR",
                    help="training folder (nim.json or metrics.jsonl) for the wall-clock table")
     p.add_argument("--preface", type=Path, default=None, help="markdown put first")

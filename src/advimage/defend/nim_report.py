@@ -4,12 +4,11 @@ Features: Noisy Image Modeling Provides Adversarial Defense").
 :func:`write_report` turns a folder written by ``advimage run`` into README.md (accuracy per
 defense and attack with the per-image worst case over the attacks of each budget, the defenses'
 setup, the accuracy/robustness trade-off against sigma_test, the paper's claims beside the
-measured numbers, example images, training wall-clock, the
-harness findings), tradeoff.png and images-<defense>.png. Baselines are the ``none`` rows of
-other runs (e.g. a PGD-adversarially-trained classifier) on the same images under the same
-attacks. Every input is checked before anything
-is written, and the files are built in a staging folder, so a failure leaves no mixed report.
-The run's records live in :mod:`advimage.defend.nim_report_run`, the worst case in
+measured numbers, example images, training wall-clock, the harness findings), tradeoff.png and
+images-<defense>.png. Baselines are the ``none`` rows of other runs (e.g. a PGD-adversarially-
+trained classifier) on the same images under the same attacks. Every input is checked before
+anything is written, and the files are built in a staging folder, so a failure leaves no mixed
+report. The run's records live in :mod:`advimage.defend.nim_report_run`, the worst case in
 :mod:`advimage.defend.nim_report_worst`, the figures in
 :mod:`advimage.defend.nim_report_images`, the training table in
 :mod:`advimage.defend.nim_report_train`; ``reports/nim/make_report.py`` is the command line.
@@ -57,6 +56,7 @@ PAPER = {
     "known": "Attacks with the noise known vs unknown to the attacker are compared in the "
              "paper's Fig. 3(a) (see configs/nim-cifar10.yaml).",
 }
+# what "noise known" (a noise_seed) means since commit 0a5754b: one CPU draw for every image
 KNOWN = "one fixed (C, H, W) noise pattern shared by all images (a single noise realization)"
 
 
