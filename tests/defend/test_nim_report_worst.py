@@ -157,7 +157,8 @@ def test_exact_noise_only_under_the_current_scheme(runs: dict, tmp_path: Path) -
         pytest.skip("needs the repository's git history")
     before = _git("rev-parse", f"{NOISE_SCHEME}~1")
     run_dir = _copy(runs["root"] / "run", tmp_path / "run")
-    cases = [(head, True), (scheme, True), (before, False), (f"{head}-dirty", False),
+    cases = [(head, True), (scheme, True), (before, False), (f"{head}-dirty", True),
+             (f"{before}-dirty", False),
              ("unknown", False), ("0" * 40, False), (None, False)]
     for h, want in cases:
         (run_dir / "run.json").write_text(json.dumps({"git_hash": h}))
@@ -165,8 +166,8 @@ def test_exact_noise_only_under_the_current_scheme(runs: dict, tmp_path: Path) -
     out = tmp_path / "out"
     for h, text in [(head, "noise_seed 1: one fixed (C, H, W) pattern shared by all images), "
                            "the evaluation's exact noise, the same draw"),
-                    (f"{head}-dirty", "a stand-in for the evaluation's draw (run.json's "
-                                      f"git_hash is not a clean descendant of {NOISE_SCHEME}")]:
+                    (f"{before}-dirty", "a stand-in for the evaluation's draw (run.json's "
+                                        f"git_hash does not descend from {NOISE_SCHEME}")]:
         (run_dir / "run.json").write_text(json.dumps({"git_hash": h}))
         report.write_report(run_dir, out, image_defenses=["nim-70-known"], n_images=1)
         readme = (out / "README.md").read_text()

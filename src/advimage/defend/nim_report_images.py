@@ -50,16 +50,19 @@ def _classes(run: Run) -> list[str] | None:
 
 
 def exact_noise(run: Run) -> bool:
-    """True when run.json's git_hash is a clean commit descending from NOISE_SCHEME.
+    """True when run.json's git_hash is a commit descending from NOISE_SCHEME.
 
-    A "-dirty" tree, an unknown or missing hash, or no git to ask all give False (stand-in).
+    A "-dirty" suffix (uncommitted edits) is judged by its commit; an unknown or missing hash, or
+    no git to ask, gives False (stand-in).
     """
     try:
         h = json.loads((run.path / "run.json").read_text(encoding="utf-8")).get("git_hash")
     except (OSError, ValueError, AttributeError):
         return False
-    if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{7,40}", h):
+    m = re.fullmatch(r"([0-9a-f]{7,40})(-dirty)?", h) if isinstance(h, str) else None
+    if m is None:
         return False
+    h = m.group(1)
     try:  # asked in the repository holding this module (exit 0: ancestor, 1: not, 128: unknown)
         done = subprocess.run(["git", "merge-base", "--is-ancestor", NOISE_SCHEME, h],
                               cwd=Path(__file__).resolve().parent, capture_output=True,
@@ -154,8 +157,8 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
         src = (f"the defense's own seeded draw (noise_seed {d.seed}: one fixed (C, H, W) pattern "
                "shared by all images), ")
         src += ("the evaluation's exact noise" if exact_noise(run) else
-                "a stand-in for the evaluation's draw (run.json's git_hash is not a clean "
-                f"descendant of {NOISE_SCHEME}, the current noise scheme)")
+                "a stand-in for the evaluation's draw (run.json's git_hash does not "
+                f"descend from {NOISE_SCHEME}, the current noise scheme)")
     same = "" if d.sigma == 0 else ", the same draw for the clean and the adversarial image"
     return [f"![{d.label}]({name})", "",
             f"{d.label}: the first {n} stored example image(s); noise: {src}{same}; "
