@@ -90,14 +90,8 @@ def test_bad_use_raises(trained_digits) -> None:
         AutoAttack(version="fast")(td.model, td.x[:4], td.y[:4], target=(td.y[:4] + 1) % 10)
 
 
-def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch) -> None:
-    td = trained_digits
-    x, y = td.x[:96], td.y[:96]
-    whole = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=None)
-    adv_whole = whole(td.model, x, y)
-    # a chunk as large as the batch is the same computation, bit for bit
-    same = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=96)
-    assert torch.equal(same(td.model, x, y), adv_whole)
+def _square_batch_sizes(monkeypatch) -> list[int]:  # noqa: ANN001
+    """Record the batch size of every Square ``_run`` call (the ensemble's last member)."""
     sizes: list[int] = []
     run = Square._run
 
@@ -106,6 +100,18 @@ def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch)
         return run(self, model, xs, *args)
 
     monkeypatch.setattr(Square, "_run", spy)
+    return sizes
+
+
+def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch) -> None:
+    td = trained_digits
+    x, y = td.x[:96], td.y[:96]
+    whole = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=None)
+    adv_whole = whole(td.model, x, y)
+    # a chunk as large as the batch is the same computation, bit for bit
+    same = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=96)
+    assert torch.equal(same(td.model, x, y), adv_whole)
+    sizes = _square_batch_sizes(monkeypatch)
     chunked = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=16)
     x_adv, report = chunked.run(td.model, x, y)
     assert sizes and max(sizes) <= 16 and sum(sizes) == report.stages[2].n_attacked
@@ -122,14 +128,7 @@ def test_members_never_see_an_empty_batch(trained_digits, monkeypatch) -> None:
     x = td.x[:8]
     with torch.no_grad():
         wrong = (td.model(x).argmax(1) + 1) % 10  # labels the model never predicts
-    calls: list[int] = []
-    run = Square._run
-
-    def spy(self, model, xs, *args):  # noqa: ANN001, ANN202
-        calls.append(len(xs))
-        return run(self, model, xs, *args)
-
-    monkeypatch.setattr(Square, "_run", spy)
+    calls = _square_batch_sizes(monkeypatch)
     x_adv, report = AutoAttack(eps=0.08, version="fast").run(td.model, x, wrong)
     assert calls == []  # nothing left to attack: no member ran
     assert [s.n_attacked for s in report.stages] == [0, 0, 0]
