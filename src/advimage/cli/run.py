@@ -30,10 +30,19 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise CliError("give a CONFIG file, or --resume RUN to continue a run")
     cfg.seed = a.seed if a.seed is not None else cfg.seed
     run_evaluation(cfg, run_dir, resume=bool(a.resume),
-                   device=None if a.device == "auto" else a.device, progress=not a.no_progress)
+                   device=None if a.device == "auto" else a.device, progress=not a.no_progress,
+                   shard=a.shard)
     report = write_report(run_dir)
     print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}")
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` (1-based, as jest and playwright count) as the runner's ``(I - 1, N)``."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
+        raise CliError(f"--shard must be I/N with 1 <= I <= N (e.g. 1/2), got {text!r}")
+    return int(i) - 1, int(n)
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -51,6 +60,9 @@ def add_run_parser(sub: Any) -> None:
     ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")
     ru.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
     ru.add_argument("--out", default=None, help="run directory (default: runs/NAME-TIMESTAMP)")
+    ru.add_argument("--shard", default=None, metavar="I/N", type=_shard,
+                    help="do only every N-th batch, from batch I (1-based), so N processes share "
+                         "one run: start one with CONFIG --out RUN, the others with --resume RUN")
     add_common_args(ru)
     ru.set_defaults(func=cmd_run, seed=None)  # None: the config's seed
 

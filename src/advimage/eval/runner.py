@@ -5,7 +5,10 @@ attacks every defended model with every attack of the grid and commits the outco
 SQLite store as one transaction (see :mod:`advimage.eval.store`). A killed run resumes with
 ``resume=True``: finished batches are skipped, and since every random draw of a batch is seeded
 from (run seed, batch index, defense, attack), a resumed batch is bit-identical to the batch an
-uninterrupted run computes. Memory holds one batch at a time. Each batch is counted by
+uninterrupted run computes. For the same reason a run splits across processes with
+``shard=(i, n)`` (``advimage run --shard I/N``): each process takes every n-th batch of one run
+directory (SQLite serializes their commits) and the union is the serial run's rows, bit for bit.
+Memory holds one batch at a time. Each batch is counted by
 :mod:`advimage.eval.batch`, the core shared with the in-memory
 :func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
 """
@@ -104,6 +107,7 @@ def run_evaluation(
     model: nn.Module | None = None,
     dataset: ImageDataset | None = None,
     on_batch: Callable[[int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
     """Evaluate ``config`` into ``run_dir`` (created), or continue it when ``resume``.
 
@@ -115,10 +119,20 @@ def run_evaluation(
         device: overrides ``config.device``.
         model, dataset: use these objects instead of loading ``config.model``/``config.data``.
         on_batch: called with the batch index after each committed batch.
+        shard: ``(i, n)``, 0 <= i < n: only batches ``b`` with ``b % n == i`` (a process of
+            ``n`` working on one run; create the run with one of them, join it with ``resume``).
 
     Returns:
         The run directory.
+
+    Raises:
+        ValueError: a fresh run into a folder with results, nothing to resume, a config that
+            differs from the stored one, an empty dataset, or a bad ``shard``.
     """
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
     out = Path(run_dir)
     db = out / DB_NAME
     if resume and not db.exists():
@@ -174,8 +188,10 @@ def run_evaluation(
         done = store.done_batches()
         bs = config.data.batch_size
         n_batches = -(-len(ds) // bs)
-        todo = [b for b in range(n_batches) if b not in done]
-        log.info("run %s: %d of %d batches to do", out, len(todo), n_batches)
+        mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
+        todo = [b for b in mine if b not in done]
+        log.info("run %s: %d of %d batches to do%s", out, len(todo), n_batches,
+                 "" if shard is None else f" (shard {shard[0] + 1}/{shard[1]})")
         for b in tqdm(todo, desc="run", disable=not progress, leave=False):
             start = b * bs
             x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
@@ -185,7 +201,7 @@ def run_evaluation(
             store.write_batch(b, len(y), session, *rows)
             if on_batch is not None:
                 on_batch(b)
-        store.set_meta("finished", len(store.done_batches()) == n_batches)
+        store.mark_finished(n_batches)
     return out
 
 

@@ -96,9 +96,20 @@ class ResultStore:
 
     def new_session(self) -> int:
         """Count this process's run over the database (1 for a fresh run, 2 after a resume)."""
-        session = int(self.get_meta("sessions", 0)) + 1
-        self.set_meta("sessions", session)
-        return session
+        with self.conn:  # one write transaction: concurrent shards get distinct numbers
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('sessions', '1') ON CONFLICT(key) DO UPDATE "
+                "SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+            return int(self.get_meta("sessions"))
+
+    def mark_finished(self, n_batches: int) -> bool:
+        """Set meta ``finished``: all ``n_batches`` are stored. Counted and written in one
+        statement, so a shard that ends first cannot overwrite the last one's verdict."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta SELECT 'finished', CASE WHEN COUNT(*) = ? "
+                "THEN 'true' ELSE 'false' END FROM batches", (n_batches,))
+        return bool(self.get_meta("finished"))
 
     def put_attacks(self, rows: Sequence[dict[str, Any]]) -> None:
         with self.conn:
