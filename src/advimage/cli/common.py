@@ -27,6 +27,7 @@ __all__ = [
     "eps_list",
     "load_data",
     "load_model_on_device",
+    "parse_shard",
     "train_config",
 ]
 
@@ -45,6 +46,14 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` (1-based, as jest and playwright count) as the runner's ``(I - 1, N)``."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
+        raise CliError(f"--shard must be I/N with 1 <= I <= N (e.g. 1/2), got {text!r}")
+    return int(i) - 1, int(n)
 
 
 def eps_list(text: str) -> list[float]:

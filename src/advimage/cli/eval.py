@@ -16,6 +16,7 @@ from advimage.cli.common import (
     eps_list,
     load_data,
     load_model_on_device,
+    parse_shard,
 )
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
@@ -109,12 +110,15 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
     """Run a detection config (resumable); print success and detection rates per attack."""
     from advimage.detect.evaluation import run_from_config
 
-    res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None)
+    res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None,
+                          shard=a.shard)
     for name, r in res["attacks"].items():
         rates = " ".join(f"{x['fpr_target']:g}:{x['detection_rate']:.3f}" for x in r["rates"]
                          if x["criterion"] == "combined")
         print(f"{name}: success {r['success_rate']:.3f} ({r['n_success']}), detected at FPR "
               f"{rates}, AUC {r['auc']['combined']:.3f}")
+    if res.get("pending"):
+        print(f"not on disk yet (other shards): {', '.join(res['pending'])}")
     print(f"results -> {Path(a.out) / 'results.json'}")
     return 0
 
@@ -170,6 +174,9 @@ def add_eval_parser(sub: Any) -> None:
     ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
     ed.add_argument("--out", required=True, help="folder of per-attack files and results.json")
     ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
+    ed.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
+                    help="craft only every N-th attack, from the I-th (1-based), so N processes "
+                         "share --out; start them once OUT/clean.pt exists")
     ed.set_defaults(func=cmd_eval_detection)
 
     et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")

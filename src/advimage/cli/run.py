@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from advimage.cli.common import CliError, add_common_args
+from advimage.cli.common import CliError, add_common_args, parse_shard
 
 __all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
 
@@ -37,14 +37,6 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _shard(text: str) -> tuple[int, int]:
-    """``--shard I/N`` (1-based, as jest and playwright count) as the runner's ``(I - 1, N)``."""
-    i, sep, n = text.partition("/")
-    if not (sep and i.strip().isdigit() and n.strip().isdigit() and 1 <= int(i) <= int(n)):
-        raise CliError(f"--shard must be I/N with 1 <= I <= N (e.g. 1/2), got {text!r}")
-    return int(i) - 1, int(n)
-
-
 def cmd_report(a: argparse.Namespace) -> int:
     """Write the HTML report (and exports) of a finished or partial run."""
     from advimage.eval.report_run import write_report
@@ -60,7 +52,7 @@ def add_run_parser(sub: Any) -> None:
     ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")
     ru.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
     ru.add_argument("--out", default=None, help="run directory (default: runs/NAME-TIMESTAMP)")
-    ru.add_argument("--shard", default=None, metavar="I/N", type=_shard,
+    ru.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="do only every N-th batch, from batch I (1-based), so N processes share "
                          "one run: start one with CONFIG --out RUN, the others with --resume RUN")
     add_common_args(ru)

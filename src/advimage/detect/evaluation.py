@@ -14,7 +14,6 @@ registers the ``noise-signature`` run-config detector (:mod:`advimage.detect.sco
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from advimage.detect.metrics import (
     summarize,
 )
 from advimage.detect.noise_signature import NoiseSignatureDetector
+from advimage.utils import write_json
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -68,6 +68,7 @@ def run_detection_eval(
     out_dir: str | Path,
     fprs: Sequence[float] = DEFAULT_FPRS,
     batch_size: int = 100,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Score calibration and test images, then craft and score every attack (resumable).
 
@@ -83,10 +84,21 @@ def run_detection_eval(
             ``attack-NAME.pt``) and ``results.json``.
         fprs: Target false-positive rates.
         batch_size: Images attacked at once.
+        shard: ``(i, n)``, 0 <= i < n: craft only every n-th attack from the i-th, so n
+            processes share one ``out_dir`` (start the others once ``clean.pt`` exists, or each
+            scores the clean images too). Finished attacks of other shards are read from disk;
+            the shard that ends last writes the complete ``results.json``.
 
     Returns:
-        The results mapping also written to ``results.json``.
+        The results mapping also written to ``results.json``: per attack its summary, and
+        ``pending``, the attacks not on disk yet (other shards').
+
+    Raises:
+        ValueError: a bad ``shard``.
     """
+    if shard is not None and not (
+            isinstance(shard[0], int) and isinstance(shard[1], int) and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     detector.fit(model)
@@ -119,10 +131,20 @@ def run_detection_eval(
         "attacks": {},
     }
     x_test, y_test = test
+    names = list(attacks)
+    mine = set(names if shard is None else names[shard[0]::shard[1]])
+
+    def publish() -> None:  # config order; atomic, since other shards rewrite it too
+        results["attacks"] = {n: results["attacks"][n] for n in names if n in results["attacks"]}
+        results["pending"] = [n for n in names if n not in results["attacks"]]
+        write_json(out / "results.json", results)
+
     for name, factory in attacks.items():
         path = out / f"attack-{name}.pt"
         if path.is_file():
             rec = torch.load(path, weights_only=True)
+        elif name not in mine:
+            continue  # another shard's, not finished yet: picked up below if it is by then
         else:
             attack = factory(calib)
             t0 = time.time()
@@ -138,8 +160,17 @@ def run_detection_eval(
             _save(path, rec)
             log.info("attack %s: %.0f s, scoring %.0f s", name, t_attack, rec["seconds_score"])
         results["attacks"][name] = summarize(calib, clean_s, rec, ok, y_test, fprs)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        publish()
+    # other shards' attacks that finished meanwhile: the shard that ends last sees them all
+    for name in names:
+        path = out / f"attack-{name}.pt"
+        if name not in results["attacks"] and path.is_file():
+            rec = torch.load(path, weights_only=True)
+            results["attacks"][name] = summarize(calib, clean_s, rec, ok, y_test, fprs)
+    publish()
+    if results["pending"]:
+        log.warning("results.json lacks %d attack(s) of other shards: %s", len(results["pending"]),
+                    ", ".join(results["pending"]))
     return results
 
 
@@ -170,7 +201,8 @@ def _attack_factory(kind: str, eps: float, options: dict[str, Any], config: Dete
 
 
 def run_from_config(path: str | Path, out_dir: str | Path,
-                    only: Sequence[str] | None = None) -> dict[str, Any]:
+                    only: Sequence[str] | None = None,
+                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Run a ``configs/detection*.yaml`` evaluation into ``out_dir`` (resumable).
 
     Keys: ``model`` (path, resolved from the config's folder), ``data`` ({name, root}),
@@ -179,7 +211,8 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     ``detector`` ({preset,
     criteria, seed, set: {field: value}}), ``fprs``, ``batch_size`` and ``attacks``: a list of
     {label, kind (``hu``, ``adaptive`` or a registered attack), eps: [...], options}.
-    ``only`` restricts the run to attack labels starting with one of the given prefixes.
+    ``only`` restricts the run to attack labels starting with one of the given prefixes;
+    ``shard`` splits the (remaining) attacks over processes (:func:`run_detection_eval`).
     """
     import yaml
 
@@ -238,4 +271,4 @@ def run_from_config(path: str | Path, out_dir: str | Path,
                                              config, max(fprs))
     return run_detection_eval(model, det, split("calibration", "train", 500),
                               split("test", "test", 200), attacks, out_dir, fprs,
-                              int(raw.get("batch_size", 100)))
+                              int(raw.get("batch_size", 100)), shard=shard)
