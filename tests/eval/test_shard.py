@@ -107,3 +107,17 @@ def test_concurrent_cli_shards_equal_the_serial_run(tmp_path, write_config) -> N
     a, b = _dump(run), _dump(whole)
     for table in a:
         assert a[table] == b[table], table
+
+
+def test_a_batch_stored_twice_keeps_the_first_copy(tmp_path, write_config) -> None:
+    """Two processes on the same shard: the later commit of a batch is dropped, not a crash."""
+    cfg = load_config(write_config(_config()))
+    run = tmp_path / "r"
+    run_evaluation(cfg, run, device="cpu", shard=(0, 4))  # batches 0 and 4
+    before = _dump(run)
+    with ResultStore(run / "results.sqlite") as store:
+        bogus = [(0, 0, "none", "fgsm@0.1", 0, 0, 0, 0, 0, 0.0)]
+        assert store.write_batch(0, BATCH, 9, bogus, [], [], []) is False
+        assert store.write_batch(1, 0, 9, [], [], [], []) is True  # a new batch still lands
+    after = _dump(run)
+    assert after == before

@@ -10,6 +10,7 @@ skips exactly the batches listed in ``batches``.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DB_NAME", "ResultStore"]
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "results.sqlite"
 
@@ -136,19 +139,32 @@ class ResultStore:
         timings: Iterable[tuple],
         gradients: Iterable[tuple],
         scores: Iterable[tuple],
-    ) -> None:
+    ) -> bool:
         """Store one finished batch in a single transaction (all of it or nothing).
 
         Rows are tuples in table column order (see the schema at the top of this module).
+        Returns False, storing nothing, when the batch is already stored: another process
+        (e.g. the same ``--shard`` started twice) committed it first; batches are seeded, so
+        its rows are the ones this copy holds.
         """
-        with self.conn:
-            c = self.conn
-            c.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)", samples)
-            c.executemany("INSERT OR REPLACE INTO timings VALUES (?,?,?,?)", timings)
-            c.executemany("INSERT OR REPLACE INTO gradients VALUES (?,?,?,?,?)", gradients)
-            c.executemany("INSERT OR REPLACE INTO detector_scores VALUES (?,?,?,?,?,?)", scores)
-            c.execute(_AGGREGATE)
-            c.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch, n, session))
+        try:
+            with self.conn:
+                c = self.conn
+                c.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch, n, session))
+                c.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)",
+                              samples)
+                c.executemany("INSERT OR REPLACE INTO timings VALUES (?,?,?,?)", timings)
+                c.executemany("INSERT OR REPLACE INTO gradients VALUES (?,?,?,?,?)", gradients)
+                c.executemany("INSERT OR REPLACE INTO detector_scores VALUES (?,?,?,?,?,?)",
+                              scores)
+                c.execute(_AGGREGATE)
+        except sqlite3.IntegrityError:
+            if batch not in self.done_batches():
+                raise
+            log.warning("batch %d was already stored by another process; this copy is dropped",
+                        batch)
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading
     def _dicts(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
