@@ -4,6 +4,7 @@ samples.csv, baselines on other images or attacks, two defenses at one trade-off
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -63,6 +64,19 @@ def test_worst_case_is_the_intersection_per_budget(runs: dict) -> None:
         assert run.robust(label, w4.key) == len(ids[(label, attack_key("fgsm", EPS4))]) / N
     # strictly below the best single attack where the robust images differ between attacks
     assert run.robust("nim-35", w8.key) < min(DEFENSES["nim-35"][4].values())
+
+
+def test_gzipped_samples_give_the_same_worst_case(runs: dict, tmp_path: Path) -> None:
+    """A report's committed data keep samples.csv gzipped; the worst case reads it alike."""
+    src = runs["root"] / "run"
+    gz = _copy(src, tmp_path / "gz")
+    with (gz / "samples.csv").open("rb") as fh, gzip.open(gz / "samples.csv.gz", "wb") as out:
+        shutil.copyfileobj(fh, out)
+    (gz / "samples.csv").unlink()
+    a, b = with_worst(load_run(src)), with_worst(load_run(gz))
+    assert [r for r in a.rows if "worst" in r["attack"]] == \
+        [r for r in b.rows if "worst" in r["attack"]]
+    assert len([r for r in b.rows if "worst" in r["attack"]]) == 2 * len(DEFENSES)
 
 
 def test_worst_case_input_errors(runs: dict, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,16 +26,20 @@ ACC_TOL = 1e-9  # a robust fraction recomputed from samples.csv must match resul
 
 
 def read_samples(run_dir: Path) -> dict[tuple[str, str], dict[int, bool]]:
-    """``{(defense, attack key): {sample: robust}}`` from ``run_dir``/samples.csv.
+    """``{(defense, attack key): {sample: robust}}`` from ``run_dir``/samples.csv (or its
+    gzipped copy ``samples.csv.gz``, the form a report's committed data takes).
 
     Raises:
         ValueError: the file is missing or lacks a column of SAMPLE_FIELDS.
     """
     path = run_dir / "samples.csv"
+    if not path.exists() and path.with_name("samples.csv.gz").exists():
+        path = path.with_name("samples.csv.gz")
     if not path.exists():
         raise ValueError(f"missing {path} (the per-sample rows of the worst case)")
     out: dict[tuple[str, str], dict[int, bool]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [f for f in SAMPLE_FIELDS if f not in (reader.fieldnames or [])]
         if missing:
