@@ -245,3 +245,13 @@ def test_failure_mid_build_leaves_no_report(setup: dict, tmp_path: Path,
     with pytest.raises(RuntimeError, match="image failure"):
         report.write_report(run_dir, out, **setup["kwargs"])
     assert list(out.iterdir()) == []  # tradeoff.png was staged, nothing moved in
+
+
+def test_config_paths_are_shown_relative_to_the_working_directory(tmp_path, monkeypatch) -> None:
+    from advimage.defend.nim_report import _shown
+
+    monkeypatch.chdir(tmp_path)
+    assert _shown(str(tmp_path / "runs" / "m.safetensors")) == "runs/m.safetensors"
+    assert _shown("runs/m.safetensors") == "runs/m.safetensors"
+    outside = str(tmp_path.parent / "elsewhere" / "m.safetensors")
+    assert _shown(outside) == outside

@@ -89,6 +89,17 @@ def main_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
     return [*lines, ""]
 
 
+def _shown(path: str) -> str:
+    """A config path as the report shows it: relative to the working directory when it lies
+    below it (the harness stores resolved absolute paths; a report should not name a machine's
+    folders)."""
+    p = Path(path)
+    try:
+        return p.relative_to(Path.cwd()).as_posix() if p.is_absolute() else path
+    except ValueError:
+        return path
+
+
 def setup_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
     """Pipeline, sigma_test, noise (known/unknown), autoencoder and classifier per defense."""
     rows = []
@@ -102,8 +113,9 @@ def setup_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
         rows.append([d.label, f"De^3, {d.mode.upper()} autoencoder", f"{d.sigma:g}", noise,
                      f"`{d.path}`", f"`{d.classifier}`" if d.classifier else "run's model"])
     rows += [[f"{n} (baseline)", "undefended model of another run", DASH, DASH, DASH,
-              f"`{b.config.get('model', {}).get('path', '?')}`"] for n, b in baselines.items()]
-    model = run.config.get("model", {}).get("path", "?")
+              f"`{_shown(b.config.get('model', {}).get('path', '?'))}`"]
+             for n, b in baselines.items()]
+    model = _shown(run.config.get("model", {}).get("path", "?"))
     return ["## Defenses", "", f"Run's model: `{model}`.", "",
             *md_table(["defense", "pipeline", "sigma_test (0-255)", "noise", "autoencoder",
                        "classifier"], rows), ""]
