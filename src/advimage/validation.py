@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_images", "check_labels", "parse_fraction"]
+__all__ = ["check_images", "check_labels", "check_shard", "parse_fraction"]
 
 
 def check_images(
@@ -77,3 +77,21 @@ def parse_fraction(text: str | float | int, name: str = "value") -> float:
             f"{name} must be a number or a fraction like 8/255, got {text!r}"
         ) from None
     return value
+
+
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``shard`` as given when it is None or ``(i, n)`` with ints 0 <= i < n: the i-th of n
+    processes sharing one run (``advimage run`` batches, ``advimage eval detection`` attacks).
+
+    Raises:
+        ValueError: anything else, in one line.
+    """
+    if shard is None:
+        return None
+    try:
+        i, n = shard
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}") from None
+    if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    return shard

@@ -37,6 +37,7 @@ from advimage.detect.metrics import (
 )
 from advimage.detect.noise_signature import NoiseSignatureDetector
 from advimage.utils import write_json
+from advimage.validation import check_shard
 
 __all__ = [
     "DEFAULT_FPRS",
@@ -96,9 +97,7 @@ def run_detection_eval(
     Raises:
         ValueError: a bad ``shard``.
     """
-    if shard is not None and not (
-            isinstance(shard[0], int) and isinstance(shard[1], int) and 0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    check_shard(shard)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     detector.fit(model)

@@ -38,6 +38,7 @@ from advimage.eval.defenses import build_defense, build_detector, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
 from advimage.utils import resolve_device, run_metadata, write_json
+from advimage.validation import check_shard
 
 __all__ = [
     "UNBOUNDED_LABEL",
@@ -129,10 +130,7 @@ def run_evaluation(
         ValueError: a fresh run into a folder with results, nothing to resume, a config that
             differs from the stored one, an empty dataset, or a bad ``shard``.
     """
-    if shard is not None:
-        i, n = shard
-        if not (isinstance(i, int) and isinstance(n, int) and 0 <= i < n):
-            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    check_shard(shard)
     out = Path(run_dir)
     db = out / DB_NAME
     if resume and not db.exists():
