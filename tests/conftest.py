@@ -6,9 +6,11 @@ the location; no test uses an absolute path.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -59,3 +61,18 @@ def _torch_threads() -> Iterator[None]:
     torch.set_num_threads(int(os.environ.get("ADVIMAGE_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def report_script() -> Callable[[str], ModuleType]:
+    """``load(name)``: ``reports/<name>/make_report.py`` as a fresh module (the report scripts
+    are files run from the command line, not a package)."""
+
+    def load(name: str) -> ModuleType:
+        path = REPO_ROOT / "reports" / name / "make_report.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_make_report", path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+
+    return load

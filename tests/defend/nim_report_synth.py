@@ -4,10 +4,8 @@ checkpoints, so every table cell and worst case has a value computed here indepe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from safetensors.torch import save_file
@@ -112,15 +110,6 @@ def checkpoints(root: Path) -> dict[str, Path]:
                  meta={"history": hist, "settings": settings})
         ckpt[mode] = root / "ae" / mode / "nim"
     return ckpt
-
-
-def load_report_script() -> ModuleType:
-    """reports/nim/make_report.py as a module."""
-    path = Path(__file__).resolve().parents[2] / "reports" / "nim" / "make_report.py"
-    spec = importlib.util.spec_from_file_location("nim_make_report", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def worst_pct(ids: dict, label: str) -> str:

@@ -15,7 +15,6 @@ from nim_report_synth import (
     N_STORED,
     N,
     checkpoints,
-    load_report_script,
     robust_frac,
     table_rows,
     worst_pct,
@@ -145,10 +144,10 @@ def test_findings_training_and_images(setup: dict) -> None:
     assert not (out / "images-nim-70.png").exists()
 
 
-def test_second_build_is_byte_identical(setup: dict, tmp_path: Path) -> None:
+def test_second_build_is_byte_identical(setup: dict, tmp_path: Path, report_script) -> None:
     """The script, end to end, rebuilds the library's report byte for byte."""
     again = tmp_path / "again"
-    assert load_report_script().main([*setup["args"], "-o", str(again)]) == 0
+    assert report_script("nim").main([*setup["args"], "-o", str(again)]) == 0
     first = sorted(p.name for p in setup["out"].iterdir())
     assert first == sorted(p.name for p in again.iterdir())
     for name in first:
@@ -173,7 +172,7 @@ def test_parse_pairs() -> None:
             parse_pairs([bad], "--baseline")
 
 
-def test_bad_inputs_raise_clear_error(setup: dict, tmp_path: Path) -> None:
+def test_bad_inputs_raise_clear_error(setup: dict, tmp_path: Path, report_script) -> None:
     root = setup["root"]
     out = tmp_path / "out"
     cases = [
@@ -195,7 +194,7 @@ def test_bad_inputs_raise_clear_error(setup: dict, tmp_path: Path) -> None:
         assert not (out / "README.md").exists()
     # the script turns the library's ValueError into a one-line exit
     with pytest.raises(SystemExit, match=r"^NIM checkpoint '.+' of the run config not found"):
-        load_report_script().main([str(root / "missing-ckpt"), "-o", str(out)])
+        report_script("nim").main([str(root / "missing-ckpt"), "-o", str(out)])
     assert not out.exists()
     # a baseline's own De^3 checkpoints are not needed (only its 'none' rows are used)
     write_run(root / "at-gone", {"none": DEFENSES["none"], "nim-70": DEFENSES["nim-70"]},

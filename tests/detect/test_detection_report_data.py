@@ -8,7 +8,6 @@ reports/detection/README.md trace back to stored scores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,13 +20,6 @@ REPORT = Path(__file__).resolve().parents[2] / "reports" / "detection"
 RUNS = {"resnet20": "tables.md", "resnet20-testcal": "tables-testcal.md",
         "vgg19": "tables-vgg19.md"}
 
-
-def _script():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("detection_make_report",
-                                                  REPORT / "make_report.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def _close(a, b) -> bool:  # noqa: ANN001
@@ -60,8 +52,9 @@ def test_summaries_recompute_from_the_stored_scores(run: str) -> None:
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
-def test_report_script_rebuilds_the_committed_tables(run: str, tmp_path, monkeypatch) -> None:
-    script = _script()
+def test_report_script_rebuilds_the_committed_tables(run: str, tmp_path, monkeypatch,
+                                                    report_script) -> None:
+    script = report_script("detection")
     monkeypatch.setattr(script, "HERE", tmp_path)
     suffix = RUNS[run].removeprefix("tables").removeprefix("-").removesuffix(".md")
     script.main(REPORT / "data" / run, suffix, plots=False)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -119,13 +117,6 @@ def test_cli_end_to_end_and_mismatch(teacher, tmp_path, capsys) -> None:
     assert "kd checkpoint was trained on 'mnist', not 'digits'" in capsys.readouterr().err
 
 
-def _load_report_script():  # noqa: ANN202
-    path = Path(__file__).resolve().parents[2] / "reports" / "distill" / "make_report.py"
-    spec = importlib.util.spec_from_file_location("distill_make_report", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
 
 def _fake_transfer(kd_fool: float, ind_fool: float, seed: int, arch: str) -> dict:
     rates = {"kd": kd_fool, "independent": ind_fool}
@@ -149,8 +140,8 @@ def _fake_transfer(kd_fool: float, ind_fool: float, seed: int, arch: str) -> dic
     }
 
 
-def test_make_report_on_synthetic_runs(tmp_path) -> None:
-    report = _load_report_script()
+def test_make_report_on_synthetic_runs(tmp_path, report_script) -> None:
+    report = report_script("distill")
     runs = tmp_path / "runs"
     for seed, (k, i) in enumerate([(0.5, 0.3), (0.7, 0.3)]):
         d = runs / f"resnet20-s{seed}"
