@@ -21,7 +21,6 @@ RUNS = {"resnet20": "tables.md", "resnet20-testcal": "tables-testcal.md",
         "vgg19": "tables-vgg19.md"}
 
 
-
 def _close(a, b) -> bool:  # noqa: ANN001
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
