@@ -117,7 +117,6 @@ def test_cli_end_to_end_and_mismatch(teacher, tmp_path, capsys) -> None:
     assert "kd checkpoint was trained on 'mnist', not 'digits'" in capsys.readouterr().err
 
 
-
 def _fake_transfer(kd_fool: float, ind_fool: float, seed: int, arch: str) -> dict:
     rates = {"kd": kd_fool, "independent": ind_fool}
     ctrl = {"kd": 0.4, "independent": 0.4, "teacher": 0.1}
