@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from advimage.allocator import retain_freed_memory
 from advimage.cli.attack import add_attack_parser, add_demo_parser
@@ -27,6 +30,7 @@ from advimage.cli.models import add_models_parser
 from advimage.cli.nim import add_nim_parser
 from advimage.cli.run import add_report_parser, add_run_parser
 from advimage.cli.train import add_distill_parser, add_train_parser
+from advimage.errors import ENVIRONMENT_ERROR, USER_ERROR, AdvimageError, classify
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -45,38 +49,62 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _error(msg: str) -> int:
+def _error(msg: str, code: int = USER_ERROR) -> int:
     print(f"advimage: error: {msg}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Python warnings as ``advimage: warning: ...`` lines, without source lines."""
+    text = str(message).strip().splitlines()
+    print(f"advimage: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+
+def _report(err: BaseException, verbose: bool) -> int:
+    """One line (and with ``-v`` the traceback) for an error that ends a command."""
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    known = classify(err)
+    if known is not None:
+        return _error(*known)
+    first = (str(err).strip().splitlines() or [""])[0]
+    hint = "" if verbose else " (rerun with -v for the traceback)"
+    return _error(f"internal error: {type(err).__name__}: {first}{hint}", ENVIRONMENT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit status.
 
-    User errors (:class:`CliError`, ``ValueError``, missing files, unknown names) print one
-    line and return 2; Ctrl-C returns 130. argparse's own usage errors exit 2 as usual.
+    Every error ends as one line on stderr (``advimage: error: ...``; ``-v`` adds the
+    traceback) and the exit status of :mod:`advimage.errors`: 2 for user errors (bad options or
+    input files, damaged files, an output folder of another configuration), 1 for environment
+    failures (read-only or full disk) and unexpected errors; Ctrl-C returns 130. argparse's own
+    usage errors exit 2 as usual.
     """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except CliError as err:  # raised by an option's type, e.g. `--eps 0`
-        return _error(str(err))
+    except (CliError, AdvimageError, ValueError) as err:  # raised by an option's type
+        return _report(err, False)
+    verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     retain_freed_memory()
-    try:
-        if getattr(args, "threads", None) is not None:
-            if args.threads < 1:
-                raise CliError(f"--threads must be >= 1, got {args.threads}")
-            import torch
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            if getattr(args, "threads", None) is not None:
+                if args.threads < 1:
+                    raise CliError(f"--threads must be >= 1, got {args.threads}")
+                import torch
 
-            torch.set_num_threads(args.threads)
-        return int(args.func(args) or 0)
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        return _error(msg.splitlines()[0] if msg else type(err).__name__)
-    except KeyboardInterrupt:
-        print("advimage: interrupted (checkpoints written so far are kept)", file=sys.stderr)
-        return 130
+                torch.set_num_threads(args.threads)
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("advimage: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+            return 130
+        except Exception as err:  # noqa: BLE001 - every error ends as one line (-v: traceback)
+            return _report(err, verbose)

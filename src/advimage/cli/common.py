@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from advimage.errors import AdvimageError
+
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
     from torch import nn
@@ -32,8 +34,9 @@ __all__ = [
 ]
 
 
-class CliError(Exception):
-    """A user error reported as one line with exit status 2."""
+class CliError(AdvimageError):
+    """A user error of the command line, reported as one line with exit status 2 (not a
+    ValueError: argparse would swallow it inside an option's type)."""
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
