@@ -26,6 +26,7 @@ __all__ = [
     "add_model_data_args",
     "add_train_args",
     "attack_kwargs",
+    "check_out_arg",
     "eps_list",
     "load_data",
     "load_model_on_device",
@@ -238,3 +239,13 @@ def train_config(a: argparse.Namespace, **fixed: Any) -> TrainConfig:
     base["seed"] = a.seed
     base.update(fixed)
     return TrainConfig.from_dict(base)
+
+
+# ----------------------------------------------------------------------------- --out
+def check_out_arg(a: argparse.Namespace, kind: str = "dir", *suffixes: str) -> None:
+    """Check ``a.out`` before any work (:func:`advimage.outpath.check_out`): ``kind`` "dir"
+    (an existing file is refused), "file" (a folder, or a path without one of ``suffixes``, is
+    refused) or "prefix" (a folder is refused); an unset ``--out`` passes."""
+    from advimage.outpath import check_out
+
+    check_out(getattr(a, "out", None), kind, suffixes=suffixes)
