@@ -41,7 +41,7 @@ def test_mixed_tree_loads_and_warns_once(tmp_path: Path) -> None:
     arrays = _tree(tmp_path / "pets")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = load_dataset("folder", "train", data_root=tmp_path / "pets", image_size=16)
+        ds = load_dataset("folder", "all", data_root=tmp_path / "pets", image_size=16)
     msgs = [str(w.message) for w in caught]
     assert len(msgs) == 1, msgs
     for name in ("broken.png", "truncated.png", "notes.txt"):
@@ -66,7 +66,7 @@ def test_resize_shorter_side_then_center_crop(tmp_path: Path) -> None:
     img = np.repeat(np.arange(20, dtype=np.uint8)[:, None] * 10, 10, axis=1)
     (tmp_path / "only").mkdir()
     Image.fromarray(img).save(tmp_path / "only" / "x.png")
-    ds = load_dataset("folder", "test", data_root=tmp_path, image_size=10, channels=1)
+    ds = load_dataset("folder", "all", data_root=tmp_path, image_size=10, channels=1)
     x, _ = ds[0]
     assert x.shape == (1, 10, 10)
     assert torch.equal(x[0], torch.from_numpy(img[5:15]).float() / 255)
@@ -90,13 +90,13 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         load_dataset("folder", data_root=tmp_path / "missing")
     with pytest.raises(ValueError, match="no class sub-folders"):
-        load_dataset("folder", data_root=tmp_path)
+        load_dataset("folder", "all", data_root=tmp_path)
     with pytest.raises(ValueError, match="data_root"):
-        load_dataset("folder")
+        load_dataset("folder", "all")
     (tmp_path / "a").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "a" / "x.png")
     Image.new("RGB", (5, 4)).save(tmp_path / "a" / "y.png")
     with pytest.raises(ValueError, match="different sizes .*image_size"):
-        load_dataset("folder", data_root=tmp_path)
+        load_dataset("folder", "all", data_root=tmp_path)
     with pytest.raises(ValueError, match="channels"):
-        load_dataset("folder", data_root=tmp_path, channels=2)
+        load_dataset("folder", "all", data_root=tmp_path, channels=2)

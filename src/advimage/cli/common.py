@@ -75,44 +75,66 @@ def eps_list(text: str) -> list[float]:
 
 # ----------------------------------------------------------------------------- models and data
 def add_model_data_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    """``--model`` and the evaluation data: ``--data/--data-root/--split/--image-size/--limit``
-    and ``--batch-size``."""
+    """``--model`` and the evaluation data: ``--data/--data-root/--split/--image-size/--limit``,
+    ``--class-map`` and ``--batch-size`` (sizes and counts must be positive: checked at parse
+    time, one line)."""
+    from advimage.cli.data_options import class_map_option, positive_int
+
     p.add_argument(
         "--model",
         required=model_required,
         help="checkpoint (.safetensors), reference file (.th/.pt) or bundled[:NAME]",
     )
-    p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder")
+    p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder|...")
     p.add_argument("--data-root", default=None, help="folder holding the dataset")
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--image-size", type=int, default=None, help="resize/crop size (folder data)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"],
+                   help="train|test (default: test); 'all' = every image of a folder tree "
+                        "without train/ and test/ folders (it is refused otherwise)")
+    p.add_argument("--image-size", type=positive_int("--image-size"), default=None,
+                   help="resize/crop size (folder data)")
+    p.add_argument("--class-map", type=class_map_option, default=None, metavar="FOLDER=CLASS,...",
+                   help="folder data: label of each class folder, CLASS being the model's class "
+                        "index or name, e.g. kitty=cat,puppy=5 (default: folders match the "
+                        "model's class names, case-insensitive; by sorted position for models "
+                        "without names)")
     p.add_argument(
         "--limit",
-        type=int,
+        type=positive_int("--limit"),
         default=None,
         help="use N images, class-balanced (the first N/K of each class)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=256)
 
 
 def load_model_on_device(a: argparse.Namespace) -> tuple[nn.Module, dict, torch.device]:
-    """``(model, meta, device)`` for ``--model`` on ``--device``."""
+    """``(model, meta, device)`` for ``--model`` on ``--device``; :func:`load_data` then labels
+    the data for this model (its class names and number of classes)."""
+    from advimage.cli.data_options import remember_model
     from advimage.hub import load_model
     from advimage.utils import resolve_device
 
     dev = resolve_device(a.device)
     model, meta = load_model(a.model)
+    remember_model(a, model)
     return model.to(dev), meta, dev
 
 
-def load_data(a: argparse.Namespace, split: str = "test") -> ImageDataset:
-    """``--data`` ``split``, resized by ``--image-size`` and cut to ``--limit`` (balanced)."""
+def load_data(
+    a: argparse.Namespace, split: str = "test", classes: list[str] | None = None
+) -> ImageDataset:
+    """``--data`` ``split``, resized by ``--image-size`` and cut to ``--limit`` (balanced).
+
+    Labels follow ``classes`` (default: the class names of the model that
+    :func:`load_model_on_device` loaded for ``a``): folder trees map their folders to them by
+    name (``--class-map`` overrides); the dataset records the mapping it used
+    (``ds.describe()``). Labels beyond the model's outputs are refused.
+    """
+    from advimage.cli.data_options import check_labels_fit, data_kwargs
     from advimage.data import load_dataset
 
-    kw: dict[str, Any] = {}
-    if getattr(a, "image_size", None):
-        kw["image_size"] = a.image_size
+    kw = data_kwargs(a, classes)
     ds = load_dataset(a.data, split, data_root=a.data_root, **kw)
+    check_labels_fit(a, ds)
     limit = getattr(a, "limit", None)
     if limit is not None:
         if limit < 1:

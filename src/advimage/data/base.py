@@ -68,6 +68,10 @@ class ImageDataset:
         image_shape: ``(C, H, W)`` of every image the loader returns.
         loader: maps source indices to a float batch; see :data:`Loader`.
         indices: source indices this view exposes (all when ``None``).
+        label_mapping: for trees of class folders, ``{folder: label}`` as resolved.
+        label_source: how the labels were obtained: ``"dataset"`` (the dataset's own labels),
+            ``"name"`` (folders matched to the model's class names), ``"class-map"`` (an
+            explicit map; ``"class-map+name"`` when both) or ``"position"`` (sorted folders).
     """
 
     def __init__(
@@ -79,8 +83,13 @@ class ImageDataset:
         image_shape: tuple[int, int, int],
         loader: Loader,
         indices: np.ndarray | None = None,
+        *,
+        label_mapping: dict[str, int] | None = None,
+        label_source: str = "dataset",
     ) -> None:
         self.name = name
+        self.label_mapping = None if label_mapping is None else dict(label_mapping)
+        self.label_source = str(label_source)
         self.split = split
         self.classes = [str(c) for c in classes]
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -143,6 +152,13 @@ class ImageDataset:
         i %= n
         x = self._loader(self._indices[i : i + 1])[0]  # (C, H, W)
         return x, int(self._labels[i])
+
+    def describe(self) -> dict[str, object]:
+        """What a run record keeps about this data: name, split, size, shape, classes and how
+        the labels were obtained (``label_source``, ``label_mapping``); JSON-serializable."""
+        return {"name": self.name, "split": self.split, "n": len(self),
+                "image_shape": list(self.image_shape), "num_classes": self.num_classes,
+                "label_source": self.label_source, "label_mapping": self.label_mapping}
 
     def __repr__(self) -> str:
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
@@ -219,7 +235,8 @@ class ImageDataset:
                              f"[{idx.min()}, {idx.max()}]")
         idx = idx % n if n else idx
         return ImageDataset(self.name, self.split, self.classes, self._all_labels,
-                            self.image_shape, self._loader, indices=self._indices[idx])
+                            self.image_shape, self._loader, indices=self._indices[idx],
+                            label_mapping=self.label_mapping, label_source=self.label_source)
 
     def balanced(self, n: int) -> ImageDataset:
         """The first ``n`` samples taken round-robin over classes (deterministic, class-balanced).
