@@ -1,6 +1,7 @@
 """advimage.models: classifier wrapper, model registry, architectures and safe checkpoints."""
 
 # Importing the architecture modules registers them with the model registry.
+from advimage.models import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from advimage.models import nim_vit as _nim_vit  # noqa: F401
 from advimage.models import resnet18_cifar as _resnet18_cifar  # noqa: F401
 from advimage.models import resnet_cifar as _resnet_cifar  # noqa: F401
