@@ -7,6 +7,7 @@ yield float32 images in [0, 1]; augmentations are batched callables ``aug(x, gen
 from advimage.data import cifar10 as _cifar10  # noqa: F401  (registers "cifar10")
 from advimage.data import digits as _digits  # noqa: F401  (registers "digits")
 from advimage.data import folder as _folder  # noqa: F401  (registers "folder")
+from advimage.data import imagenet as _imagenet  # noqa: F401  (registers imagenet[te])
 from advimage.data import mnist as _mnist  # noqa: F401  (registers "mnist")
 from advimage.data.augment import (
     ColorJitter,
