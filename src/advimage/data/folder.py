@@ -62,17 +62,17 @@ def _scan(split_dir: Path, max_files: int = MAX_FILES, max_depth: int = MAX_DEPT
     scan.keep(sizes)
     if scan.skipped:
         warnings.warn(f"skipped {len(scan.skipped)} non-image or corrupt file(s) in {split_dir}: "
-                      f"{_listed(scan.skipped, split_dir)}", stacklevel=5)
+                      f"{_listed(scan.skipped, split_dir)}", stacklevel=4)
     if scan.links:
         warnings.warn(f"did not follow {len(scan.links)} symbolic link(s) to folders in "
-                      f"{split_dir}: {_listed(scan.links, split_dir)}", stacklevel=5)
+                      f"{split_dir}: {_listed(scan.links, split_dir)}", stacklevel=4)
     if not scan.files:
         raise UserInputError(f"image folder {split_dir} contains no readable images")
     empty = scan.empty_folders()
     if empty:
         warnings.warn(f"skipped {len(empty)} empty class folder(s) in {split_dir}: "
                       f"{', '.join(empty)} (no readable images; other labels are unchanged)",
-                      stacklevel=5)
+                      stacklevel=4)
     return scan
 
 

@@ -27,12 +27,12 @@ __all__ = ["bomb_warnings_silenced", "decode_image", "probe_image"]
 _READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-def _bomb_error(path: str | Path, size: tuple[int, int]) -> CorruptFileError:
+def _bomb_error(path: str | Path, size: tuple[int, int] | None = None) -> CorruptFileError:
     limit = Image.MAX_IMAGE_PIXELS
+    pixels = f" ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels)" if size else ""
     return CorruptFileError(
-        f"image {path} is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, more than PIL's "
-        f"limit of {limit:,}: a possible decompression bomb, refused (raise "
-        "PIL.Image.MAX_IMAGE_PIXELS to accept it)")
+        f"image {path} has more pixels than PIL's limit of {limit:,}{pixels}: a possible "
+        "decompression bomb, refused (raise PIL.Image.MAX_IMAGE_PIXELS to accept it)")
 
 
 def _check_bomb(path: str | Path, size: tuple[int, int]) -> None:
@@ -55,9 +55,8 @@ def _open(path: str | Path) -> Image.Image:
     """``Image.open`` with the decompression-bomb error as a one-line refusal."""
     try:
         return Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise CorruptFileError(f"image {path} is a possible decompression bomb, refused: "
-                               f"{exc}") from None
+    except Image.DecompressionBombError:
+        raise _bomb_error(path) from None
 
 
 def probe_image(path: str | Path) -> tuple[int, int] | None:

@@ -278,7 +278,7 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
 
     d = _section("data", top["data"], {
         "name": _Key((str,), "digits", choices=_dataset_names),
-        "split": _Key((str,), "test", choices=("train", "test")),
+        "split": _Key((str,), "test", choices=("train", "test", "all")),  # all: folder
         "root": _Key((str,), None, nullable=True),
         "limit": _Key((int,), None, nullable=True),
         "batch_size": _Key((int,), 256),
@@ -316,6 +316,7 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
                              "black-box" if name in _BLACK_BOX else "white-box")
         label = a["label"] or (f"{name}-transfer" if surrogate else name)
         for eps in _eps_values(f"{where}.eps", a["eps"]):
+            _check_budget(f"{where}.eps", a["norm"], eps)
             attacks.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind,
                                         surrogate))
     keys = [a.key for a in attacks]
@@ -348,6 +349,17 @@ def _dataset_names() -> list[str]:
     from advimage.data import list_datasets
 
     return list_datasets()
+
+
+def _check_budget(where: str, norm: str, eps: float) -> None:
+    """One line naming the config key when ``eps`` does not fit the norm (linf above 1)."""
+    from advimage.errors import UserInputError
+    from advimage.threat import ThreatModel
+
+    try:
+        ThreatModel(norm, eps)  # type: ignore[arg-type]
+    except UserInputError as err:
+        raise UserInputError(f"config: {where!r}: {err}") from None
 
 
 def _check_attack_options(where: str, name: str, options: Mapping[str, Any]) -> None:
