@@ -6,6 +6,10 @@ Adversarial Attacks"). Every attack, defense and evaluator asks a :class:`Threat
 of re-implementing clamps, so "inside the ball" means the same thing everywhere.
 
 All per-sample reductions flatten to ``(B, -1)``; nothing loops over samples in Python.
+
+Low-precision images (float16, bfloat16) are projected in float32 and rounded to their dtype
+last, towards the clean image, with a final check that the rounded result is still inside the
+ball and the box however its distance is measured (see :meth:`ThreatModel.project`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,22 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["NORMS", "ThreatModel"]
+from advimage.errors import UserInputError
+
+__all__ = ["NORMS", "ThreatModel", "is_low_precision"]
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 
 # Floor for gradient norms before dividing (unitless); keeps zero gradients at zero, never NaN.
 _TINY = 1e-12
+# Rounds of shrinking a low-precision result that rounding pushed out of the ball before
+# falling back to the clean image (one round suffices in practice; the fallback is a guarantee).
+_FIT_ROUNDS = 4
+
+
+def is_low_precision(dtype: torch.dtype) -> bool:
+    """True for floating dtypes narrower than float32 (float16, bfloat16, float8 ...)."""
+    return dtype.is_floating_point and torch.finfo(dtype).bits < 32
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
@@ -60,8 +74,34 @@ class ThreatModel:
             raise ValueError(f"bounds must be a pair (low, high), got {self.bounds!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"bounds must be finite with low < high, got {self.bounds!r}")
+        if self.norm == "linf" and math.isfinite(eps) and eps > hi - lo:
+            raise UserInputError(
+                f"eps={eps:g} is larger than the whole pixel range [{lo:g}, {hi:g}] for linf; "
+                f"eps is in pixel units of images in [{lo:g}, {hi:g}], e.g. 8/255"
+            )
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "bounds", (lo, hi))
+
+    def check_budget(self, x: Tensor) -> None:
+        """Refuse an L2 ``eps`` beyond the largest L2 distance inside the box for ``x``'s shape.
+
+        That distance is the box diagonal ``(high - low) * sqrt(C * H * W)``; a larger budget
+        means the caller mistook the units (linf budgets are checked at construction).
+
+        Raises:
+            UserInputError: in one line, naming the image shape and the largest useful eps.
+        """
+        if self.norm != "l2" or not math.isfinite(self.eps) or x.dim() < 2:
+            return
+        lo, hi = self.bounds
+        diagonal = (hi - lo) * math.sqrt(x[0].numel())
+        if self.eps > diagonal:
+            shape = "x".join(str(s) for s in x.shape[1:])
+            raise UserInputError(
+                f"eps={self.eps:g} is larger than {diagonal:.4g}, the largest L2 distance "
+                f"between images of shape {shape} in [{lo:g}, {hi:g}] (the diagonal "
+                f"sqrt(C*H*W)); eps is in pixel units of those images"
+            )
 
     # ------------------------------------------------------------------ distances
     def _norm(self, v: Tensor) -> Tensor:
@@ -92,7 +132,19 @@ class ThreatModel:
 
         Clipping after the ball projection never leaves the ball: ``x`` is inside the box,
         so clipping only moves each coordinate of ``x_adv`` towards ``x``.
+
+        For a low-precision ``x`` (float16, bfloat16) the projection runs in float32 and the
+        result is rounded to ``x.dtype`` towards ``x``, then checked: its distance to ``x``,
+        computed exactly, in float32 and in ``x.dtype``, is at most ``eps`` and it lies in
+        ``bounds`` (rounding to nearest would overshoot the ball by up to half a unit in the
+        last place, 1.2e-4 at 8/255 in float16). ``x_adv`` may then be float32.
         """
+        if is_low_precision(x.dtype):
+            return self._fit(x, self._project(x.float(), x_adv.float()))
+        return self._project(x, x_adv)
+
+    def _project(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """:meth:`project` in the promoted dtype of ``x`` and ``x_adv``."""
         delta = x_adv - x  # (B, ...)
         if math.isfinite(self.eps):
             if self.norm == "linf":
@@ -112,6 +164,8 @@ class ThreatModel:
         linf: uniform in the cube. l2: uniform in the ball (Gaussian direction, radius
         ``eps * u ** (1/d)``). With ``eps = inf`` the start is uniform in ``bounds``.
         """
+        if is_low_precision(x.dtype):
+            return self.project(x, self.random_start(x.float(), generator))
         lo, hi = self.bounds
         if not math.isfinite(self.eps):
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -132,8 +186,70 @@ class ThreatModel:
     def direction(self, grad: Tensor) -> Tensor:
         """Steepest-ascent unit step for ``grad`` under the norm: sign (linf), grad/||grad|| (l2).
 
-        Rows whose gradient is zero map to zero (never NaN).
+        Rows whose gradient is zero map to zero (never NaN); low-precision gradients are
+        normalized in float32.
         """
+        if is_low_precision(grad.dtype):
+            return self.direction(grad.float()).to(grad.dtype)
         if self.norm == "linf":
             return grad.sign()
         return grad / _per_sample(self._norm(grad).clamp_min(_TINY), grad)
+
+    # ------------------------------------------------------------------ low precision
+    def _fit(self, x: Tensor, p: Tensor) -> Tensor:
+        """Round the float32 projection ``p`` to ``x.dtype`` so that it stays in the threat model.
+
+        Rounds towards ``x`` and clips to the representable box; where a distance still exceeds
+        eps (float32 rounding in ``p``, or rounding of the distance itself in ``x.dtype``), the
+        offending element (linf) or row (l2) of ``p - x`` is shrunk by a few units in the last
+        place of ``x.dtype`` and rounded again; after ``_FIT_ROUNDS`` it falls back to ``x``.
+        """
+        box = self._representable_box(x.dtype)
+        xf = x.float()
+        q = _round_towards(p, x).clamp(*box)
+        for k in range(_FIT_ROUNDS):
+            bad = self._outside(x, q)  # broadcasts against x
+            if not bool(bad.any()):
+                return q
+            shrink = 1.0 - 2.0 ** (k - 1) * torch.finfo(x.dtype).eps  # from unit roundoff up
+            p = torch.where(bad, xf + (p - xf) * shrink, p)
+            q = _round_towards(p, x).clamp(*box)
+        return torch.where(self._outside(x, q), x.clamp(*box), q)
+
+    def _outside(self, x: Tensor, q: Tensor) -> Tensor:
+        """Where ``q`` (``x.dtype``) leaves the eps-ball: per element (linf) or per row (l2),
+        with the distance computed exactly (float64 where the device has it), in float32 and in
+        ``x.dtype``, as a caller might check it."""
+        if not math.isfinite(self.eps):
+            return torch.zeros((), dtype=torch.bool, device=x.device)
+        wide = torch.float32 if x.device.type == "mps" else torch.float64
+        bad = torch.zeros((), dtype=torch.bool, device=x.device)
+        for dt in (wide, torch.float32, x.dtype):
+            delta = q.to(dt) - x.to(dt)
+            if self.norm == "linf":
+                dist = delta.abs()
+            else:
+                dist = _per_sample(self._norm(delta), delta)
+            bad = bad | (dist.to(wide) > self.eps)
+        return bad
+
+    def _representable_box(self, dtype: torch.dtype) -> tuple[float, float]:
+        """``bounds`` rounded inwards to values representable in ``dtype``."""
+        lo, hi = (torch.tensor(b, dtype=torch.float64).to(dtype) for b in self.bounds)
+        if float(lo) < self.bounds[0]:
+            lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
+        if float(hi) > self.bounds[1]:
+            hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
+        return float(lo), float(hi)
+
+
+def _round_towards(p: Tensor, x: Tensor) -> Tensor:
+    """``p`` (float32) in ``x.dtype``, rounded towards ``x``: ``|q - x| <= |p - x|`` per element.
+
+    Rounding to nearest may step past ``p``, away from ``x``; then the neighbour towards ``x``
+    lies between ``x`` and ``p`` (``x`` itself is representable, so it is never passed).
+    """
+    q = p.to(x.dtype)
+    qf, xf = q.float(), x.float()  # exact: float32 holds every float16/bfloat16 value
+    past = ((p >= xf) & (qf > p)) | ((p <= xf) & (qf < p))
+    return torch.where(past, torch.nextafter(q, x), q)

@@ -10,6 +10,10 @@ everything every attack must get right exactly once:
 3. seed a ``torch.Generator`` and the global RNG (in a forked scope) for reproducibility;
 4. project the result into the threat model and return it in the input's dtype and device.
 
+Half precision: float16/bfloat16 images are projected in float32 and rounded last, inside the
+ball (:meth:`advimage.threat.ThreatModel.project`); a float16/bfloat16 model runs its forward in
+its dtype while the attack's own arithmetic (steps, norms, losses) stays float32.
+
 Subclasses implement :meth:`Attack._run` only.
 """
 
@@ -27,7 +31,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from advimage.threat import ThreatModel
+from advimage.errors import UserInputError
+from advimage.threat import ThreatModel, is_low_precision
 from advimage.validation import check_images, check_labels
 
 __all__ = [
@@ -80,6 +85,24 @@ def model_dtype_device(model: Model, x: Tensor) -> tuple[torch.dtype, torch.devi
     return x.dtype, x.device
 
 
+class _AtDtype(nn.Module):
+    """``model`` called with inputs cast to its low-precision ``dtype``, logits in float32.
+
+    Attacks on float16/bfloat16 models compute steps, norms and losses in float32 (constants
+    like 1e-12 underflow to zero in float16); only the model's own forward runs in its dtype.
+    """
+
+    def __init__(self, model: Model, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = model
+        self.dtype = dtype
+        # declarations attacks look for (EOT's deterministic check) pass through
+        self.is_randomized = getattr(model, "is_randomized", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
 @contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[torch.Generator]:
     """A generator on ``device`` seeded with ``seed``; also seeds the global RNG in a fork.
@@ -124,7 +147,10 @@ class Attack(ABC):
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:
-        self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
+        try:
+            self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
+        except UserInputError as err:  # a budget out of range: say which attack it was given to
+            raise UserInputError(f"{self.name}: {err}") from None
         seed = self.seed
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -146,9 +172,16 @@ class Attack(ABC):
         """
         threat = self.threat
         check_images(x, "x", bounds=threat.bounds)
+        try:
+            threat.check_budget(x)
+        except UserInputError as err:
+            raise UserInputError(f"{self.name}: {err}") from None
         if target is not None and not self.supports_targeted:
             raise ValueError(f"attack {self.name!r} does not support targeted attacks")
         dtype, device = model_dtype_device(model, x)
+        if is_low_precision(dtype):  # attack arithmetic in float32; the model keeps its dtype
+            model = _AtDtype(model, dtype)
+            dtype = torch.float32
         xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
         use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
         if use_cl and xw.dim() == 4:
@@ -166,15 +199,17 @@ class Attack(ABC):
                     raise ValueError("target must differ from y for every sample")
             with torch.enable_grad():  # attacks need input gradients even under no_grad()
                 x_adv = self._run(model, xw, yw, tw, gen)
-        x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
+        low = is_low_precision(x.dtype)  # project in float32, round to x.dtype last
+        x_adv = x_adv.detach().to(device=x.device, dtype=torch.float32 if low else x.dtype)
+        fmt = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            else torch.contiguous_format
+        )
         if x_adv.dim() == 4:  # back to the caller's layout
-            fmt = (
-                torch.channels_last
-                if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-                else torch.contiguous_format
-            )
             x_adv = x_adv.contiguous(memory_format=fmt)
-        return threat.project(x.detach(), x_adv).detach()
+        x_adv = threat.project(x.detach(), x_adv).detach()
+        return x_adv.contiguous(memory_format=fmt) if low and x_adv.dim() == 4 else x_adv
 
     def _probe_input(self, x: Tensor) -> Tensor:
         """Rows the model is checked on before attacking (output shape, number of classes).
