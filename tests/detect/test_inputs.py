@@ -23,12 +23,23 @@ def test_png_and_safetensors(tmp_path):
     assert names[0].endswith("a.png") and names[3].endswith("t.safetensors[2]")
 
 
-def test_attack_folder(tmp_path):
-    x = torch.rand(2, 3, 4, 4)
-    (tmp_path / "tensors").mkdir()
-    save_file({"x_adv": x, "x": x.clone()}, str(tmp_path / "tensors" / "batch_00000.safetensors"))
-    imgs, _ = load_images([tmp_path], (3, 4, 4))
-    assert torch.equal(imgs, x)
+def test_attack_folder(tmp_path, digits_model):
+    from advimage.attacks import FGSM
+    from advimage.data import load_dataset
+    from advimage.eval.export import save_adversarials
+
+    ds = load_dataset("digits", "test").balanced(12)
+    save_adversarials(digits_model, ds, FGSM(eps=0.1), tmp_path, batch_size=5, progress=False)
+    imgs, names = load_images([tmp_path], (1, 8, 8))
+    x = ds.tensors()[0]
+    assert imgs.shape == (12, 1, 8, 8) and (imgs - x).abs().max() <= 0.1 + 1e-6
+    assert names[0] == f"{tmp_path}[0]" and names[-1] == f"{tmp_path}[11]"
+    # shards without a manifest (an older advimage, or any folder) are never globbed
+    legacy = tmp_path / "legacy"
+    (legacy / "tensors").mkdir(parents=True)
+    save_file({"x_adv": x, "x": x.clone()}, str(legacy / "tensors" / "batch_00000.safetensors"))
+    with pytest.raises(ValueError, match="no manifest.json"):
+        load_images([legacy], (1, 8, 8))
 
 
 def test_rgb_png_to_model_channels(tmp_path):

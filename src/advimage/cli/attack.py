@@ -11,6 +11,7 @@ from advimage.cli.common import (
     add_common_args,
     add_model_data_args,
     attack_kwargs,
+    check_out_arg,
     eps_list,
     load_data,
     load_model_on_device,
@@ -23,6 +24,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     """PGD and FGSM on the bundled digits model; print the table, write the HTML report."""
     from advimage.demo import run_demo
 
+    check_out_arg(a, "dir")
     s = run_demo(
         a.out, eps=a.eps, steps=a.steps, device=a.device, seed=a.seed, progress=not a.no_progress
     )
@@ -39,36 +41,33 @@ def cmd_attack(a: argparse.Namespace) -> int:
     from advimage.attacks import create_attack
     from advimage.eval.export import save_adversarials
 
-    model, meta, dev = load_model_on_device(a)
-    ds = load_data(a, a.split)
+    check_out_arg(a, "dir")
     eps = eps_list(a.eps)
     if len(eps) != 1:
         raise CliError("advimage attack takes one --eps; use `advimage eval robust` for a grid")
     attack = create_attack(a.attack, **attack_kwargs(a, a.attack, eps[0]))
+    model, _, dev = load_model_on_device(a)
+    ds = load_data(a, a.split)
     summary = save_adversarials(
-        model,
-        ds,
-        attack,
-        a.out,
-        batch_size=a.batch_size,
-        device=dev,
-        progress=not a.no_progress,
-        config={
-            "model": str(a.model),
-            "attack": a.attack,
-            "norm": a.norm,
-            "eps": eps[0],
-            "steps": a.steps,
-            "data": a.data,
-            "split": a.split,
-            "seed": a.seed,
-        },
+        model, ds, attack, a.out, batch_size=a.batch_size, device=dev,
+        progress=not a.no_progress, config=_source(a),
     )
     print(
         f"{a.attack} eps={eps[0]:.5g}: clean accuracy {summary['clean_accuracy']:.4f}, "
         f"robust accuracy {summary['robust_accuracy']:.4f} on {summary['n']} images -> {a.out}"
     )
     return 0
+
+
+def _source(a: argparse.Namespace) -> dict[str, Any]:
+    """Where model and data came from; the run folder's configuration adds the attack's
+    resolved options, the weights' fingerprint and the data actually loaded."""
+
+    def where(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    return {"model": where(str(a.model)), "data": a.data, "data_root": where(a.data_root),
+            "split": a.split, "image_size": a.image_size, "limit": a.limit, "seed": a.seed}
 
 
 def add_demo_parser(sub: Any) -> None:

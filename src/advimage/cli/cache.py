@@ -11,6 +11,7 @@ from advimage.cli.common import (
     CliError,
     add_common_args,
     add_model_data_args,
+    check_out_arg,
     load_data,
     load_model_on_device,
 )
@@ -29,6 +30,7 @@ def _cache_inputs(
     """``(model, layers, data, thetas, lambdas)`` of ``cache build|tune``'s options."""
     from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS
 
+    check_out_arg(a, "prefix")
     layers = [n.strip() for n in a.layers.split(",") if n.strip()]
     if not layers:
         raise CliError("--layers needs at least one layer name, e.g. layer3.2,pool")

@@ -11,6 +11,7 @@ from typing import Any
 from advimage.cli.common import (
     add_common_args,
     add_model_data_args,
+    check_out_arg,
     load_data,
     load_model_on_device,
 )
@@ -22,6 +23,7 @@ def cmd_detect_calibrate(a: argparse.Namespace) -> int:
     """Calibrate thresholds on ``--data`` ``--split`` and save the detector JSON."""
     from advimage.detect import NoiseSignatureDetector, get_preset
 
+    check_out_arg(a, "file")
     model, _, _ = load_model_on_device(a)
     config = get_preset(a.preset).with_overrides(a.set or [])
     det = NoiseSignatureDetector(model, config, a.criteria, seed=a.seed, batch_size=a.batch_size)

@@ -13,6 +13,7 @@ from advimage.cli.common import (
     add_common_args,
     add_model_data_args,
     attack_kwargs,
+    check_out_arg,
     eps_list,
     load_data,
     load_model_on_device,
@@ -64,6 +65,7 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     from advimage.eval.store import DB_NAME
     from advimage.utils import run_metadata, write_json
 
+    check_out_arg(a, "dir")
     if a.resume and not a.out:
         raise CliError("--resume needs --out, the folder of the run to continue")
     out = Path(a.out) if a.out else None
@@ -110,6 +112,7 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
     """Run a detection config (resumable); print success and detection rates per attack."""
     from advimage.detect.evaluation import run_from_config
 
+    check_out_arg(a, "dir")
     res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None,
                           shard=a.shard)
     for name, r in res["attacks"].items():
@@ -128,6 +131,7 @@ def cmd_eval_transfer(a: argparse.Namespace) -> int:
     students; print their table, write transfer.json and gradcam.png."""
     from advimage.distill.transfer import format_transfer, run_transfer
 
+    check_out_arg(a, "dir")
     if a.offset < 0:
         raise CliError(f"--offset must be >= 0, got {a.offset}")
     layers = a.cam_layers.split(",") if a.cam_layers else None

@@ -8,6 +8,7 @@ from typing import Any
 from advimage.cli.common import (
     add_common_args,
     add_model_data_args,
+    check_out_arg,
     load_data,
     load_model_on_device,
 )
@@ -29,6 +30,7 @@ def cmd_models_import(a: argparse.Namespace) -> int:
     """Convert a reference ``.th/.pt`` file into a ``.safetensors`` checkpoint."""
     from advimage.models import import_reference, save_checkpoint
 
+    check_out_arg(a, "file", ".safetensors")
     model = import_reference(a.source, arch=a.arch)
     meta = {"source": str(a.source), "dataset": a.dataset}
     if a.classes:

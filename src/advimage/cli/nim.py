@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from advimage.cli.common import add_common_args, add_train_args, train_config
+from advimage.cli.common import add_common_args, add_train_args, check_out_arg, train_config
 
 __all__ = ["add_nim_parser", "cmd_nim_finetune", "cmd_nim_pretrain"]
 
@@ -45,6 +45,7 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     from advimage.defend.nim_model import NIMConfig
     from advimage.defend.nim_train import pretrain
 
+    check_out_arg(a, "dir")
     ds = load_dataset(a.data, "train", data_root=a.data_root)
     if a.limit is not None:
         if a.limit < 1:
@@ -67,6 +68,7 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
     """Fine-tune on De^3 reconstructions; print test accuracies and the checkpoint path."""
     from advimage.defend.nim_finetune import finetune
 
+    check_out_arg(a, "dir")
     cfg = train_config(a, model="nim-vit")  # the same recipe plumbing as `advimage train`
     sigma_test = None if a.sigma_test < 0 else a.sigma_test
     _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,

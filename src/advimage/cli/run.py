@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from advimage.cli.common import CliError, add_common_args, parse_shard
+from advimage.cli.common import CliError, add_common_args, check_out_arg, parse_shard
 
 __all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
 
@@ -18,6 +18,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from advimage.eval.report_run import write_report
     from advimage.eval.runner import default_run_dir, load_run_config, run_evaluation
 
+    check_out_arg(a, "dir")
     if a.resume:
         cfg = load_run_config(a.resume)
         if a.config and load_config(a.config).to_dict() != cfg.to_dict():
@@ -41,6 +42,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     """Write the HTML report (and exports) of a finished or partial run."""
     from advimage.eval.report_run import write_report
 
+    check_out_arg(a, "file")
     path = write_report(a.run, a.out)
     print(f"report: {path}")
     return 0

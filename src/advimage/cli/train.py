@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from advimage.cli.common import CliError, add_common_args, add_train_args, eps_list, train_config
+from advimage.cli.common import (
+    CliError,
+    add_common_args,
+    add_train_args,
+    check_out_arg,
+    eps_list,
+    train_config,
+)
 
 __all__ = ["add_distill_parser", "add_train_parser", "cmd_distill", "cmd_train"]
 
@@ -16,6 +23,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     """Train (resuming from ``--out``); print the test accuracy and the checkpoint path."""
     from advimage.train import train
 
+    check_out_arg(a, "dir")
     cfg = train_config(a)
     _, metrics = train(
         cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
@@ -32,6 +40,7 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from advimage.distill import DistillConfig, distill
     from advimage.hub import load_model
 
+    check_out_arg(a, "dir")
     cfg = train_config(a)
     teacher, teacher_meta = (None, None) if a.arm == "independent" else load_model(a.teacher)
     layers = a.hint_layers.split(",") if a.hint_layers else [None, None]

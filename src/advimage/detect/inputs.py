@@ -4,6 +4,8 @@
 ``x_adv``, see :mod:`advimage.eval.export`) and 8-bit PNGs for viewing. Scoring the tensors
 judges exactly what the attack produced; PNGs are quantized to 1/255 steps, which itself
 changes the noise signature (Hu, Yu et al., NeurIPS 2019, evaluate saved float tensors).
+An attack folder is read through its manifest: exactly the images of its configuration, never
+shards another configuration left behind.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from advimage.errors import CorruptFileError
 from advimage.eval.export import load_adversarials
 
 __all__ = ["IMAGE_SUFFIXES", "load_images"]
@@ -43,7 +46,8 @@ def _read_tensors(path: Path) -> torch.Tensor:
     try:
         data = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"cannot read safetensors file {path}: {err}") from None
+        raise CorruptFileError(f"cannot read safetensors file {path}: "
+                               f"{(str(err).splitlines() or [''])[0]}") from None
     for key in _TENSOR_KEYS:
         if key in data:
             return data[key]
