@@ -36,6 +36,8 @@ from advimage.detect.metrics import (
     summarize,
 )
 from advimage.detect.noise_signature import NoiseSignatureDetector
+from advimage.detect.records import open_detection_dir, publish_record, stored_record
+from advimage.rundir import RunDir
 from advimage.utils import write_json
 from advimage.validation import check_shard
 
@@ -54,10 +56,34 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- runner
-def _save(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves half a file
+def _scored(run: RunDir, detector: NoiseSignatureDetector, name: str, x: Tensor,
+            y: Tensor) -> dict[str, Any]:
+    """The detector's scores of clean images ``name`` (stored, or computed and published)."""
+    rec = stored_record(run, f"{name}.pt")
+    if rec is not None:
+        return rec
+    t0 = time.time()
+    scores, pred = detector.score_with_labels(x)
+    rec = {"scores": scores, "pred": pred, "y": y, "seconds": time.time() - t0}
+    log.info("scored %s (%d images) in %.0f s", name, len(x), rec["seconds"])
+    return publish_record(run, f"{name}.pt", rec)
+
+
+def _attacked(run: RunDir, model: torch.nn.Module, detector: NoiseSignatureDetector,
+              attack: Any, name: str, test: tuple[Tensor, Tensor],
+              batch_size: int) -> dict[str, Any]:
+    """Craft attack ``name`` on the test images, score it, publish ``attack-NAME.pt``."""
+    x_test, y_test = test
+    t0 = time.time()
+    x_adv = torch.cat([attack(model, x_test[i : i + batch_size], y_test[i : i + batch_size])
+                       for i in range(0, len(x_test), batch_size)])
+    t_attack = time.time() - t0
+    t0 = time.time()
+    scores, pred = detector.score_with_labels(x_adv)
+    rec = {"x_adv": x_adv, "scores": scores, "pred": pred,
+           "seconds_attack": t_attack, "seconds_score": time.time() - t0}
+    log.info("attack %s: %.0f s, scoring %.0f s", name, t_attack, rec["seconds_score"])
+    return publish_record(run, f"attack-{name}.pt", rec)
 
 
 def run_detection_eval(
@@ -70,6 +96,7 @@ def run_detection_eval(
     fprs: Sequence[float] = DEFAULT_FPRS,
     batch_size: int = 100,
     shard: tuple[int, int] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score calibration and test images, then craft and score every attack (resumable).
 
@@ -81,14 +108,17 @@ def run_detection_eval(
         attacks: name -> factory ``factory(calibration scores) -> attack`` with
             ``attack(model, x, y) -> x_adv`` (adaptive attacks read the scores: a white-box
             attacker knows the thresholds); called only when its result is not on disk yet.
-        out_dir: Folder of the per-step files (``calibration.pt``, ``clean.pt``,
-            ``attack-NAME.pt``) and ``results.json``.
+        out_dir: Run folder (:mod:`advimage.detect.records`) of the per-step files
+            (``calibration.pt``, ``clean.pt``, ``attack-NAME.pt``) and ``results.json``.
         fprs: Target false-positive rates.
         batch_size: Images attacked at once.
         shard: ``(i, n)``, 0 <= i < n: craft only every n-th attack from the i-th, so n
-            processes share one ``out_dir`` (start the others once ``clean.pt`` exists, or each
-            scores the clean images too). Finished attacks of other shards are read from disk;
-            the shard that ends last writes the complete ``results.json``.
+            processes share one ``out_dir`` (each scores the clean images unless one has
+            stored them; the first stored copy is used). Finished attacks of other shards are
+            read from disk; the shard that ends last writes the complete ``results.json``.
+        config: What the folder's configuration cannot read off the arguments: the attacks'
+            kinds and options (factories are opaque) and where model and data came from.
+            Default: the attack names only, so pass it whenever options may change.
 
     Returns:
         The results mapping also written to ``results.json``: per attack its summary, and
@@ -96,76 +126,46 @@ def run_detection_eval(
 
     Raises:
         ValueError: a bad ``shard``.
+        ConfigMismatchError: ``out_dir`` holds results of another configuration.
+        CorruptFileError: a damaged stored file.
     """
     check_shard(shard)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     detector.fit(model)
-
-    def scored(name: str, x: Tensor, y: Tensor) -> dict[str, Any]:
-        path = out / f"{name}.pt"
-        if path.is_file():
-            return torch.load(path, weights_only=True)
-        t0 = time.time()
-        scores, pred = detector.score_with_labels(x)
-        rec = {"scores": scores, "pred": pred, "y": y, "seconds": time.time() - t0}
-        _save(path, rec)
-        log.info("scored %s (%d images) in %.0f s", name, len(x), rec["seconds"])
-        return rec
-
-    cal = scored("calibration", *calibration)
+    run = open_detection_dir(out_dir, model, detector, calibration, test, fprs, batch_size,
+                             config if config is not None else {"attacks": list(attacks)})
+    cal = _scored(run, detector, "calibration", *calibration)
     ok_cal = cal["pred"] == cal["y"]
     calib = {k: v[ok_cal] for k, v in cal["scores"].items()}
-    clean = scored("clean", *test)
+    clean = _scored(run, detector, "clean", *test)
     ok = clean["pred"] == clean["y"]
     clean_s = {k: v[ok] for k, v in clean["scores"].items()}
     results: dict[str, Any] = {
-        "criteria": list(detector.criteria),
-        "config": detector.config.as_dict(),
-        "n_calibration": int(len(calibration[0])),
-        "n_calibration_correct": int(ok_cal.sum()),
-        "n_test": int(len(test[0])),
-        "n_test_correct": int(ok.sum()),
-        "fprs": [float(f) for f in fprs],
-        "attacks": {},
+        "criteria": list(detector.criteria), "config": detector.config.as_dict(),
+        "n_calibration": int(len(calibration[0])), "n_calibration_correct": int(ok_cal.sum()),
+        "n_test": int(len(test[0])), "n_test_correct": int(ok.sum()),
+        "fprs": [float(f) for f in fprs], "fingerprint": run.fingerprint, "attacks": {},
     }
-    x_test, y_test = test
     names = list(attacks)
     mine = set(names if shard is None else names[shard[0]::shard[1]])
 
     def publish() -> None:  # config order; atomic, since other shards rewrite it too
         results["attacks"] = {n: results["attacks"][n] for n in names if n in results["attacks"]}
         results["pending"] = [n for n in names if n not in results["attacks"]]
-        write_json(out / "results.json", results)
+        write_json(run.path / "results.json", results)
 
     for name, factory in attacks.items():
-        path = out / f"attack-{name}.pt"
-        if path.is_file():
-            rec = torch.load(path, weights_only=True)
-        elif name not in mine:
+        rec = stored_record(run, f"attack-{name}.pt")
+        if rec is None and name not in mine:
             continue  # another shard's, not finished yet: picked up below if it is by then
-        else:
-            attack = factory(calib)
-            t0 = time.time()
-            x_adv = torch.cat([
-                attack(model, x_test[i : i + batch_size], y_test[i : i + batch_size])
-                for i in range(0, len(x_test), batch_size)
-            ])
-            t_attack = time.time() - t0
-            t0 = time.time()
-            scores, pred = detector.score_with_labels(x_adv)
-            rec = {"x_adv": x_adv, "scores": scores, "pred": pred,
-                   "seconds_attack": t_attack, "seconds_score": time.time() - t0}
-            _save(path, rec)
-            log.info("attack %s: %.0f s, scoring %.0f s", name, t_attack, rec["seconds_score"])
-        results["attacks"][name] = summarize(calib, clean_s, rec, ok, y_test, fprs)
+        if rec is None:
+            rec = _attacked(run, model, detector, factory(calib), name, test, batch_size)
+        results["attacks"][name] = summarize(calib, clean_s, rec, ok, test[1], fprs)
         publish()
     # other shards' attacks that finished meanwhile: the shard that ends last sees them all
     for name in names:
-        path = out / f"attack-{name}.pt"
-        if name not in results["attacks"] and path.is_file():
-            rec = torch.load(path, weights_only=True)
-            results["attacks"][name] = summarize(calib, clean_s, rec, ok, y_test, fprs)
+        rec = None if name in results["attacks"] else stored_record(run, f"attack-{name}.pt")
+        if rec is not None:
+            results["attacks"][name] = summarize(calib, clean_s, rec, ok, test[1], fprs)
     publish()
     if results["pending"]:
         log.warning("results.json lacks %d attack(s) of other shards: %s", len(results["pending"]),
@@ -199,6 +199,25 @@ def _attack_factory(kind: str, eps: float, options: dict[str, Any], config: Dete
     return build
 
 
+def _attack_specs(entries: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """label@eps -> {kind, eps, options} of a config's ``attacks`` list, every budget."""
+    from advimage.validation import parse_fraction
+
+    specs: dict[str, dict[str, Any]] = {}
+    for i, a in enumerate(entries):
+        if not isinstance(a, dict) or "kind" not in a:
+            raise ValueError(f"detection config: attacks[{i}] needs a 'kind'")
+        eps_list = a.get("eps", ["8/255"])
+        for eps_text in eps_list if isinstance(eps_list, list) else [eps_list]:
+            eps = parse_fraction(eps_text, f"attacks[{i}].eps")
+            label = f"{a.get('label', a['kind'])}@{eps:.4g}"
+            if label in specs:
+                raise ValueError(f"detection config: attack {label!r} appears twice")
+            specs[label] = {"kind": str(a["kind"]), "eps": eps,
+                            "options": dict(a.get("options") or {})}
+    return specs
+
+
 def run_from_config(path: str | Path, out_dir: str | Path,
                     only: Sequence[str] | None = None,
                     shard: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -218,7 +237,6 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     from advimage.data import load_dataset
     from advimage.eval.config import resolve_path
     from advimage.hub import load_model
-    from advimage.validation import parse_fraction
 
     p = Path(path)
     if not p.is_file():
@@ -231,20 +249,25 @@ def run_from_config(path: str | Path, out_dir: str | Path,
         raise ValueError(f"detection config: unknown key {unknown[0]!r}; allowed: "
                          f"{', '.join(_TOP)}")
     base = p.resolve().parent
-    model, _ = load_model(resolve_path(str(raw["model"]), base, "model"))
+    model_path = resolve_path(str(raw["model"]), base, "model")
+    model, _ = load_model(model_path)
     data = dict(raw.get("data") or {})
+    data_name = str(data.get("name", "cifar10"))
     root = data.get("root")
-    root = resolve_path(root, base, "data root") if root else None
+    root = str(resolve_path(root, base, "data root")) if root else None
 
-    def split(key: str, default: str, limit: int) -> tuple[Tensor, Tensor]:
-        spec = {"split": default, "limit": limit, "offset": 0, **(raw.get(key) or {})}
-        unknown = sorted(set(spec) - {"split", "limit", "offset"})
+    def spec(key: str, default: str, limit: int) -> dict[str, Any]:
+        out = {"split": default, "limit": limit, "offset": 0, **(raw.get(key) or {})}
+        unknown = sorted(set(out) - {"split", "limit", "offset"})
         if unknown:
             raise ValueError(f"detection config: unknown key '{key}.{unknown[0]}'; allowed: "
                              "split, limit, offset")
-        ds = load_dataset(data.get("name", "cifar10"), spec["split"], data_root=root)
-        skip = int(spec["offset"])  # drop the first `offset` balanced images (held out)
-        x, y = ds.balanced(skip + int(spec["limit"])).tensors()
+        return out
+
+    def split(sp: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        ds = load_dataset(data_name, sp["split"], data_root=root)
+        skip = int(sp["offset"])  # drop the first `offset` balanced images (held out)
+        x, y = ds.balanced(skip + int(sp["limit"])).tensors()
         return x[skip:], y[skip:]
 
     d = dict(raw.get("detector") or {})
@@ -254,20 +277,13 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     det = NoiseSignatureDetector(model, config, d.get("criteria", "c1,c2t"),
                                  seed=int(d.get("seed", 0)))
     fprs = [float(f) for f in raw.get("fprs", DEFAULT_FPRS)]
-    attacks: dict[str, Callable[[Mapping[str, Tensor]], Any]] = {}
-    for i, a in enumerate(raw.get("attacks") or []):
-        if not isinstance(a, dict) or "kind" not in a:
-            raise ValueError(f"detection config: attacks[{i}] needs a 'kind'")
-        eps_list = a.get("eps", ["8/255"])
-        for eps_text in eps_list if isinstance(eps_list, list) else [eps_list]:
-            eps = parse_fraction(eps_text, f"attacks[{i}].eps")
-            label = f"{a.get('label', a['kind'])}@{eps:.4g}"
-            if only and not any(label.startswith(o) for o in only):
-                continue
-            if label in attacks:
-                raise ValueError(f"detection config: attack {label!r} appears twice")
-            attacks[label] = _attack_factory(str(a["kind"]), eps, dict(a.get("options") or {}),
-                                             config, max(fprs))
-    return run_detection_eval(model, det, split("calibration", "train", 500),
-                              split("test", "test", 200), attacks, out_dir, fprs,
-                              int(raw.get("batch_size", 100)), shard=shard)
+    specs = _attack_specs(raw.get("attacks") or [])
+    attacks = {label: _attack_factory(sp["kind"], sp["eps"], sp["options"], config, max(fprs))
+               for label, sp in specs.items()
+               if not only or any(label.startswith(o) for o in only)}
+    cal_spec, test_spec = spec("calibration", "train", 500), spec("test", "test", 200)
+    source = {"model": str(model_path), "data": {"name": data_name, "root": root},
+              "calibration_images": cal_spec, "test_images": test_spec, "attacks": specs}
+    return run_detection_eval(model, det, split(cal_spec), split(test_spec), attacks, out_dir,
+                              fprs, int(raw.get("batch_size", 100)), shard=shard,
+                              config=source)

@@ -327,6 +327,9 @@ class NoiseSignatureDetector:
             raise ValueError(f"detector file not found: {p}")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"detector file {p} is not valid JSON: {err.msg}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            from advimage.errors import CorruptFileError
+
+            why = err.msg if isinstance(err, json.JSONDecodeError) else "binary data"
+            raise CorruptFileError(f"detector file {p} is not valid JSON: {why}") from None
         return cls.from_dict(data, model, batch_size=batch_size)
