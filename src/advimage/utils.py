@@ -8,14 +8,23 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "seed_everything", "run_metadata", "atomic_write_text", "write_json"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_writer",
+    "resolve_device",
+    "run_metadata",
+    "seed_everything",
+    "write_json",
+]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -82,19 +91,62 @@ def run_metadata(
     }
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half file)."""
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+@contextmanager
+def atomic_writer(
+    path: str | os.PathLike[str], *, binary: bool = False, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success.
+
+    The old ``path`` stays as it was until the new content is complete: an error (a full disk,
+    a bug, Ctrl-C) inside the ``with`` block removes the temporary file and leaves ``path``
+    untouched, never truncated or half written.
+
+    Args:
+        path: destination; missing parent folders are created.
+        binary: open in ``"wb"`` instead of text mode (UTF-8).
+        newline: text mode's ``newline`` (``""`` for the ``csv`` module).
+
+    Yields:
+        The open temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make exports private
+        if binary:
+            fh: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            fh = os.fdopen(fd, "w", encoding="utf-8", newline=newline)
+        with fh:
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never a half file)."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never a half file)."""
+    with atomic_writer(path, binary=True) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any] | list[Any]) -> Path:

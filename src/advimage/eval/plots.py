@@ -96,12 +96,15 @@ def save_png(
     """
     if dpi <= 0:
         raise ValueError(f"dpi must be > 0, got {dpi}")
+    from advimage.utils import atomic_writer  # here: importing this module stays cheap
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if tight:
             fig.tight_layout()
-        fig.savefig(path, dpi=dpi, bbox_inches=bbox)
+        with atomic_writer(path, binary=True) as fh:  # the old file stays until this one is done
+            fig.savefig(fh, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi,
+                        bbox_inches=bbox)
     finally:
         pyplot().close(fig)
     return path
