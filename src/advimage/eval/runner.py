@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -32,12 +32,13 @@ from advimage.attacks.base import Attack, frozen
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.errors import ConfigMismatchError, CorruptFileError
 from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
 from advimage.eval.defenses import build_defense, build_detector, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
-from advimage.utils import resolve_device, run_metadata, write_json
+from advimage.utils import atomic_write_bytes, resolve_device, run_metadata, write_json
 from advimage.validation import check_shard
 
 __all__ = [
@@ -71,6 +72,41 @@ def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[st
             "restarts": getattr(a, "restarts", 1), "eot": getattr(a, "eot", 1), "position": i,
         })
     return rows
+
+
+def _defense_rows(config: RunConfig,
+                  defended: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+    return [{"defense": label, "name": d.name, "options": json.dumps(d.options),
+             **{k: int(v) for k, v in defense_flags(m).items()}, "position": i}
+            for i, ((label, m), d) in enumerate(zip(defended, config.defenses, strict=True))]
+
+
+def _resume_store(db: Path, config: RunConfig, n_batches: int, n_images: int) -> ResultStore:
+    """Open (and verify) the store of the run being resumed; refuse one that does not belong
+    to this config and dataset."""
+    out = db.parent
+    stored = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
+    if stored != config.to_dict():
+        raise ConfigMismatchError(f"config differs from the one stored in {out / CONFIG_NAME}; "
+                                  "resume with the stored config")
+    store = ResultStore(db)
+    try:
+        total = store.get_meta("n_batches")
+        if total is not None and total != n_batches:
+            raise ConfigMismatchError(
+                f"the dataset now gives {n_batches} batches, the run in {out} was started with "
+                f"{total}; resume it with the same data")
+        bs = config.data.batch_size
+        for b, n in store.conn.execute("SELECT batch, n FROM batches ORDER BY batch"):
+            if not 0 <= b < n_batches or n != min(bs, n_images - b * bs):
+                raise CorruptFileError(
+                    f"{db}: batch {b} of {n} images does not fit this run's {n_images} images "
+                    f"in batches of {bs}; the result store is damaged or from other data")
+        store.upgrade(n_batches)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def default_run_dir(name: str) -> Path:
@@ -145,7 +181,8 @@ def run_evaluation(
     ds = dataset
     if ds is None:
         d = config.data
-        ds = load_dataset(d.name, d.split, data_root=d.root, image_size=d.image_size)
+        ds = load_dataset(d.name, d.split, data_root=d.root, image_size=d.image_size,
+                          classes=getattr(model, "classes", None))  # folders map by name
         if d.limit is not None:
             ds = ds.balanced(d.limit)
     if len(ds) == 0:
@@ -164,28 +201,21 @@ def run_evaluation(
                          for d in config.detectors] for label, m in defended}
 
     out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(db) as store:
+    bs = config.data.batch_size
+    n_batches = -(-len(ds) // bs)
+    store = _resume_store(db, config, n_batches, len(ds)) if resume else \
+        ResultStore(db, create=True)
+    with store:
         if not resume:
-            write_json(out / CONFIG_NAME, config.to_dict())
-            meta = {**run_metadata(dev, config.seed), "started": time.time()}
+            meta = {**run_metadata(dev, config.seed), "started": time.time(),
+                    "data": ds.describe()}  # labels: how folders map to classes
+            store.initialize(
+                {"run": meta, "classes": list(ds.classes), "n_batches": n_batches},
+                _attack_rows(specs, attacks), _defense_rows(config, defended))
             write_json(out / "run.json", meta)
-            store.set_meta("run", meta)
-            store.set_meta("classes", list(ds.classes))
-            store.put_attacks(_attack_rows(specs, attacks))
-            store.put_defenses([
-                {"defense": label, "name": d.name, "options": json.dumps(d.options),
-                 **{k: int(v) for k, v in defense_flags(m).items()}, "position": i}
-                for i, ((label, m), d) in enumerate(zip(defended, config.defenses, strict=True))
-            ])
-        else:
-            stored = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
-            if stored != config.to_dict():
-                raise ValueError(f"config differs from the one stored in {out / CONFIG_NAME}; "
-                                 "resume with the stored config")
+            write_json(out / CONFIG_NAME, config.to_dict())  # last: shards join once it exists
         session = store.new_session()
         done = store.done_batches()
-        bs = config.data.batch_size
-        n_batches = -(-len(ds) // bs)
         mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
         todo = [b for b in mine if b not in done]
         log.info("run %s: %d of %d batches to do%s", out, len(todo), n_batches,
@@ -257,8 +287,5 @@ def _run_batch(
 
 def _save_examples(path: Path, tensors: dict[str, Tensor]) -> None:
     """Write the example images atomically (a resumed batch 0 rewrites identical bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": "advimage-examples-v1"})
-    tmp.replace(path)
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                                  metadata={"format": "advimage-examples-v1"}))

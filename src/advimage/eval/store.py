@@ -5,6 +5,12 @@ defense), its timings, gradient statistics and detector scores, the recomputed a
 and finally the batch's row in ``batches``. The database runs in WAL mode, so a process killed
 at any moment (even ``kill -9``) leaves either the whole batch or none of it, and a resumed run
 skips exactly the batches listed in ``batches``.
+
+Each batch's row in ``batches`` also holds its sample-row count and a digest of all its rows,
+and opening an existing store verifies it (:func:`advimage.eval.store_check.verify_store`): a
+truncated, damaged or edited store is refused with one line instead of resuming or reporting
+short results. SQLite's own errors are left as they are, so a full disk during a batch rolls
+that batch back and keeps every batch committed before it.
 """
 
 from __future__ import annotations
@@ -12,10 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from advimage.errors import CorruptFileError
+from advimage.eval.store_check import (
+    AGGREGATE,
+    SCHEMA,
+    STORE_VERSION,
+    batch_digests,
+    setup_digest,
+    store_version,
+    verify_store,
+)
 
 __all__ = ["DB_NAME", "ResultStore"]
 
@@ -23,54 +40,54 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "results.sqlite"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS attacks(
-  attack TEXT PRIMARY KEY, name TEXT, label TEXT, kind TEXT, norm TEXT, eps REAL,
-  options TEXT, steps INTEGER, restarts INTEGER, eot INTEGER, position INTEGER);
-CREATE TABLE IF NOT EXISTS defenses(
-  defense TEXT PRIMARY KEY, name TEXT, options TEXT, is_randomized INTEGER,
-  is_differentiable INTEGER, uses_bpda INTEGER, position INTEGER);
-CREATE TABLE IF NOT EXISTS batches(
-  batch INTEGER PRIMARY KEY, n INTEGER NOT NULL, session INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS samples(
-  sample INTEGER, batch INTEGER, defense TEXT, attack TEXT, label INTEGER,
-  pred_clean INTEGER, pred_adv INTEGER, clean_correct INTEGER, robust_correct INTEGER,
-  distance REAL, PRIMARY KEY(sample, defense, attack));
-CREATE TABLE IF NOT EXISTS timings(
-  batch INTEGER, defense TEXT, attack TEXT, seconds REAL, PRIMARY KEY(batch, defense, attack));
-CREATE TABLE IF NOT EXISTS gradients(
-  batch INTEGER, defense TEXT, n INTEGER, n_zero INTEGER, norm_sum REAL,
-  PRIMARY KEY(batch, defense));
-CREATE TABLE IF NOT EXISTS detector_scores(
-  sample INTEGER, defense TEXT, attack TEXT, detector TEXT, clean_score REAL, adv_score REAL,
-  PRIMARY KEY(sample, defense, attack, detector));
-CREATE TABLE IF NOT EXISTS results(
-  defense TEXT, attack TEXT, n INTEGER, clean_accuracy REAL, robust_accuracy REAL,
-  mean_distance REAL, seconds REAL, PRIMARY KEY(defense, attack));
-"""
-
-# The aggregate table, recomputed inside every batch transaction (cheap: GROUP BY on an index).
-_AGGREGATE = """
-INSERT OR REPLACE INTO results
-SELECT s.defense, s.attack, COUNT(*), AVG(s.clean_correct), AVG(s.robust_correct),
-  AVG(CASE WHEN s.clean_correct = 1 AND s.robust_correct = 0 THEN s.distance END),
-  (SELECT SUM(t.seconds) FROM timings t WHERE t.defense = s.defense AND t.attack = s.attack)
-FROM samples s GROUP BY s.defense, s.attack
-"""
-
 
 class ResultStore:
     """One run's results database (``run_dir/results.sqlite``)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        """Open ``path``: verified when it exists, created empty when ``create``.
+
+        Args:
+            path: the ``results.sqlite`` file.
+            create: create the store (a new run); without it the file must exist.
+
+        Raises:
+            CorruptFileError: an existing store that is empty, not a database or fails its
+                integrity check.
+            FileNotFoundError: ``path`` does not exist and ``create`` is False.
+        """
         self.path = Path(path)
+        exists = self.path.exists()
+        if not exists and not create:
+            raise FileNotFoundError(2, "no result store", str(self.path))
+        if exists and self.path.stat().st_size == 0:
+            raise CorruptFileError(f"{self.path}: empty file (0 bytes), not a result store; "
+                                   "restore it from a copy or start a new run")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=30.0)
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against kill -9
-        self.conn.executescript(_SCHEMA)
+        try:
+            self._open(exists)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _open(self, exists: bool) -> None:
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against kill -9
+            if exists:
+                self.version = verify_store(self.conn, self.path)
+                return
+            with self.conn:
+                self.conn.executescript(f"BEGIN;{SCHEMA}INSERT OR IGNORE INTO meta VALUES "
+                                        f"('store_version', '{STORE_VERSION}');COMMIT;")
+            self.version = STORE_VERSION
+        except sqlite3.DatabaseError as err:
+            if type(err) is not sqlite3.DatabaseError:  # OperationalError: locked, full, I/O
+                raise
+            raise CorruptFileError(f"{self.path}: not a readable SQLite result store ({err}); "
+                                   "restore it from a copy or start a new run") from err
 
     def close(self) -> None:
         self.conn.close()
@@ -97,6 +114,58 @@ class ResultStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    def initialize(self, meta: Mapping[str, Any], attacks: Sequence[dict[str, Any]],
+                   defenses: Sequence[dict[str, Any]]) -> None:
+        """Write a new run's setup in one transaction and seal it (a digest of the attacks,
+        defenses, classes and batch count that the integrity check compares).
+
+        Args:
+            meta: ``meta`` entries, e.g. ``run``, ``classes`` and ``n_batches``.
+            attacks, defenses: rows of the ``attacks`` and ``defenses`` tables.
+        """
+        with self.conn:
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                  [(k, json.dumps(v, default=str)) for k, v in meta.items()])
+            self._put_attacks(attacks)
+            self._put_defenses(defenses)
+            self._seal()
+
+    def _seal(self) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('setup_digest', ?)",
+                          (json.dumps(setup_digest(self.conn)),))
+
+    def upgrade(self, n_batches: int) -> None:
+        """Give a version-1 store (verified on open) its batch count, per-batch digests and
+        seal, so a resumed run continues it as a version-2 store."""
+        if self.version >= STORE_VERSION:
+            return
+        log.warning("%s was written before per-batch digests; upgrading it", self.path)
+        with self.conn:
+            c = self.conn
+            c.execute("ALTER TABLE batches ADD COLUMN rows INTEGER")
+            c.execute("ALTER TABLE batches ADD COLUMN digest TEXT")
+            c.execute("CREATE INDEX IF NOT EXISTS samples_batch ON samples(batch)")
+            c.executemany("UPDATE batches SET rows = ?, digest = ? WHERE batch = ?",
+                          [(r, d, b) for b, (r, d) in batch_digests(c).items()])
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          [("n_batches", json.dumps(n_batches)),
+                           ("store_version", json.dumps(STORE_VERSION))])
+            self._seal()
+        self.version = store_version(self.conn)
+
+    def progress(self) -> dict[str, Any]:
+        """``partial``, ``batches_done``, ``batches_total`` and ``batches_missing`` of the run.
+
+        A run is partial while batches are missing (shards not all done, or interrupted); a
+        version-1 store, which did not record the batch count (total and missing None), is
+        partial unless marked finished.
+        """
+        done = int(self.conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+        total = self.get_meta("n_batches")
+        partial = not self.get_meta("finished", False) if total is None else done < total
+        return {"partial": partial, "batches_done": done, "batches_total": total,
+                "batches_missing": None if total is None else total - done}
+
     def new_session(self) -> int:
         """Count this process's run over the database (1 for a fresh run, 2 after a resume)."""
         with self.conn:  # one write transaction: concurrent shards get distinct numbers
@@ -114,17 +183,15 @@ class ResultStore:
                 "THEN 'true' ELSE 'false' END FROM batches", (n_batches,))
         return bool(self.get_meta("finished"))
 
-    def put_attacks(self, rows: Sequence[dict[str, Any]]) -> None:
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO attacks VALUES (:attack, :name, :label, :kind, :norm, "
-                ":eps, :options, :steps, :restarts, :eot, :position)", rows)
+    def _put_attacks(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO attacks VALUES (:attack, :name, :label, :kind, :norm, "
+            ":eps, :options, :steps, :restarts, :eot, :position)", rows)
 
-    def put_defenses(self, rows: Sequence[dict[str, Any]]) -> None:
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO defenses VALUES (:defense, :name, :options, "
-                ":is_randomized, :is_differentiable, :uses_bpda, :position)", rows)
+    def _put_defenses(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO defenses VALUES (:defense, :name, :options, "
+            ":is_randomized, :is_differentiable, :uses_bpda, :position)", rows)
 
     # ------------------------------------------------------------------ batches
     def done_batches(self) -> set[int]:
@@ -142,7 +209,8 @@ class ResultStore:
     ) -> bool:
         """Store one finished batch in a single transaction (all of it or nothing).
 
-        Rows are tuples in table column order (see the schema at the top of this module).
+        Rows are tuples in table column order (see :data:`advimage.eval.store_check.SCHEMA`);
+        the batch's row count and digest are computed from the rows as stored.
         Returns False, storing nothing, when the batch is already stored: another process
         (e.g. the same ``--shard`` started twice) committed it first; batches are seeded, so
         its rows are the ones this copy holds.
@@ -150,14 +218,17 @@ class ResultStore:
         try:
             with self.conn:
                 c = self.conn
-                c.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch, n, session))
+                c.execute("INSERT INTO batches VALUES (?, ?, ?, NULL, NULL)", (batch, n, session))
                 c.executemany("INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)",
                               samples)
                 c.executemany("INSERT OR REPLACE INTO timings VALUES (?,?,?,?)", timings)
                 c.executemany("INSERT OR REPLACE INTO gradients VALUES (?,?,?,?,?)", gradients)
                 c.executemany("INSERT OR REPLACE INTO detector_scores VALUES (?,?,?,?,?,?)",
                               scores)
-                c.execute(_AGGREGATE)
+                rows, digest = batch_digests(c, batch)[batch]
+                c.execute("UPDATE batches SET rows = ?, digest = ? WHERE batch = ?",
+                          (rows, digest, batch))
+                c.execute(AGGREGATE)
         except sqlite3.IntegrityError:
             if batch not in self.done_batches():
                 raise
