@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from advimage.errors import InputShapeError
+
 __all__ = ["ImageClassifier", "wrap_model"]
 
 
@@ -79,8 +81,28 @@ class ImageClassifier(nn.Module):
         self.classes = classes
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map images in [0, 1] ``(B, C, H, W)`` to logits ``(B, num_classes)``."""
-        return self.net((x - self.mean) / self.std)
+        """Map images in [0, 1] ``(B, C, H, W)`` to logits ``(B, num_classes)``.
+
+        Raises:
+            InputShapeError: in one line, when the images have another number of channels than
+                the model (they would broadcast against the per-channel mean/std and give
+                silently wrong logits), or another size that the network cannot take. Images
+                of another size that the network accepts (global pooling) pass.
+        """
+        if x.dim() == 4 and x.shape[1] != self.mean.shape[1]:
+            raise InputShapeError(self._misfit(x, "use another model or dataset"))
+        try:
+            return self.net((x - self.mean) / self.std)
+        except RuntimeError as err:
+            if tuple(x.shape[1:]) == self.input_shape:
+                raise  # a failure of the network itself, not of the input's shape
+            raise InputShapeError(self._misfit(x, "use --image-size or another model")) from err
+
+    def _misfit(self, x: Tensor, advice: str) -> str:
+        """One line: the images' shape, the model and the shape it expects, what to do."""
+        got = "x".join(str(s) for s in x.shape[1:])
+        want = "x".join(str(s) for s in self.input_shape)
+        return f"images of shape {got} do not fit model {self.arch}, which expects {want}; {advice}"
 
     def layer_names(self) -> list[str]:
         """Names of ``net``'s submodules whose outputs :meth:`features` can return."""
