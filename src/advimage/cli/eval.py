@@ -62,8 +62,8 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     from advimage.attacks import create_attack
     from advimage.eval.robust import rows_from_run
     from advimage.eval.runner import run_evaluation
-    from advimage.eval.store import DB_NAME
-    from advimage.utils import run_metadata, write_json
+    from advimage.eval.store import DB_NAME, ResultStore
+    from advimage.utils import atomic_writer, run_metadata, write_json
 
     check_out_arg(a, "dir")
     if a.resume and not a.out:
@@ -85,6 +85,8 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
         run_evaluation(cfg, run_dir, resume=a.resume, device=dev,
                        progress=not a.no_progress, model=model, dataset=ds)
         table = [r.as_dict() for r in rows_from_run(run_dir)]
+        with ResultStore(run_dir / DB_NAME) as store:
+            progress = store.progress()
     print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
     for r in table:
         print(
@@ -92,14 +94,15 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
             f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}"
         )
     if out is not None:
-        with open(out / "robust.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(table[0]))
+        with atomic_writer(out / "robust.csv", newline="") as fh:  # the old file stays till done
+            w = csv.DictWriter(fh, fieldnames=[*table[0], "partial"])
             w.writeheader()
-            w.writerows(table)
+            w.writerows({**r, "partial": progress["partial"]} for r in table)
         write_json(
             out / "robust.json",
             {
                 "config": {k: v for k, v in vars(a).items() if k != "func"},
+                **progress,
                 "results": table,
                 **run_metadata(dev, a.seed),
             },

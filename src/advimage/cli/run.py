@@ -34,8 +34,22 @@ def cmd_run(a: argparse.Namespace) -> int:
                    device=None if a.device == "auto" else a.device, progress=not a.no_progress,
                    shard=a.shard)
     report = write_report(run_dir)
-    print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}")
+    print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}"
+          + _partial_note(run_dir))
     return 0
+
+
+def _partial_note(run_dir: Path) -> str:
+    """``; partial: K of N batches done; ...`` when the exports just written are partial (a
+    shard that did its share exits 0 all the same), else an empty string."""
+    import json
+
+    p = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    if not p.get("partial"):
+        return ""
+    of = "" if p.get("batches_total") is None else f" of {p['batches_total']}"
+    return (f"; partial: {p['batches_done']}{of} batches done; run the other shards or "
+            f"--resume {run_dir}")
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -44,7 +58,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     check_out_arg(a, "file")
     path = write_report(a.run, a.out)
-    print(f"report: {path}")
+    print(f"report: {path}" + _partial_note(Path(a.run)))
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from advimage.eval.checks import Finding, run_checks
 from advimage.eval.report import HtmlReport, image_grid_figure
 from advimage.eval.runner import CONFIG_NAME, EXAMPLES_DIR
 from advimage.eval.store import DB_NAME, ResultStore
-from advimage.utils import write_json
+from advimage.utils import atomic_writer, write_json
 
 __all__ = ["accuracy_vs_eps_figure", "roc_figure", "write_report"]
 
@@ -80,30 +80,29 @@ def roc_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     return fig, aucs
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        if not rows:
-            return
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def _write_csv(path: Path, rows: Iterable[Mapping[str, Any]], partial: bool) -> None:
+    """Write ``rows`` with a ``partial`` column (atomic: the old file stays until done)."""
+    with atomic_writer(path, newline="") as fh:
+        w = None
+        for row in rows:  # streamed: never all rows in memory
+            if w is None:
+                w = csv.DictWriter(fh, fieldnames=[*row, "partial"])
+                w.writeheader()
+            w.writerow({**row, "partial": partial})
+        if w is None:  # no rows yet: the header still says so
+            csv.writer(fh).writerow(["partial"])
 
 
 def _export(run: Path, store: ResultStore, results: list[dict[str, Any]],
-            findings: list[Finding]) -> None:
-    _write_csv(run / "results.csv", results)
-    write_json(run / "results.json", {"results": results,
+            findings: list[Finding], progress: dict[str, Any]) -> None:
+    partial = progress["partial"]
+    _write_csv(run / "results.csv", results, partial)
+    write_json(run / "results.json", {**progress, "results": results,
                                       "findings": [vars(f) for f in findings]})
-    with open(run / "samples.csv", "w", newline="", encoding="utf-8") as fh:
-        w = None
-        for row in store.iter_samples():  # streamed: never all rows in memory
-            if w is None:
-                w = csv.writer(fh)
-                w.writerow(row.keys())
-            w.writerow(tuple(row))
+    _write_csv(run / "samples.csv", (dict(r) for r in store.iter_samples()), partial)
     scores = store.detector_scores()
     if scores:
-        _write_csv(run / "detector_scores.csv", scores)
+        _write_csv(run / "detector_scores.csv", scores, partial)
 
 
 def _roc_sections(report: HtmlReport, store: ResultStore) -> None:
@@ -155,6 +154,12 @@ def _grids(report: HtmlReport, run: Path, results: list[dict[str, Any]],
                            "adversarial image, amplified perturbation; red = prediction changed")
 
 
+def _progress_text(p: dict[str, Any]) -> str:
+    of = "" if p["batches_total"] is None else f" of {p['batches_total']}"
+    return f"{p['batches_done']}{of} batches done" + (
+        " (run not finished: partial results)" if p["partial"] else "")
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) and the CSV/JSON exports of run ``run_dir``."""
     run = Path(run_dir)
@@ -172,19 +177,22 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             tolerance=float(checks.get("tolerance", 0.01)),
             max_unbounded_accuracy=float(checks.get("max_unbounded_accuracy", 0.02)),
         ) if checks.get("enabled", True) else []
-        _export(run, store, results, findings)
+        progress = store.progress()
+        _export(run, store, results, findings, progress)
 
         report = HtmlReport(f"advimage run: {config['name']}")
-        done, total = len(store.done_batches()), store.get_meta("finished")
         if config.get("description"):
             report.text(config["description"])
         report.text(f"Model {config['model']['path']}; data {config['data']['name']}/"
-                    f"{config['data']['split']}; {done} batches of "
-                    f"{config['data']['batch_size']} done"
-                    + ("" if total else " (run not finished: partial results)") + ".")
+                    f"{config['data']['split']}; {_progress_text(progress)}.")
+        if progress["partial"]:
+            report.warning(f"Partial results: {_progress_text(progress)}; run the other "
+                           "shards or resume the run for the full numbers.")
         report.heading("Gradient-masking checks")
         if not checks.get("enabled", True):
             report.text("Checks disabled in the config.", "note")
+        elif not results:
+            report.text("No results stored yet: nothing to check.", "note")
         elif findings:
             for f in findings:
                 report.warning(str(f))
