@@ -6,9 +6,11 @@ rejected at the boundary instead of failing deep inside torch.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
-__all__ = ["check_images", "check_labels", "check_shard", "parse_fraction"]
+__all__ = ["check_batch_size", "check_images", "check_labels", "check_shard", "parse_fraction"]
 
 
 def check_images(
@@ -59,6 +61,17 @@ def check_labels(
     if n and num_classes is not None and int(y.max()) >= num_classes:
         raise ValueError(f"{name} has label {int(y.max())} out of range for {num_classes} classes")
     return y
+
+
+def check_batch_size(value: object, name: str = "batch_size") -> int:
+    """``value`` as an int when it is an integer >= 1 (``batch_size`` of any library function).
+
+    Raises:
+        ValueError: in one line, naming ``name`` (a zero batch size would divide by zero).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def parse_fraction(text: str | float | int, name: str = "value") -> float:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["predict_batches", "evaluate_accuracy"]
+from advimage.validation import check_batch_size
+
+__all__ = ["dataset_accuracy", "evaluate_accuracy", "predict_batches"]
+
+
+class _Batched(Protocol):
+    """What :func:`dataset_accuracy` needs of a dataset (``advimage.data.ImageDataset``)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 @torch.no_grad()
@@ -46,3 +57,20 @@ def evaluate_accuracy(
     """Top-1 accuracy in [0, 1]."""
     pred, y = predict_batches(model, batches, device, progress, desc="evaluate", total=total)
     return float((pred == y).float().mean())
+
+
+def dataset_accuracy(
+    model: nn.Module,
+    dataset: _Batched,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> float:
+    """Top-1 accuracy in [0, 1] over every image of ``dataset``, ``batch_size`` at a time.
+
+    Raises:
+        ValueError: ``batch_size`` is not an integer >= 1 (one line, before any work).
+    """
+    batch_size = check_batch_size(batch_size)
+    total = -(-len(dataset) // batch_size)  # batches, for the progress bar
+    return evaluate_accuracy(model, dataset.batches(batch_size), device, progress, total=total)
