@@ -4,8 +4,10 @@ files their folder's manifest lists; damaged stored files are one-line CorruptFi
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
+import os
 
 import pytest
 import torch
@@ -116,6 +118,21 @@ def test_detect_score_reads_exactly_the_listed_images(tmp_path, capsys) -> None:
     err = _one_line(capsys, ["detect", "score", "--detector", str(tmp_path / "g.json"),
                              "--model", "bundled", str(out)])
     assert f"detector file {tmp_path / 'g.json'} is not valid JSON" in err
+
+
+@pytest.mark.parametrize("failure, code, text", [
+    (errno.EROFS, 1, "read-only file system"), (errno.ENOSPC, 1, "no space left on device")])
+def test_unwritable_run_folder_is_one_line(tmp_path, capsys, monkeypatch, failure, code,
+                                           text) -> None:
+    from advimage import rundir
+
+    def refuse(folder, manifest):  # noqa: ANN001, ANN202
+        raise OSError(failure, os.strerror(failure), str(folder / "manifest.json"))
+
+    monkeypatch.setattr(rundir, "_write_manifest", refuse)
+    err = _one_line(capsys, [*ATTACK, "--limit", "10", "--eps", "0.1", "--out",
+                             str(tmp_path / "X")], code=code)
+    assert text in err and "manifest.json" in err, err
 
 
 # ----------------------------------------------------------------------------- detection eval

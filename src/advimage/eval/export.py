@@ -50,10 +50,22 @@ def _shard_name(b: int) -> str:
     return f"tensors/batch_{b:05d}.safetensors"
 
 
+def _plain(value: Any) -> Any:
+    """JSON value of an attack option; objects (a loss, a transform) by their qualified name."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    kind = value if callable(value) and hasattr(value, "__qualname__") else type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def attack_identity(attack: Any) -> dict[str, Any]:
     """Name, class and every resolved option (defaults included) of a dataclass attack."""
-    options = ({f.name: getattr(attack, f.name) for f in dataclasses.fields(attack) if f.init}
-               if dataclasses.is_dataclass(attack) else {})
+    options = ({f.name: _plain(getattr(attack, f.name)) for f in dataclasses.fields(attack)
+                if f.init} if dataclasses.is_dataclass(attack) else {})
     return {"name": getattr(attack, "name", type(attack).__name__),
             "class": type(attack).__name__, "options": options}
 
