@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from advimage.models import ImageClassifier, import_reference, load_checkpoint
+from advimage.models.safe_files import check_file
 
 __all__ = ["BUNDLED_DEFAULT", "list_bundled", "bundled_path", "load_model"]
 
@@ -40,15 +41,17 @@ def bundled_path(name: str = BUNDLED_DEFAULT) -> Path:
 def load_model(
     spec: str | Path, map_location: str = "cpu"
 ) -> tuple[ImageClassifier, dict[str, Any]]:
-    """Load a model from a ``--model`` argument; returns the model (eval mode) and its metadata."""
+    """Load a model from a ``--model`` argument; returns the model (eval mode) and its metadata.
+
+    A missing file, a directory, a pickled or damaged ``.safetensors`` and a sidecar that
+    disagrees with its weights are one-line errors (:mod:`advimage.models.safe_files`).
+    """
     text = str(spec)
     if text == "bundled" or text.startswith("bundled:"):
         name = text.split(":", 1)[1] if ":" in text else BUNDLED_DEFAULT
         model, meta = load_checkpoint(bundled_path(name), map_location=map_location)
     else:
-        path = Path(text)
-        if not path.exists():
-            raise ValueError(f"model file not found: {path}")
+        path = check_file(text, "model file")  # one line for a missing file or a directory
         if path.suffix in _REFERENCE_SUFFIXES:
             model = import_reference(path)
             meta = {"arch": model.arch, "source": str(path), "imported": True}

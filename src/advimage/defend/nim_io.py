@@ -13,10 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.errors import UserInputError
 from advimage.models.checkpoint import check_state_dict
+from advimage.models.safe_files import CheckpointError, CorruptCheckpointError, read_safetensors
 from advimage.utils import write_json
 
 __all__ = ["load_nim", "save_nim"]
@@ -49,22 +51,48 @@ def save_nim(model: NIMAutoencoder, path: str | os.PathLike,
 
 def load_nim(path: str | os.PathLike,
              image_size: tuple[int, int] | None = None) -> NIMAutoencoder:
-    """Rebuild a saved autoencoder (eval mode, CPU); ``image_size`` (H, W) must match if given."""
+    """Rebuild a saved autoencoder (eval mode, CPU); ``image_size`` (H, W) must match if given.
+
+    Raises:
+        CheckpointError: no checkpoint at ``path`` (or a directory without one).
+        CorruptCheckpointError: a damaged or pickled ``.safetensors``, a damaged sidecar, or
+            weights that do not fit the sidecar's config (one line naming the file).
+    """
     stem = _stem(path)
+    if stem.is_dir():
+        inside = (stem / "nim.safetensors").is_file()
+        raise CheckpointError(f"{stem} is a directory, but a NIM checkpoint is expected"
+                              + (f"; did you mean {stem / 'nim'}?" if inside else ""))
     sidecar = stem.with_name(stem.name + ".json")
     weights = stem.with_name(stem.name + ".safetensors")
-    if not sidecar.exists() or not weights.exists():
-        raise ValueError(f"no NIM checkpoint at {stem} (need {weights.name} and {sidecar.name})")
-    meta = json.loads(sidecar.read_text())
-    if meta.get("kind") != _KIND:
-        raise ValueError(f"{sidecar} is not a NIM autoencoder checkpoint")
-    config = NIMConfig.from_dict(meta["config"])
+    if not sidecar.is_file() or not weights.is_file():
+        raise CheckpointError(
+            f"no NIM checkpoint at {stem} (need {weights.name} and {sidecar.name})")
+    config = _read_config(sidecar)
     if image_size is not None and tuple(image_size) != config.image_size:
         h, w = config.image_size
-        raise ValueError(f"NIM checkpoint {stem.name} was trained on {h}x{w} images, "
-                         f"not {image_size[0]}x{image_size[1]}")
+        raise UserInputError(f"NIM checkpoint {stem.name} was trained on {h}x{w} images, "
+                             f"not {image_size[0]}x{image_size[1]}")
     model = NIMAutoencoder(config)
-    state = load_file(str(weights))
-    check_state_dict(model, state, str(weights))
+    state = read_safetensors(weights)
+    try:
+        check_state_dict(model, state, str(weights))
+    except CheckpointError as exc:
+        raise CorruptCheckpointError(f"{exc} (does not fit {sidecar.name})") from None
     model.load_state_dict(state)
     return model.eval()
+
+
+def _read_config(sidecar: Path) -> NIMConfig:
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"sidecar {sidecar} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("kind") != _KIND:
+        raise CheckpointError(f"{sidecar} is not a NIM autoencoder checkpoint")
+    try:
+        return NIMConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CorruptCheckpointError(f"sidecar {sidecar} holds no valid NIM config ({first})") \
+            from None

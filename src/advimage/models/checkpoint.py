@@ -15,14 +15,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
+from advimage.errors import UserInputError
 from advimage.models.classifier import ImageClassifier
 from advimage.models.factory import MODELS, create_model
+from advimage.models.safe_files import (
+    PICKLE_REFUSED,
+    CheckpointError,
+    CorruptCheckpointError,
+    check_file,
+    looks_like_pickle,
+    read_safetensors,
+)
 
-__all__ = ["CheckpointError", "FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "FORMAT_VERSION",
+    "check_classes",
+    "check_sidecar",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -30,10 +46,6 @@ _REPLACED_SUFFIXES = {"", ".pt", ".pth", ".th", ".ckpt", ".bin", ".json"}
 _PICKLE_SUFFIXES = {".pt", ".pth", ".th", ".pkl", ".pickle", ".ckpt", ".bin"}
 # Sidecar keys that define the model: meta may not change them.
 _STRUCTURAL = ("format_version", "arch", "arch_kwargs", "num_classes", "input_shape", "mean", "std")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unsafe (pickle) or does not match its architecture."""
 
 
 def _weights_path(path: str | os.PathLike) -> Path:
@@ -76,6 +88,11 @@ def save_checkpoint(
             f"save_checkpoint needs an ImageClassifier, got {type(model).__name__}; "
             "use create_model or wrap_model"
         )
+    if Path(path).is_dir():
+        raise UserInputError(f"{path} is a directory; give the checkpoint file to write, e.g. "
+                             f"{Path(path) / 'model.safetensors'}")
+    if model.classes is not None:
+        check_classes(model.classes, model.num_classes)
     meta = dict(meta or {})
     weights = _weights_path(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -119,16 +136,19 @@ def save_checkpoint(
     return weights
 
 
-def _looks_like_pickle(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(9)
-    # safetensors: u64 little-endian header length, then the JSON header's "{".
-    if len(head) == 9 and head[8:9] == b"{":
-        if int.from_bytes(head[:8], "little") < path.stat().st_size:
-            return False
-    # torch.save zip archives start with "PK\x03\x04"; raw pickles with PROTO (0x80) + version.
-    is_zip = head.startswith(b"PK\x03\x04")
-    return is_zip or (len(head) >= 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5))
+def check_classes(classes: object, num_classes: int, what: str = "classes") -> list[str]:
+    """``classes`` as a list of ``num_classes`` non-empty names, else a one-line
+    :class:`UserInputError` (a checkpoint with another count could not be loaded back).
+    Names may repeat: ImageNet-1k has two "crane" and two "maillot" classes."""
+    if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
+        raise UserInputError(f"{what} must be a list of names, got {type(classes).__name__}")
+    names = [str(c).strip() for c in classes]
+    if len(names) != num_classes:
+        raise UserInputError(f"{what} lists {len(names)} names but the model has {num_classes} "
+                             "outputs; give one name per output")
+    if not all(names):
+        raise UserInputError(f"{what} must be non-empty names, got an empty one")
+    return names
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, Tensor], source: str) -> None:
@@ -156,57 +176,102 @@ def load_checkpoint(
     """Rebuild the model described by the sidecar and load its weights strictly.
 
     Returns ``(model, sidecar_dict)``; the model is in eval mode on ``map_location``.
-    Raises ``CheckpointError`` for pickles, missing files, unknown archs and mismatched weights.
+    Raises ``CheckpointError`` for missing files, directories and unknown archs, and
+    ``CorruptCheckpointError`` (also a :class:`~advimage.errors.CorruptFileError`) for pickles,
+    damaged files, mismatched weights and a sidecar whose mean/std/input shape disagree with them.
     """
     given = Path(path)
     if not given.exists() and given.suffix != SUFFIX:
         given = _weights_path(given)
-    if not given.exists():
-        raise CheckpointError(f"checkpoint file not found: {given}")
-    if given.suffix in _PICKLE_SUFFIXES or _looks_like_pickle(given):
-        raise CheckpointError(
-            f"{given} is a pickle (torch.save) file, which advimage never unpickles; convert it "
-            "with advimage.models.import_reference(path) and save_checkpoint"
+    weights = check_file(given, "checkpoint file")
+    if weights.suffix in _PICKLE_SUFFIXES or looks_like_pickle(weights):
+        raise CorruptCheckpointError(
+            f"{weights} is a pickle (torch.save) file, {PICKLE_REFUSED}; convert it once with "
+            "`advimage models import` (advimage.models.import_reference)"
         )
-    weights = given
     side_path = weights.with_suffix(".json")
-    if not side_path.exists():
+    sidecar = _read_sidecar(side_path, weights)
+    model = _rebuild(sidecar, side_path)
+    state = read_safetensors(weights)
+    check_state_dict(model, state, str(weights))
+    model.load_state_dict(state, strict=True)
+    check_sidecar(model, sidecar, side_path)
+    classes = sidecar.get("classes")
+    if classes is not None:
+        model.classes = [str(c) for c in classes]
+    expected_fp = sidecar.get("fingerprint")
+    if expected_fp is not None and model.fingerprint() != expected_fp:
+        raise CorruptCheckpointError(
+            f"{weights} does not match the fingerprint in {side_path.name} (file replaced?)"
+        )
+    model.eval()
+    return model.to(map_location), sidecar
+
+
+def _read_sidecar(side_path: Path, weights: Path) -> dict:
+    if not side_path.is_file():
         raise CheckpointError(f"sidecar {side_path.name} not found next to {weights}")
     try:
         sidecar = json.loads(side_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"sidecar {side_path} is not valid JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpointError(f"sidecar {side_path} is not valid JSON: {exc}") from None
+    if not isinstance(sidecar, dict):
+        raise CorruptCheckpointError(f"sidecar {side_path} is not a JSON object")
     for key in ("arch", "num_classes"):
         if key not in sidecar:
-            raise CheckpointError(f"sidecar {side_path.name} lacks required key {key!r}")
+            raise CorruptCheckpointError(f"sidecar {side_path.name} lacks required key {key!r}")
+    version = sidecar.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"sidecar {side_path.name} has format_version {version!r}; this "
+                              f"advimage reads version {FORMAT_VERSION} (upgrade advimage)")
+    return sidecar
+
+
+def _rebuild(sidecar: dict, side_path: Path) -> ImageClassifier:
     arch = sidecar["arch"]
     if arch not in MODELS:
         raise CheckpointError(
             f"sidecar arch {arch!r} is not a registered model; choose one of: "
             f"{', '.join(MODELS.names())}"
         )
-    kwargs = dict(sidecar.get("arch_kwargs") or {})
+    kwargs = sidecar.get("arch_kwargs") or {}
     try:
-        model = create_model(arch, int(sidecar["num_classes"]), **kwargs)
+        return create_model(arch, int(sidecar["num_classes"]), **dict(kwargs))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot rebuild {arch!r} from {side_path.name}: {exc}") from None
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
-    check_state_dict(model, state, str(weights))
-    model.load_state_dict(state, strict=True)
+        raise CorruptCheckpointError(
+            f"cannot rebuild {arch!r} from {side_path.name}: {exc}") from None
+
+
+def check_sidecar(model: ImageClassifier, sidecar: dict, side_path: Path) -> None:
+    """Refuse a sidecar whose classes, input shape or mean/std disagree with the loaded model.
+
+    The weights hold the normalization (``mean``/``std`` buffers) and the architecture fixes the
+    input shape, so a sidecar that says otherwise was edited or belongs to other weights: a
+    :class:`CorruptCheckpointError` naming the sidecar and the field, never silently ignored.
+    """
+    name = side_path.name
     classes = sidecar.get("classes")
-    if classes is not None:
-        if not isinstance(classes, list) or len(classes) != model.num_classes:
-            raise CheckpointError(
-                f"sidecar {side_path.name}: classes must list {model.num_classes} names"
-            )
-        model.classes = [str(c) for c in classes]
-    expected_fp = sidecar.get("fingerprint")
-    if expected_fp is not None and model.fingerprint() != expected_fp:
-        raise CheckpointError(
-            f"{weights} does not match the fingerprint in {side_path.name} (file replaced?)"
-        )
-    model.eval()
-    return model.to(map_location), sidecar
+    if classes is not None and (not isinstance(classes, list)
+                                or len(classes) != model.num_classes):
+        raise CorruptCheckpointError(f"sidecar {name}: classes must list {model.num_classes} names")
+    shape = sidecar.get("input_shape")
+    if shape is not None and shape != list(model.input_shape):
+        raise CorruptCheckpointError(
+            f"sidecar {name}: input_shape {shape} disagrees with the weights ({model.arch} takes "
+            f"{list(model.input_shape)}); the sidecar was edited or belongs to other weights")
+    for field in ("mean", "std"):
+        stored = getattr(model, field).detach().cpu().flatten().double()
+        value = sidecar.get(field)
+        if value is None:
+            continue
+        try:
+            given = torch.tensor(value, dtype=torch.float64).flatten()
+            same = given.shape == stored.shape and torch.allclose(given, stored, rtol=1e-6,
+                                                                   atol=1e-7)
+        except (TypeError, ValueError, RuntimeError):
+            same = False
+        if not same:
+            raise CorruptCheckpointError(
+                f"sidecar {name}: {field} {value} disagrees with the normalization stored in the "
+                f"weights {[round(v, 6) for v in stored.tolist()]}; the sidecar was edited or "
+                "belongs to other weights")
