@@ -20,13 +20,32 @@ from torch import Tensor
 
 from advimage.defend.nim_io import save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
-from advimage.train.trainer import load_train_state, lr_at, save_train_state
+from advimage.errors import ConfigMismatchError
+from advimage.train.config import check_int, check_range
+from advimage.train.state import (
+    check_finite_loss,
+    check_finite_state,
+    load_train_state,
+    read_train_meta,
+    save_train_state,
+)
+from advimage.train.trainer import lr_at
 from advimage.utils import resolve_device
 from advimage.validation import check_images
 
 __all__ = ["pretrain"]
 
 log = logging.getLogger(__name__)
+
+
+def _check_schedule(epochs: int, batch_size: int, lr: float, weight_decay: float,
+                    warmup_epochs: float) -> None:
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_range("lr", lr, 0, None, low_open=True)
+    check_range("weight_decay", weight_decay, 0, None)
+    check_range("warmup_epochs", warmup_epochs, 0, epochs,
+                why=f"longer than the {epochs} training epoch(s)")
 
 
 def pretrain(
@@ -63,8 +82,7 @@ def pretrain(
     want = (config.in_channels, *config.image_size)
     if tuple(images.shape[1:]) != want:
         raise ValueError(f"images have shape {tuple(images.shape[1:])}, config expects {want}")
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError("epochs, batch_size and lr must be positive")
+    _check_schedule(epochs, batch_size, lr, weight_decay, warmup_epochs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -83,9 +101,11 @@ def pretrain(
     total, warmup = steps_per_epoch * epochs, int(warmup_epochs * steps_per_epoch)
     start, history = 0, []
     if resume and (out / "state.json").exists():
+        saved = read_train_meta(out)  # checked before any tensor loads
+        if saved.get("settings") != settings:
+            raise ConfigMismatchError(
+                f"{out} holds a NIM run with other settings; use a new directory")
         meta = load_train_state(out, model, opt, dev)
-        if meta.get("settings") != settings:
-            raise ValueError(f"{out} holds a NIM run with other settings; use a new directory")
         start, history = meta["epoch"], meta["history"]
         log.info("resuming %s at epoch %d", out, start)
     for epoch in range(start, epochs):
@@ -97,13 +117,12 @@ def pretrain(
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, lr)
             loss, _ = model(images[order[i * bs:(i + 1) * bs]].to(dev))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"NIM loss became {loss.item()} at epoch {epoch + 1}; "
-                                         "lower lr")
+            check_finite_loss(loss, epoch + 1, out, last_good=epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach())
+        check_finite_state([model], opt, epoch + 1, out, last_good=epoch)
         seconds = time.time() - t0
         record = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
                   "lr": opt.param_groups[0]["lr"], "seconds": seconds,

@@ -22,8 +22,10 @@ from torch import Tensor, nn
 
 from advimage.data import load_dataset
 from advimage.distill.losses import build_regressor, feature_shape, hint_loss, kd_loss
+from advimage.errors import UserInputError
 from advimage.models import ImageClassifier, create_model
 from advimage.train import TrainConfig, train
+from advimage.train.config import check_range
 
 __all__ = ["ARMS", "DistillConfig", "distill"]
 
@@ -50,9 +52,8 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
-            raise ValueError(f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
-        if not self.tau > 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
+            raise UserInputError(f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
+        check_range("tau", self.tau, 0, None, low_open=True)
         defaults = {
             "kd": (0.9, 0.0, 0.1),
             "fitnets": (0.0, 100.0, 1.0),
@@ -60,11 +61,12 @@ class DistillConfig:
         }[self.arm]
         for name, default in zip(("alpha", "beta", "gamma"), defaults, strict=True):
             value = getattr(self, name)
-            setattr(self, name, float(default if value is None else value))
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+            value = default if value is None else value
+            check_range(name, value, 0, 1 if name == "alpha" else None)
+            setattr(self, name, float(value))
         if self.arm == "fitnets" and not (self.teacher_layer and self.student_layer):
-            raise ValueError("the fitnets arm needs teacher_layer and student_layer (hint layers)")
+            raise UserInputError(
+                "the fitnets arm needs teacher_layer and student_layer (hint layers)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

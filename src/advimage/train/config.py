@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESETS"]
+from advimage.errors import UserInputError
+
+__all__ = ["PRESETS", "TrainConfig", "UnknownPresetError", "check_int", "check_range"]
 
 
 @dataclass
@@ -38,24 +41,23 @@ class TrainConfig:
     adv_step_size: float | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.augment not in ("standard", "none", "jitter"):
-            raise ValueError(f"augment must be standard, none or jitter, got {self.augment!r}")
-        if not 0 <= self.adv_eps <= 1:
-            raise ValueError(f"adv_eps must be in [0, 1], got {self.adv_eps}")
-        if self.adv_steps < 1:
-            raise ValueError(f"adv_steps must be >= 1, got {self.adv_steps}")
-        if self.adv_step_size is not None and not self.adv_step_size > 0:
-            raise ValueError(f"adv_step_size must be > 0, got {self.adv_step_size}")
+        for name in ("epochs", "batch_size", "adv_steps"):
+            check_int(name, getattr(self, name), 1)
         for name in ("train_limit", "test_limit"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        check_range("lr", self.lr, 0, None, low_open=True)
+        check_range("momentum", self.momentum, 0, 1, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0, None)
+        check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs,
+                     why=f"longer than the {self.epochs} training epoch(s)")
+        check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        check_range("adv_eps", self.adv_eps, 0, 1)
+        if self.adv_step_size is not None:
+            check_range("adv_step_size", self.adv_step_size, 0, None, low_open=True)
+        if self.augment not in ("standard", "none", "jitter"):
+            raise UserInputError(
+                f"augment (--augment) must be standard, none or jitter, got {self.augment!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,12 +67,55 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; allowed: {sorted(names)}")
+            raise UserInputError(
+                f"unknown training option(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
 
 
+def _flag(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserInputError(f"{_flag(name)} must be an integer >= {low}, got {value!r}")
+
+
+def check_range(name: str, value: object, low: float, high: float | None, *,
+                 low_open: bool = False, high_open: bool = False, why: str = "") -> None:
+    """Refuse a non-number, NaN/inf, or a value outside ``[low, high]`` (open ends as given);
+    ``why`` explains a value above ``high``."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value)
+    above = number and high is not None and (value >= high if high_open else value > high)
+    if number and not above and (value > low if low_open else value >= low):
+        return
+    if high is None:
+        span = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    reason = f", not {why}" if above and why else ""
+    shown = f"{value:g}" if isinstance(value, float) else repr(value)
+    raise UserInputError(f"{_flag(name)} must be a finite number {span}{reason}; got {shown}")
+
+
+class UnknownPresetError(UserInputError, KeyError):
+    """``PRESETS[name]`` for a name that is not a preset: one line listing the presets."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class _Presets(dict):
+    """The preset table; looking up an unknown name lists the known ones."""
+
+    def __missing__(self, name: str) -> dict[str, Any]:
+        raise UnknownPresetError(
+            f"unknown preset {name!r} (--preset); choose one of: {', '.join(sorted(self))}")
+
+
 # Named schedules (stated in the README with their measured accuracy and wall time).
-PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = _Presets({
     # bundled demo weights: small CNN on scikit-learn digits, seconds on a CPU
     "digits": dict(
         model="small-cnn",
@@ -112,4 +157,4 @@ PRESETS: dict[str, dict[str, Any]] = {
         train_limit=512,
         test_limit=256,
     ),
-}
+})

@@ -24,15 +24,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from advimage.attacks.pgd import PGD
 from advimage.data import ColorJitter, Compose, load_dataset, standard_augmentation
+from advimage.errors import ConfigMismatchError
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier, create_model, save_checkpoint
 from advimage.train.config import TrainConfig
+from advimage.train.state import (
+    check_finite_loss,
+    check_finite_state,
+    load_train_state,
+    read_train_meta,
+    save_train_state,
+)
 from advimage.utils import resolve_device, run_metadata, seed_everything, write_json
 
 __all__ = ["train", "build_optimizer", "lr_at", "save_train_state", "load_train_state"]
@@ -73,48 +80,6 @@ def _augmentation(cfg: TrainConfig, dataset: str) -> Compose | None:
 
 # Per-batch objective: (model, images (B, C, H, W), labels (B,)) -> (scalar loss, logits (B, K)).
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def save_train_state(
-    out: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    meta: dict[str, Any],
-    extra: nn.Module | None = None,
-) -> None:
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if extra is not None:
-        for k, v in extra.state_dict().items():
-            tensors[f"extra.{k}"] = v.detach().contiguous().cpu()
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{i}.{k}"] = v.detach().contiguous().cpu()
-    tmp = out / "state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(out / "state.safetensors")
-    write_json(out / "state.json", meta)
-
-
-def load_train_state(
-    out: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    device: torch.device,
-    extra: nn.Module | None = None,
-) -> dict:
-    meta = json.loads((out / "state.json").read_text())
-    tensors = load_file(str(out / "state.safetensors"), device=str(device))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if extra is not None:
-        extra.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            opt.state[params[int(idx)]][name] = v
-    return meta
 
 
 def train(
@@ -186,9 +151,9 @@ def train(
 
     start_epoch, history = 0, []
     if resume and (out / "state.json").exists():
-        saved = json.loads((out / "state.json").read_text())  # checked before any tensor loads
+        saved = read_train_meta(out)  # checked before any tensor loads
         if saved.get("config") != cfg.to_dict() or saved.get("run_info", {}) != run_info:
-            raise ValueError(
+            raise ConfigMismatchError(
                 f"{out} holds a run with another configuration; use a new --out "
                 "directory or the same options to resume"
             )
@@ -238,10 +203,7 @@ def train(
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             else:
                 loss, logits = loss_hook(model, x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch + 1}, step {i}; lower --lr"
-                )
+            check_finite_loss(loss, epoch + 1, out, last_good=epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -249,6 +211,7 @@ def train(
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        check_finite_state([model, extra_modules], opt, epoch + 1, out, last_good=epoch)
         test_acc = evaluate_accuracy(model, test_ds.batches(512), dev)
         record = {
             "epoch": epoch + 1,
