@@ -206,7 +206,7 @@ def test_import_reference_and_eval(tmp_path, capsys, shared_models) -> None:
             ],
             "nonexistent",
         ),
-        (["models", "eval", "--model", "bundled", "--data", "imagenet"], "unknown dataset"),
+        (["models", "eval", "--model", "bundled", "--data", "imagenet21k"], "unknown dataset"),
         (["models", "eval", "--model", "bundled:nope"], "no bundled weights"),
         (["train", "--model", "resnet99", "--out", "x", "--epochs", "1"], "resnet99"),
         (["models", "eval", "--model", "bundled", "--limit", "0"], "--limit"),

@@ -47,7 +47,7 @@ def test_eps_fraction_strings() -> None:
         ({"data": {"batchsize": 3}}, ["'data.batchsize'", "batch_size", "limit"]),
         ({"data": {"limit": "ten"}}, ["'data.limit'", "must be int", "'ten'"]),
         ({"data": {"batch_size": 0}}, ["'data.batch_size'", ">= 1"]),
-        ({"data": {"name": "imagenet"}}, ["'data.name'", "cifar10", "digits"]),
+        ({"data": {"name": "imagenet21k"}}, ["'data.name'", "cifar10", "digits"]),
         ({"seed": 1.5}, ["'seed'", "must be int"]),
         ({"seed": True}, ["'seed'", "must be int"]),
         ({"attacks": [{"name": "pgdd"}]}, ["'attacks[0].name'", "apgd-ce", "pgd"]),
