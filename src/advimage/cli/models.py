@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from advimage.cli.common import (
+    CliError,
     add_common_args,
     add_model_data_args,
     check_out_arg,
@@ -27,16 +28,32 @@ def cmd_models_list(a: argparse.Namespace) -> int:
 
 
 def cmd_models_import(a: argparse.Namespace) -> int:
-    """Convert a reference ``.th/.pt`` file into a ``.safetensors`` checkpoint."""
-    from advimage.models import import_reference, save_checkpoint
+    """Convert a reference ``.th/.pt`` file into a ``.safetensors`` checkpoint.
+
+    The class names are the reference's own (CIFAR-10, MNIST, ImageNet-1k) unless ``--classes``
+    gives one per output; ``--dataset`` other than the reference's needs ``--classes``, so a
+    checkpoint never pairs a dataset with another dataset's names. The written checkpoint is
+    loaded back before the command reports success.
+    """
+    from advimage.models import import_reference, load_checkpoint, save_checkpoint
+    from advimage.models.checkpoint import check_classes
+    from advimage.models.reference import reference_dataset
 
     check_out_arg(a, "file", ".safetensors")
     model = import_reference(a.source, arch=a.arch)
-    meta = {"source": str(a.source), "dataset": a.dataset}
-    if a.classes:
-        model.classes = a.classes.split(",")
-    path = save_checkpoint(model, a.out, meta=meta)
-    print(f"imported {a.source} as {model.arch} -> {path}")
+    native = reference_dataset(model.arch)
+    dataset = a.dataset or native
+    if a.classes is not None:
+        model.classes = check_classes(a.classes.split(","), model.num_classes, "--classes")
+    elif dataset != native:
+        raise CliError(
+            f"--dataset {dataset}: the {model.arch} reference was trained on {native}, whose "
+            f"class names are the only ones known; pass --classes with the {model.num_classes} "
+            f"class names of {dataset}, comma-separated in output order")
+    path = save_checkpoint(model, a.out, meta={"source": str(a.source), "dataset": dataset})
+    load_checkpoint(path)  # what was written must load back
+    print(f"imported {a.source} as {model.arch} ({dataset}, {model.num_classes} classes) -> "
+          f"{path}")
     return 0
 
 
@@ -68,8 +85,11 @@ def add_models_parser(sub: Any) -> None:
     mi = msub.add_parser("import", help="convert a reference .th/.pt model into a safe checkpoint")
     mi.add_argument("source")
     mi.add_argument("--arch", default=None, help="architecture (inferred from the file name)")
-    mi.add_argument("--dataset", default=None, help="dataset the model was trained on")
-    mi.add_argument("--classes", default=None, help="comma-separated class names")
+    mi.add_argument("--dataset", default=None,
+                    help="dataset the model was trained on (default: the reference's own; "
+                         "another one needs --classes)")
+    mi.add_argument("--classes", default=None,
+                    help="comma-separated class names, one per model output")
     mi.add_argument("--out", required=True, help="output .safetensors path")
     add_common_args(mi)
     mi.set_defaults(func=cmd_models_import)
