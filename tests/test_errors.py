@@ -17,7 +17,7 @@ from advimage.cli import main
     [
         (errors.UserInputError("bad --eps"), 2, "bad --eps"),
         (errors.CorruptFileError("x.pt is damaged\nsecond line"), 2, "x.pt is damaged"),
-        (errors.EnvironmentFailure("disk gone"), 1, "disk gone"),
+        (errors.EnvironmentFailureError("disk gone"), 1, "disk gone"),
         (OSError(errno.ENOSPC, "No space left on device", "out/a.csv"), 1,
          "no space left on device (results written so far are kept): out/a.csv"),
         (OSError(errno.EROFS, "Read-only file system", "out"), 1, "read-only file system: out"),
@@ -49,7 +49,7 @@ def test_user_errors_stay_value_errors() -> None:
     for cls in (errors.UserInputError, errors.InputShapeError, errors.CorruptFileError,
                 errors.ConfigMismatchError):
         assert issubclass(cls, ValueError) and cls.exit_code == 2
-    assert issubclass(errors.EnvironmentFailure, OSError)
+    assert issubclass(errors.EnvironmentFailureError, OSError)
 
 
 def _command_raising(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:

@@ -21,7 +21,7 @@ __all__ = [
     "AdvimageError",
     "ConfigMismatchError",
     "CorruptFileError",
-    "EnvironmentFailure",
+    "EnvironmentFailureError",
     "InputShapeError",
     "TrainingDivergedError",
     "UserInputError",
@@ -63,7 +63,7 @@ class TrainingDivergedError(AdvimageError):
     """The loss became NaN or infinite; the last good checkpoint is kept (exit 2)."""
 
 
-class EnvironmentFailure(AdvimageError, OSError):
+class EnvironmentFailureError(AdvimageError, OSError):
     """The machine, not the input: a read-only or full disk, permission denied (exit 1)."""
 
     exit_code = ENVIRONMENT_ERROR
