@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from advimage.errors import AdvimageError
+from advimage.cli.cli_error import CliError
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
@@ -33,11 +33,6 @@ __all__ = [
     "parse_shard",
     "train_config",
 ]
-
-
-class CliError(AdvimageError):
-    """A user error of the command line, reported as one line with exit status 2 (not a
-    ValueError: argparse would swallow it inside an option's type)."""
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from advimage.cli.common import CliError
+from advimage.cli.cli_error import CliError
 from advimage.errors import UserInputError
 
 if TYPE_CHECKING:
