@@ -66,3 +66,19 @@ def test_errors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="cannot read safetensors"):
         load_images([tmp_path / "junk.safetensors"])
+
+
+def test_damaged_or_bomb_images_are_named(tmp_path, monkeypatch):
+    """Scored pictures go through the data layer's decoder: a truncated file or a
+    decompression bomb is a CorruptFileError naming the file, never a PIL traceback."""
+    from advimage.errors import CorruptFileError
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(CorruptFileError, match="cut.png"):
+        load_images([cut], (1, 8, 8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 64 pixels > 2 * 10: a "bomb"
+    with pytest.raises(CorruptFileError, match="good.png"):
+        load_images([good], (1, 8, 8))

@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from advimage.data.images import decode_image
 from advimage.errors import CorruptFileError
 from advimage.eval.export import load_adversarials
 
@@ -30,14 +29,8 @@ _TENSOR_KEYS = ("x_adv", "x", "images")
 
 
 def _read_picture(path: Path, channels: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    t = torch.from_numpy(arr.copy()).float().div_(255.0)  # (H, W) or (H, W, C) in [0, 1]
-    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)  # (C, H, W)
+    arr = decode_image(path, "L" if channels == 1 else "RGB", None)  # (H, W, C) uint8
+    return torch.from_numpy(arr.copy()).float().div_(255.0).permute(2, 0, 1)  # (C, H, W)
 
 
 def _read_tensors(path: Path) -> torch.Tensor:
