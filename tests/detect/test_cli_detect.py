@@ -77,3 +77,23 @@ def test_score_with_another_model_is_refused(detector_file, tmp_path, capsys):
                str(img)])
     err = capsys.readouterr().err
     assert rc == 2 and "calibrated for another model" in err
+
+
+def test_eval_detection_device_option(tmp_path, capsys, monkeypatch):
+    """`eval detection --device` moves the model (the GPU run needs it); a GPU asked for on a
+    machine without one is one line, exit 2, before anything is written."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo.parent / "shared/models/resnet20-12fca82f.th").exists():
+        pytest.skip("needs ../shared/models (the quick config's model)")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "det"
+    rc = main(["eval", "detection", "--config",
+               str(repo / "configs/detection-resnet20-quick.yaml"),
+               "--out", str(out), "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err == ("advimage: error: device 'cuda' requested but no CUDA GPU is available; "
+                   "use --device cpu\n")
+    assert not (out / "results.json").exists()

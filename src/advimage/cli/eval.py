@@ -117,7 +117,7 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
 
     check_out_arg(a, "dir")
     res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None,
-                          shard=a.shard)
+                          shard=a.shard, device=a.device)
     for name, r in res["attacks"].items():
         rates = " ".join(f"{x['fpr_target']:g}:{x['detection_rate']:.3f}" for x in r["rates"]
                          if x["criterion"] == "combined")
@@ -183,7 +183,10 @@ def add_eval_parser(sub: Any) -> None:
     ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
     ed.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="craft only every N-th attack, from the I-th (1-based), so N processes "
-                         "share --out; start them once OUT/clean.pt exists")
+                         "share --out (they may start together)")
+    ed.add_argument("--device", default="cpu", help="cpu|cuda|auto (default: cpu)")
+    ed.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    ed.add_argument("-v", "--verbose", action="store_true", help="log more")
     ed.set_defaults(func=cmd_eval_detection)
 
     et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")

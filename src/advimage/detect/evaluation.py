@@ -75,7 +75,9 @@ def _attacked(run: RunDir, model: torch.nn.Module, detector: NoiseSignatureDetec
     """Craft attack ``name`` on the test images, score it, publish ``attack-NAME.pt``."""
     x_test, y_test = test
     t0 = time.time()
-    x_adv = torch.cat([attack(model, x_test[i : i + batch_size], y_test[i : i + batch_size])
+    dev = next(iter(model.parameters())).device  # attacks compute where the model lives
+    x_adv = torch.cat([attack(model, x_test[i : i + batch_size].to(dev),
+                              y_test[i : i + batch_size].to(dev)).cpu()
                        for i in range(0, len(x_test), batch_size)])
     t_attack = time.time() - t0
     t0 = time.time()
@@ -220,7 +222,8 @@ def _attack_specs(entries: Sequence[Any]) -> dict[str, dict[str, Any]]:
 
 def run_from_config(path: str | Path, out_dir: str | Path,
                     only: Sequence[str] | None = None,
-                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
+                    shard: tuple[int, int] | None = None,
+                    device: str = "cpu") -> dict[str, Any]:
     """Run a ``configs/detection*.yaml`` evaluation into ``out_dir`` (resumable).
 
     Keys: ``model`` (path, resolved from the config's folder), ``data`` ({name, root}),
@@ -231,12 +234,16 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     {label, kind (``hu``, ``adaptive`` or a registered attack), eps: [...], options}.
     ``only`` restricts the run to attack labels starting with one of the given prefixes;
     ``shard`` splits the (remaining) attacks over processes (:func:`run_detection_eval`).
+    ``device`` (``cpu``, ``cuda``, ``auto``) is where the model, attacks and detector compute;
+    images and records stay on the CPU, so a run resumes on any device with the same results
+    up to floating-point reduction order.
     """
     import yaml
 
     from advimage.data import load_dataset
     from advimage.eval.config import resolve_path
     from advimage.hub import load_model
+    from advimage.utils import resolve_device
 
     p = Path(path)
     if not p.is_file():
@@ -251,6 +258,7 @@ def run_from_config(path: str | Path, out_dir: str | Path,
     base = p.resolve().parent
     model_path = resolve_path(str(raw["model"]), base, "model")
     model, _ = load_model(model_path)
+    model = model.to(resolve_device(device))
     data = dict(raw.get("data") or {})
     data_name = str(data.get("name", "cifar10"))
     root = data.get("root")
