@@ -1,8 +1,8 @@
 """Tables and ROC PNGs of a finished (or partial) `advimage eval detection` run.
 
-Usage: python reports/detection/make_report.py RUN_DIR [SUFFIX] [--no-plots]: writes
-tables[-SUFFIX].md and the ROC PNGs roc[-SUFFIX]-ATTACK.png of the attacks in PLOTS here
-(``--no-plots``: tables only, for a second calibration of the same adversarial images).
+Usage: python reports/detection/make_report.py RUN_DIR [SUFFIX] [--no-plots] [--plots A,B]:
+writes tables[-SUFFIX].md and the ROC PNGs roc[-SUFFIX]-ATTACK.png of the attacks in PLOTS (or
+``--plots``) here (``--no-plots``: tables only, for a second calibration of the same images).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ PLOTS = ("gray-pgd@0.03137", "gray-cw@0.1", "pgd-untargeted@0.03137", "white-pgd
          "white-cw@0.03137", "adaptive@0.03137")
 
 
-def main(run: Path, suffix: str = "", plots: bool = True) -> None:
+def main(run: Path, suffix: str = "", plots: bool = True,
+         plot_names: tuple[str, ...] = PLOTS) -> None:
     res = json.loads((run / "results.json").read_text())
     cal = torch.load(run / "calibration.pt", weights_only=True)
     clean = torch.load(run / "clean.pt", weights_only=True)
@@ -42,7 +43,7 @@ def main(run: Path, suffix: str = "", plots: bool = True) -> None:
                      if x["criterion"] == crit]
             lines.append(md_row([name, f"{r['success_rate']:.3f}", r["n_success"], crit, *cells,
                                  f"{r['auc'][crit]:.3f}"]))
-        if not plots or name not in PLOTS:
+        if not plots or name not in plot_names:
             continue
         rec = torch.load(run / f"attack-{name}.pt", weights_only=True)
         y = clean["y"]
@@ -62,5 +63,7 @@ if __name__ == "__main__":
     ap.add_argument("run", type=Path, help="run folder of advimage eval detection")
     ap.add_argument("suffix", nargs="?", default="", help="tables-SUFFIX.md, roc-SUFFIX-*.png")
     ap.add_argument("--no-plots", action="store_true", help="tables only")
+    ap.add_argument("--plots", default=",".join(PLOTS),
+                    help="comma-separated attack names to draw ROC curves for")
     a = ap.parse_args()
-    main(a.run, a.suffix, plots=not a.no_plots)
+    main(a.run, a.suffix, plots=not a.no_plots, plot_names=tuple(a.plots.split(",")))
