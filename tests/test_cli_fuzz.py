@@ -241,3 +241,28 @@ def test_damaged_store_is_refused_and_exports_kept(damage: str, command: str, tm
     assert "results.sqlite" in line, line
     for name, content in exports.items():
         assert (out / name).read_bytes() == content, f"{name} was rewritten"
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--quick", "--epochs", "1", "--out", "{ro}/t"],
+    ["distill", "--arm", "independent", "--quick", "--epochs", "1", "--out", "{ro}/d"],
+    ["demo", "--out", "{ro}/demo", "--no-progress"],
+    ["models", "import", "{shared}/models/resnet20-12fca82f.th", "--out", "{ro}/m.safetensors"],
+    ["report", "{ro}/run"],
+])
+def test_read_only_out_of_the_other_commands(argv: list[str], small_disk, capsys) -> None:
+    """Training, the demo, imports and reports on a read-only disk: one line, exit 1."""
+    shared = Path(__file__).resolve().parents[1].parent / "shared"
+    if "{shared}" in " ".join(argv) and not (shared / "models").exists():
+        pytest.skip("needs ../shared/models")
+    ro = small_disk("size=1m")
+    if argv[0] == "report":  # a finished run, then the disk turns read-only under it
+        cfg = ro / "fuzz.yaml"
+        cfg.write_text(CONFIG)
+        assert main(["run", str(cfg), "--out", str(ro / "run"), "--no-progress"]) == 0
+        capsys.readouterr()
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True, capture_output=True)
+    rc, err = _run([a.format(ro=ro, shared=shared) for a in argv], capsys)
+    line = _one_error_line(err)
+    assert rc == 1, line
+    assert "read-only" in line, line

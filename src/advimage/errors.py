@@ -89,8 +89,11 @@ def _describe_sqlite(err: sqlite3.Error) -> tuple[str, int]:
     if "full" in low:
         return "no space left on device while writing the result store "\
             "(batches committed so far are kept)", ENVIRONMENT_ERROR
-    if "readonly" in low or "read-only" in low or "unable to open" in low:
-        return f"cannot write the result store: {text}", ENVIRONMENT_ERROR
+    if "readonly" in low or "read-only" in low:
+        return f"cannot write the result store (read-only): {text}", ENVIRONMENT_ERROR
+    if "unable to open" in low:
+        return (f"cannot open the result store for writing (a read-only or vanished folder?): "
+                f"{text}"), ENVIRONMENT_ERROR
     return f"the result store (results.sqlite) is damaged or not a database: {text}", USER_ERROR
 
 
