@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from advimage.errors import ConfigMismatchError, CorruptFileError, UserInputError
+from advimage.jsonfile import read_json_object
 from advimage.outpath import check_out
 
 try:
@@ -110,11 +111,8 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / MANIFEST_NAME
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptFileError(f"{path} is damaged (not JSON: {err}); remove {folder} to "
-                               "start over") from None
+    data = read_json_object(path, f"{{path}} is damaged (not JSON: {{reason}}); remove {folder} "
+                                  "to start over")
     if not (isinstance(data, dict) and data.get("format") == FORMAT
             and isinstance(data.get("files"), dict) and isinstance(data.get("fingerprint"), str)):
         raise CorruptFileError(f"{path} is not an advimage manifest ({FORMAT}); remove "

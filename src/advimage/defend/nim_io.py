@@ -8,7 +8,6 @@ model trained for another image size with a one-line ``ValueError``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from safetensors.torch import save_file
 
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
 from advimage.errors import UserInputError
+from advimage.jsonfile import read_json_object
 from advimage.models.checkpoint import check_state_dict
 from advimage.models.safe_files import CheckpointError, CorruptCheckpointError, read_safetensors
 from advimage.utils import write_json
@@ -84,11 +84,9 @@ def load_nim(path: str | os.PathLike,
 
 
 def _read_config(sidecar: Path) -> NIMConfig:
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"sidecar {sidecar} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("kind") != _KIND:
+    meta = read_json_object(sidecar, "sidecar {path} is not valid JSON: {reason}",
+                            CorruptCheckpointError)
+    if meta.get("kind") != _KIND:
         raise CheckpointError(f"{sidecar} is not a NIM autoencoder checkpoint")
     try:
         return NIMConfig.from_dict(meta["config"])

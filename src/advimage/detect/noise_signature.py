@@ -31,6 +31,7 @@ from advimage.detect.criteria import (
     softmax_l1_change,
     steps_to_flip,
 )
+from advimage.jsonfile import read_json_object
 from advimage.validation import check_images, check_labels
 
 __all__ = ["DEFAULT_CRITERIA", "FORMAT", "NoiseSignatureDetector", "model_fingerprint"]
@@ -325,11 +326,5 @@ class NoiseSignatureDetector:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"detector file not found: {p}")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            from advimage.errors import CorruptFileError
-
-            why = err.msg if isinstance(err, json.JSONDecodeError) else "binary data"
-            raise CorruptFileError(f"detector file {p} is not valid JSON: {why}") from None
+        data = read_json_object(p, "detector file {path} is not valid JSON: {reason}")
         return cls.from_dict(data, model, batch_size=batch_size)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from advimage.errors import UserInputError
+from advimage.jsonfile import read_json_object
 from advimage.models.classifier import ImageClassifier
 from advimage.models.factory import MODELS, create_model
 from advimage.models.safe_files import (
@@ -211,12 +212,8 @@ def load_checkpoint(
 def _read_sidecar(side_path: Path, weights: Path) -> dict:
     if not side_path.is_file():
         raise CheckpointError(f"sidecar {side_path.name} not found next to {weights}")
-    try:
-        sidecar = json.loads(side_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"sidecar {side_path} is not valid JSON: {exc}") from None
-    if not isinstance(sidecar, dict):
-        raise CorruptCheckpointError(f"sidecar {side_path} is not a JSON object")
+    sidecar = read_json_object(side_path, "sidecar {path} is not valid JSON: {reason}",
+                               CorruptCheckpointError)
     for key in ("arch", "num_classes"):
         if key not in sidecar:
             raise CorruptCheckpointError(f"sidecar {side_path.name} lacks required key {key!r}")

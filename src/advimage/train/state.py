@@ -10,7 +10,6 @@ checkpoint stays on disk. A damaged state file is a one-line
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from advimage.errors import CorruptFileError, TrainingDivergedError
+from advimage.jsonfile import read_json_object
 from advimage.models.checkpoint import check_state_dict
 from advimage.models.safe_files import CheckpointError, read_safetensors
 from advimage.utils import write_json
@@ -65,12 +65,7 @@ def read_train_meta(out: Path) -> dict[str, Any] | None:
     path = out / "state.json"
     if not path.exists():
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptFileError(f"{path} is damaged ({exc}){RESUME_HINT}") from None
-    if not isinstance(meta, dict):
-        raise CorruptFileError(f"{path} is damaged (not a JSON object){RESUME_HINT}")
+    meta = read_json_object(path, "{path} is damaged ({reason})" + RESUME_HINT)
     epoch, history = meta.get("epoch"), meta.get("history")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not isinstance(history, list) \
             or epoch != len(history):
