@@ -16,6 +16,7 @@ from advimage.defend.nim_io import load_nim
 from advimage.defend.nim_train import pretrain
 from advimage.distill import DistillConfig
 from advimage.errors import CorruptFileError, TrainingDivergedError, UserInputError
+from cli_helpers import error_message
 
 QUICK = ["--quick", "--epochs", "1", "--train-limit", "128", "--test-limit", "64", "--no-progress",
          "--threads", "1"]
@@ -24,11 +25,6 @@ TINY = ["--data", "digits", "--limit", "64", "--patch-size", "2", "--enc-dim", "
         "--dec-heads", "2", "--batch-size", "16", "--device", "cpu", "--threads", "1"]
 
 
-def _error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("advimage: error: "), err
-    return err[0].removeprefix("advimage: error: ")
 
 
 @pytest.mark.parametrize(
@@ -46,7 +42,7 @@ def _error(capsys: pytest.CaptureFixture[str]) -> str:
 def test_distill_refuses_bad_numbers(option, value, needle, tmp_path, capsys) -> None:
     argv = ["distill", "--arm", "kd", *QUICK, f"{option}={value}", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
-    assert re.fullmatch(needle, _error(capsys))
+    assert re.fullmatch(needle, error_message(capsys))
     assert not (tmp_path / "r" / "state.json").exists()
 
 
@@ -61,7 +57,7 @@ def test_distill_divergence_keeps_the_last_good_state(tmp_path, capsys) -> None:
     out = tmp_path / "r"
     argv = ["distill", "--arm", "kd", *QUICK, "--epochs", "3", "--lr", "1e6", "--out", str(out)]
     assert main(argv) == 2
-    msg = _error(capsys)
+    msg = error_message(capsys)
     match = re.fullmatch(r"training diverged at epoch (\d) \(loss (nan|inf)\); (.*); lower --lr",
                          msg)
     assert match, msg
@@ -89,7 +85,7 @@ def test_distill_divergence_keeps_the_last_good_state(tmp_path, capsys) -> None:
 def test_nim_pretrain_refuses_bad_numbers_and_divergence(argv, needle, tmp_path, capsys) -> None:
     out = tmp_path / "r"
     assert main(["nim", "pretrain", *TINY, "--epochs", "1", *argv, "--out", str(out)]) == 2
-    msg = _error(capsys)
+    msg = error_message(capsys)
     assert re.fullmatch(needle, msg), msg
     assert not (out / "state.safetensors").exists()
 
@@ -155,15 +151,15 @@ def test_nim_finetune_names_a_damaged_checkpoint(damage, needle, nim_run, tmp_pa
     assert main(_finetune(run / "nim", tmp_path / "ft")) == 2
     pattern = needle.format(w=re.escape(str(weights)), s=re.escape(str(weights.with_suffix(
         ".json"))))
-    assert re.fullmatch(pattern, _error(capsys))
+    assert re.fullmatch(pattern, error_message(capsys))
     with pytest.raises(CorruptFileError):
         load_nim(run / "nim")
 
 
 def test_nim_finetune_given_the_run_directory(nim_run, tmp_path, capsys) -> None:
     assert main(_finetune(nim_run, tmp_path / "ft")) == 2
-    assert _error(capsys) == (f"{nim_run} is a directory, but a NIM checkpoint is expected; did "
-                              f"you mean {nim_run / 'nim'}?")
+    assert error_message(capsys) == (f"{nim_run} is a directory, but a NIM checkpoint is "
+                                     f"expected; did you mean {nim_run / 'nim'}?")
     assert main(_finetune(nim_run / "nim", tmp_path / "ft")) == 0
     assert main([*_finetune(nim_run / "nim", tmp_path / "ft2"), "--label-smoothing=1"]) == 2
-    assert "label_smoothing (--label-smoothing)" in _error(capsys)
+    assert "label_smoothing (--label-smoothing)" in error_message(capsys)

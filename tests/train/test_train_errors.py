@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from advimage.cli import main
 from advimage.errors import CorruptFileError, TrainingDivergedError, UserInputError
 from advimage.train import PRESETS, TrainConfig, train
+from cli_helpers import error_message
 
 SMALL = ["--quick", "--epochs", "2", "--train-limit", "128", "--test-limit", "64",
          "--no-progress", "--threads", "1"]
@@ -24,12 +25,6 @@ CFG = dict(model="small-cnn", dataset="digits", epochs=3, batch_size=64, lr=0.05
            train_limit=128, test_limit=64, seed=1)
 
 
-def _error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The single stderr line of a failed command, without the ``advimage: error:`` prefix."""
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("advimage: error: "), err
-    return err[0].removeprefix("advimage: error: ")
 
 
 @pytest.mark.parametrize(
@@ -59,7 +54,7 @@ def test_cli_refuses_bad_recipe(option, value, needle, tmp_path, capsys) -> None
     if option == "--preset":
         argv.remove("--quick")
     assert main(argv) == 2
-    msg = _error(capsys)
+    msg = error_message(capsys)
     assert re.search(needle, msg), msg
     assert not (tmp_path / "run" / "state.json").exists()  # refused before any work
 
@@ -135,7 +130,7 @@ def test_divergence_keeps_the_last_good_checkpoint(mode, reason, tmp_path) -> No
 def test_cli_huge_lr_says_where_it_diverged(schedule, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", *SMALL, *schedule, "--out", str(out)]) == 2
-    msg = _error(capsys)
+    msg = error_message(capsys)
     match = re.fullmatch(r"training diverged at epoch (\d+) \(loss (nan|inf|-inf)\); (.*); "
                          r"lower --lr", msg)
     assert match, msg
@@ -201,7 +196,7 @@ def test_damaged_resume_state_is_named(name, damage, needle, finished_run, tmp_p
                                        capsys) -> None:
     out, argv = _damage(finished_run, tmp_path, name, damage)
     assert main(argv) == 2
-    assert re.fullmatch(needle.format(out=re.escape(str(out))), _error(capsys))
+    assert re.fullmatch(needle.format(out=re.escape(str(out))), error_message(capsys))
     assert main([*argv, "--no-resume"]) == 0  # the way out the message names works
 
 
