@@ -15,18 +15,11 @@ import torch
 
 from advimage.errors import UserInputError
 from advimage.threat import ThreatModel, is_low_precision
+from precision_helpers import max_distances
 
 LOW = [torch.float16, torch.bfloat16]
 
 
-def _distances(x: torch.Tensor, q: torch.Tensor, norm: str) -> list[float]:
-    """Largest per-sample distance, computed in float64 (exact here), float32 and x's dtype."""
-    out = []
-    for dt in (torch.float64, torch.float32, x.dtype):
-        d = (q.to(dt) - x.to(dt)).flatten(1)
-        dist = d.abs().amax(dim=1) if norm == "linf" else torch.linalg.vector_norm(d, dim=1)
-        out.append(float(dist.max()))
-    return out
 
 
 def _pair(dtype: torch.dtype, seed: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +39,7 @@ def test_low_precision_projection_stays_inside(dtype, norm, eps) -> None:
         x, x_adv = _pair(dtype, seed, eps * 3 if norm == "linf" else eps / 4)
         q = tm.project(x, x_adv)
         assert q.dtype == dtype and q.shape == x.shape
-        for dist in _distances(x, q, norm):
+        for dist in max_distances(x, q, norm):
             assert dist <= eps, (dtype, norm, eps, dist)
         assert float(q.min()) >= 0.0 and float(q.max()) <= 1.0
         assert torch.equal(tm.project(x, q), q)  # idempotent
@@ -66,7 +59,7 @@ def test_issue_reproduction_fp16_linf_8_255() -> None:
     naive = (x.float() + eps).to(torch.float16)
     assert float((naive.double() - x.double()).max()) > eps  # the bug the issue reported
     q = ThreatModel("linf", eps).project(x, x.float() + 1.0)
-    assert max(_distances(x, q, "linf")) <= eps
+    assert max(max_distances(x, q, "linf")) <= eps
     assert float((q.double() - x.double()).min()) > eps - 2 * 2.0**-11  # still on the surface
 
 
@@ -77,7 +70,7 @@ def test_low_precision_random_start_and_direction(dtype) -> None:
     for norm, eps in (("linf", 8 / 255), ("l2", 1.0)):
         tm = ThreatModel(norm, eps)
         s = tm.random_start(x, torch.Generator().manual_seed(1))
-        assert s.dtype == dtype and max(_distances(x, s, norm)) <= eps
+        assert s.dtype == dtype and max(max_distances(x, s, norm)) <= eps
         g = torch.zeros(2, 3, 4, 4, dtype=dtype)
         g[0, 0, 0, 0] = 1e-3
         d = tm.direction(g)  # the zero row stays zero (no 0/0 from a 1e-12 floor in fp16)
@@ -134,7 +127,7 @@ def test_fallback_to_the_clean_image_keeps_the_guarantee(monkeypatch) -> None:
     x, x_adv = _pair(torch.float16, 0, 1.0)
     tm = ThreatModel("linf", 0.3)
     q = tm.project(x, x_adv)
-    assert max(_distances(x, q, "linf")) <= 0.3
+    assert max(max_distances(x, q, "linf")) <= 0.3
     p = tm.project(x.float(), x_adv)
     fell_back = (q == x) & (p != x.float())
     assert bool(fell_back.any())  # float16 at eps 0.3 needs a shrink round for some elements

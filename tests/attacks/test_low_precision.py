@@ -17,6 +17,7 @@ import torch
 from fast_configs import fast_config
 
 from advimage.attacks import create_attack, list_attacks
+from precision_helpers import max_distances
 
 ATTACKS = list_attacks()
 DTYPES = [torch.float16, torch.bfloat16]
@@ -37,13 +38,6 @@ def _attack(name: str, norm: str):
         raise
 
 
-def _max_distances(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> list[float]:
-    out = []
-    for dt in (torch.float64, torch.float32, x.dtype):
-        d = (x_adv.to(dt) - x.to(dt)).flatten(1)
-        dist = d.abs().amax(dim=1) if norm == "linf" else torch.linalg.vector_norm(d, dim=1)
-        out.append(float(dist.max()))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +62,7 @@ def test_low_precision_inside_threat_model(name, dtype, model_dtype, norm, train
     assert bool(torch.isfinite(x_adv).all())
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     if math.isfinite(attack.eps):
-        for dist in _max_distances(x, x_adv, norm):
+        for dist in max_distances(x, x_adv, norm):
             assert dist <= attack.eps, f"{name} {dtype} {norm}: {dist!r} > eps {attack.eps!r}"
     with torch.no_grad():  # and it is still an attack, not a no-op
         x32, adv32 = x.float(), x_adv.float()
@@ -82,7 +76,7 @@ def test_float16_at_8_255_stays_inside_the_ball(trained_digits) -> None:
     x, y = trained_digits.x[:64].half(), trained_digits.y[:64]
     attack = create_attack("pgd", eps=8 / 255, steps=5)
     x_adv = attack(trained_digits.model, x, y)
-    dists = _max_distances(x, x_adv, "linf")
+    dists = max_distances(x, x_adv, "linf")
     assert max(dists) <= 8 / 255
     assert dists[0] > 8 / 255 - 2.0**-10  # the budget is used (to a float16 step), not shrunk
 
