@@ -12,7 +12,10 @@ everything every attack must get right exactly once:
 
 Half precision: float16/bfloat16 images are projected in float32 and rounded last, inside the
 ball (:meth:`advimage.threat.ThreatModel.project`); a float16/bfloat16 model runs its forward in
-its dtype while the attack's own arithmetic (steps, norms, losses) stays float32.
+its dtype while the attack's own arithmetic (steps, norms, losses) stays float32. Autocast
+(``--precision bf16|fp16``) wraps the model, not the attack
+(:func:`advimage.precision.with_precision`); an attack called inside an autocast region wraps
+the model the same way and runs its own arithmetic and the projection outside it.
 
 Subclasses implement :meth:`Attack._run` only.
 """
@@ -32,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.errors import UserInputError
+from advimage.precision import AutocastModel, active_precision, full_precision
 from advimage.threat import ThreatModel, is_low_precision
 from advimage.validation import check_images, check_labels
 
@@ -179,6 +183,9 @@ class Attack(ABC):
         if target is not None and not self.supports_targeted:
             raise ValueError(f"attack {self.name!r} does not support targeted attacks")
         dtype, device = model_dtype_device(model, x)
+        amp = active_precision(device)  # in a caller's autocast: autocast the model only
+        if amp != "fp32":
+            model = AutocastModel(model, amp, device)
         if is_low_precision(dtype):  # attack arithmetic in float32; the model keeps its dtype
             model = _AtDtype(model, dtype)
             dtype = torch.float32
@@ -186,7 +193,7 @@ class Attack(ABC):
         use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
         if use_cl and xw.dim() == 4:
             xw = xw.contiguous(memory_format=torch.channels_last)
-        with frozen(model), _seeded(self.seed, device) as gen:
+        with frozen(model), _seeded(self.seed, device) as gen, full_precision(device):
             probe = self._probe_input(xw)  # (b, C, H, W), b <= B
             with torch.no_grad():
                 logits = model(probe)
@@ -208,7 +215,8 @@ class Attack(ABC):
         )
         if x_adv.dim() == 4:  # back to the caller's layout
             x_adv = x_adv.contiguous(memory_format=fmt)
-        x_adv = threat.project(x.detach(), x_adv).detach()
+        with full_precision(x.device):  # fp32 even inside a caller's autocast region
+            x_adv = threat.project(x.detach(), x_adv).detach()
         return x_adv.contiguous(memory_format=fmt) if low and x_adv.dim() == 4 else x_adv
 
     def _probe_input(self, x: Tensor) -> Tensor:

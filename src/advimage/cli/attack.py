@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advimage.cli.common import (
     CliError,
@@ -17,7 +17,44 @@ from advimage.cli.common import (
     load_model_on_device,
 )
 
-__all__ = ["add_attack_parser", "add_demo_parser", "cmd_attack", "cmd_demo"]
+if TYPE_CHECKING:  # the CLI imports torch lazily, when a command runs
+    import torch
+    from torch import nn
+
+__all__ = [
+    "add_attack_parser",
+    "add_demo_parser",
+    "add_speed_args",
+    "check_speed_args",
+    "cmd_attack",
+    "cmd_demo",
+    "speed_model",
+]
+
+
+def add_speed_args(p: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--channels-last`` (``attack``, ``eval robust``, ``models eval``)."""
+    p.add_argument("--precision", default="fp32", metavar="fp32|bf16|fp16",
+                   help="autocast the model's forward/backward: bf16 (CPU, CUDA) or fp16 (CUDA); "
+                        "images, attack steps and the projection stay fp32 (default: fp32)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="run the model in channels-last layout (default: on CUDA with "
+                        "bf16/fp16; attacks on the CPU already use it for their inputs)")
+
+
+def check_speed_args(a: argparse.Namespace) -> None:
+    """Refuse a bad ``--precision`` for ``--device`` in one line, before any loading."""
+    from advimage.precision import check_precision
+    from advimage.utils import resolve_device
+
+    check_precision(a.precision, resolve_device(a.device))
+
+
+def speed_model(a: argparse.Namespace, model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` wrapped for ``--precision`` / ``--channels-last`` (itself for the defaults)."""
+    from advimage.precision import with_precision
+
+    return with_precision(model, a.precision, dev, a.channels_last)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -40,18 +77,21 @@ def cmd_attack(a: argparse.Namespace) -> int:
     """Attack ``--limit`` images at one budget and save them losslessly (tensors + PNGs)."""
     from advimage.attacks import create_attack
     from advimage.eval.export import save_adversarials
+    from advimage.oom import oom_guard
 
     check_out_arg(a, "dir")
     eps = eps_list(a.eps)
     if len(eps) != 1:
         raise CliError("advimage attack takes one --eps; use `advimage eval robust` for a grid")
     attack = create_attack(a.attack, **attack_kwargs(a, a.attack, eps[0]))
+    check_speed_args(a)
     model, _, dev = load_model_on_device(a)
     ds = load_data(a, a.split)
-    summary = save_adversarials(
-        model, ds, attack, a.out, batch_size=a.batch_size, device=dev,
-        progress=not a.no_progress, config=_source(a),
-    )
+    with oom_guard(a.batch_size):
+        summary = save_adversarials(
+            speed_model(a, model, dev), ds, attack, a.out, batch_size=a.batch_size,
+            device=dev, progress=not a.no_progress, config=_source(a),
+        )
     print(
         f"{a.attack} eps={eps[0]:.5g}: clean accuracy {summary['clean_accuracy']:.4f}, "
         f"robust accuracy {summary['robust_accuracy']:.4f} on {summary['n']} images -> {a.out}"
@@ -66,8 +106,12 @@ def _source(a: argparse.Namespace) -> dict[str, Any]:
     def where(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path and Path(path).exists() else path
 
+    speed = {k: v for k, v in (("precision", a.precision.lower()),
+                               ("channels_last", a.channels_last))
+             if v not in ("fp32", None)}  # only when set: default folders keep their config
     return {"model": where(str(a.model)), "data": a.data, "data_root": where(a.data_root),
-            "split": a.split, "image_size": a.image_size, "limit": a.limit, "seed": a.seed}
+            "split": a.split, "image_size": a.image_size, "limit": a.limit, "seed": a.seed,
+            **speed}
 
 
 def add_demo_parser(sub: Any) -> None:
@@ -90,5 +134,6 @@ def add_attack_parser(sub: Any) -> None:
     at.add_argument("--steps", type=int, default=None)
     at.add_argument("--restarts", type=int, default=None)
     at.add_argument("--out", required=True)
+    add_speed_args(at)
     add_common_args(at)
     at.set_defaults(func=cmd_attack)

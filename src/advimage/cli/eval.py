@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advimage.cli.attack import add_speed_args, check_speed_args
 from advimage.cli.common import (
     CliError,
     add_common_args,
@@ -46,7 +47,7 @@ def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]
     return parse_config({
         "name": "eval-robust", "seed": a.seed, "device": a.device, "examples": 0,
         "model": {"path": a.model}, "data": data, "attacks": attacks, "defenses": defenses,
-        "checks": {"enabled": False},
+        "checks": {"enabled": False}, "precision": a.precision,
     })
 
 
@@ -77,13 +78,15 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     for n in names:  # each attack's own one-line errors (name, norm, steps) before any work
         for e in budgets:
             create_attack(n, **attack_kwargs(a, n, e, strict=False))
+    check_speed_args(a)
     model, _, dev = load_model_on_device(a)
     ds = load_data(a, a.split)
     cfg = _robust_config(a, names, budgets)
     with tempfile.TemporaryDirectory(prefix="advimage-eval-") as tmp:
         run_dir = out if out is not None else Path(tmp)
         run_evaluation(cfg, run_dir, resume=a.resume, device=dev,
-                       progress=not a.no_progress, model=model, dataset=ds)
+                       progress=not a.no_progress, model=model, dataset=ds,
+                       channels_last=a.channels_last)
         table = [r.as_dict() for r in rows_from_run(run_dir)]
         with ResultStore(run_dir / DB_NAME) as store:
             progress = store.progress()
@@ -174,6 +177,7 @@ def add_eval_parser(sub: Any) -> None:
     er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
                     help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
                          "tune`), cache:runs/c,lam=1,bpda_theta=5")
+    add_speed_args(er)
     add_common_args(er)
     er.set_defaults(func=cmd_eval_robust)
 

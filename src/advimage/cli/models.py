@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from advimage.cli.attack import add_speed_args, check_speed_args, speed_model
 from advimage.cli.common import (
     CliError,
     add_common_args,
@@ -60,17 +61,20 @@ def cmd_models_import(a: argparse.Namespace) -> int:
 def cmd_models_eval(a: argparse.Namespace) -> int:
     """Print the model's clean accuracy on ``--data`` ``--split``."""
     from advimage.eval.accuracy import evaluate_accuracy
+    from advimage.oom import oom_guard
 
+    check_speed_args(a)
     model, _, dev = load_model_on_device(a)
     ds = load_data(a, a.split)
     n = len(ds)
-    acc = evaluate_accuracy(
-        model,
-        ds.batches(a.batch_size),
-        dev,
-        progress=not a.no_progress,
-        total=-(-n // a.batch_size),
-    )
+    with oom_guard(a.batch_size):
+        acc = evaluate_accuracy(
+            speed_model(a, model, dev),
+            ds.batches(a.batch_size),
+            dev,
+            progress=not a.no_progress,
+            total=-(-n // a.batch_size),
+        )
     print(f"{a.model}: accuracy {acc:.4f} on {n} {a.data}/{a.split} images")
     return 0
 
@@ -95,5 +99,6 @@ def add_models_parser(sub: Any) -> None:
     mi.set_defaults(func=cmd_models_import)
     me = msub.add_parser("eval", help="clean accuracy of a model")
     add_model_data_args(me)
+    add_speed_args(me)
     add_common_args(me)
     me.set_defaults(func=cmd_models_eval)

@@ -102,11 +102,14 @@ def _positive_int(where: str, value: int | None) -> None:
 def resolve_path(text: str, base: Path | None, what: str) -> str:
     """Resolve a relative path against ``base`` (the config's folder), then the cwd.
 
-    ``bundled`` / ``bundled:NAME`` model names pass through. A path found nowhere raises a
-    ``ValueError`` naming every place tried.
+    ``bundled`` / ``bundled:NAME`` and ``hf:ORG/NAME`` model names pass through; the path of
+    ``torchscript:PATH`` is resolved. A path found nowhere raises a ``ValueError`` naming every
+    place tried.
     """
-    if text == "bundled" or text.startswith("bundled:"):
+    if text == "bundled" or text.startswith(("bundled:", "hf:")):
         return text
+    if text.startswith("torchscript:"):
+        return "torchscript:" + resolve_path(text.removeprefix("torchscript:"), base, what)
     p = Path(text).expanduser()
     tried = [p] if p.is_absolute() else ([base / p] if base else []) + [Path.cwd() / p]
     for cand in tried:
@@ -183,6 +186,7 @@ class RunConfig:
     device: str = "auto"
     examples: int = 8  # images per (defense, attack) kept for the report's grids
     description: str = ""
+    precision: str = "fp32"  # the model's autocast: fp32|bf16|fp16 (advimage.precision)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, re-loadable by :func:`parse_config`."""
@@ -203,6 +207,8 @@ class RunConfig:
             "detectors": [vars(d).copy() for d in self.detectors],
             "checks": vars(self.checks).copy(),
             "metrics": list(self.metrics),
+            # only when set: fp32 run folders keep the config.json they were started with
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
         }
 
 
@@ -268,6 +274,7 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
         "detectors": _Key((list,), None, nullable=True),
         "checks": _Key((dict,), dict),
         "metrics": _Key((list,), lambda: list(METRICS)),
+        "precision": _Key((str,), "fp32", choices=_precisions),
     })
     if top["examples"] < 0:
         raise ValueError(f"config: 'examples' must be >= 0, got {top['examples']}")
@@ -342,7 +349,14 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
         detectors=_components("detectors", top["detectors"], list_detectors),
         checks=ChecksConfig(**c), metrics=metrics, seed=top["seed"], device=top["device"],
         examples=top["examples"], description=top["description"],
+        precision=top["precision"].lower(),
     )
+
+
+def _precisions() -> tuple[str, ...]:
+    from advimage.precision import PRECISIONS
+
+    return PRECISIONS
 
 
 def _dataset_names() -> list[str]:

@@ -38,6 +38,8 @@ from advimage.eval.config import AttackConfig, RunConfig, parse_config
 from advimage.eval.defenses import build_defense, build_detector, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
+from advimage.oom import oom_guard
+from advimage.precision import check_precision, with_precision
 from advimage.utils import atomic_write_bytes, resolve_device, run_metadata, write_json
 from advimage.validation import check_shard
 
@@ -145,6 +147,7 @@ def run_evaluation(
     dataset: ImageDataset | None = None,
     on_batch: Callable[[int], None] | None = None,
     shard: tuple[int, int] | None = None,
+    channels_last: bool | None = None,
 ) -> Path:
     """Evaluate ``config`` into ``run_dir`` (created), or continue it when ``resume``.
 
@@ -158,6 +161,7 @@ def run_evaluation(
         on_batch: called with the batch index after each committed batch.
         shard: ``(i, n)``, 0 <= i < n: only batches ``b`` with ``b % n == i`` (a process of
             ``n`` working on one run; create the run with one of them, join it with ``resume``).
+        channels_last: channels-last models (``None``: CUDA in bf16/fp16; advimage.precision).
 
     Returns:
         The run directory.
@@ -175,6 +179,7 @@ def run_evaluation(
         raise ValueError(f"run directory {out} already holds results; resume it with "
                          f"--resume {out}")
     dev = resolve_device(device or config.device)
+    check_precision(config.precision, dev, "precision")  # before any loading
     if model is None:
         model, _ = load_model(config.model)
     model = model.to(dev).eval()
@@ -187,6 +192,7 @@ def run_evaluation(
             ds = ds.balanced(d.limit)
     if len(ds) == 0:
         raise ValueError("the dataset is empty")
+    model = with_precision(model, config.precision, dev, channels_last, "precision")
 
     specs = list(config.attacks)
     if config.checks.enabled and config.checks.unbounded:
@@ -195,7 +201,8 @@ def run_evaluation(
                for s in specs]
     defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
                 for d in config.defenses]
-    surrogates = {s.surrogate: load_model(s.surrogate)[0].to(dev).eval()
+    surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
+                                              config.precision, dev, channels_last, "precision")
                   for s in specs if s.surrogate}
     detectors = {label: [(d.label, build_detector(d.name, m, d.options))
                          for d in config.detectors] for label, m in defended}
@@ -224,8 +231,9 @@ def run_evaluation(
             start = b * bs
             x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
             x, y = x.to(dev), y.to(dev)
-            rows = _run_batch(config, b, start, x, y, specs, attacks, defended, detectors,
-                              surrogates, dev, out if b == 0 and config.examples else None)
+            with oom_guard(bs, "--batch-size (or data.batch_size)"):
+                rows = _run_batch(config, b, start, x, y, specs, attacks, defended, detectors,
+                                  surrogates, dev, out if b == 0 and config.examples else None)
             store.write_batch(b, len(y), session, *rows)
             if on_batch is not None:
                 on_batch(b)
