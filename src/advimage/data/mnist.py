@@ -19,28 +19,28 @@ import numpy as np
 from advimage.data.base import ImageDataset, uint8_loader
 from advimage.data.registry import register_dataset
 
-__all__ = ["load_mnist", "read_idx"]
+__all__ = ["load_idx_dataset", "load_mnist", "read_idx"]
 
 _PREFIX = {"train": "train", "test": "t10k"}
 _SIDE = 28  # MNIST images are 28x28
 _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes
 
 
-def _missing(root: Path | None) -> ValueError:
+def _missing(root: Path | None, title: str = "MNIST", torchvision_dir: str = "MNIST") -> ValueError:
     return ValueError(
-        f"MNIST not found at {root if root is not None else 'data_root'}: pass data_root= "
-        "pointing at a folder (or its raw/ or MNIST/raw/ subfolder) holding "
+        f"{title} not found at {root if root is not None else 'data_root'}: pass data_root= "
+        f"pointing at a folder (or its raw/ or {torchvision_dir}/raw/ subfolder) holding "
         "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]"
+        "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or add --download"
     )
 
 
-def _find(root: Path, stem: str) -> Path:
-    for folder in (root, root / "raw", root / "MNIST" / "raw"):
+def _find(root: Path, stem: str, title: str = "MNIST", torchvision_dir: str = "MNIST") -> Path:
+    for folder in (root, root / "raw", root / torchvision_dir / "raw"):
         for name in (stem, stem + ".gz"):
             if (folder / name).is_file():
                 return folder / name
-    raise _missing(root)
+    raise _missing(root, title, torchvision_dir)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -68,24 +68,22 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-@register_dataset("mnist")
-def load_mnist(
-    split: str = "train", *, data_root: Path | None = None, image_size: int | None = None,
+def load_idx_dataset(
+    name: str, split: str, data_root: Path | None, image_size: int | None, *,
+    classes: list[str], title: str, torchvision_dir: str,
 ) -> ImageDataset:
-    """MNIST: 60,000 train / 10,000 test images, shape (1, 28, 28), classes "0".."9"."""
-    if data_root is None:
-        raise _missing(None)
+    """A 28x28 grey IDX dataset in MNIST's file layout (MNIST, Fashion-MNIST), labels 0..9."""
+    if data_root is None or not Path(data_root).is_dir():
+        raise _missing(None if data_root is None else Path(data_root), title, torchvision_dir)
     root = Path(data_root)
-    if not root.is_dir():
-        raise _missing(root)
     prefix = _PREFIX[split]
-    img_path = _find(root, f"{prefix}-images-idx3-ubyte")
-    lab_path = _find(root, f"{prefix}-labels-idx1-ubyte")
+    img_path = _find(root, f"{prefix}-images-idx3-ubyte", title, torchvision_dir)
+    lab_path = _find(root, f"{prefix}-labels-idx1-ubyte", title, torchvision_dir)
     images = read_idx(img_path, 3)  # (N, 28, 28) uint8
     labels = read_idx(lab_path, 1)  # (N,) uint8
     if images.shape[1:] != (_SIDE, _SIDE):
-        raise ValueError(f"MNIST images in {img_path} are {images.shape[1]}x{images.shape[2]}, "
-                         f"expected {_SIDE}x{_SIDE}")
+        raise ValueError(f"{title} images in {img_path} are {images.shape[1]}x"
+                         f"{images.shape[2]}, expected {_SIDE}x{_SIDE}")
     if labels.shape[0] != images.shape[0]:
         raise ValueError(f"{lab_path} has {labels.shape[0]} labels for {images.shape[0]} "
                          f"images in {img_path}")
@@ -93,5 +91,15 @@ def load_mnist(
         raise ValueError(f"{lab_path} has label {int(labels.max())}, expected 0..9")
     side = image_size or _SIDE
     loader = uint8_loader(images, scale=255.0, channels_last=False, image_size=image_size)
-    return ImageDataset("mnist", split, [str(d) for d in range(10)], labels.astype(np.int64),
+    return ImageDataset(name, split, list(classes), labels.astype(np.int64),
                         (1, side, side), loader)
+
+
+@register_dataset("mnist")
+def load_mnist(
+    split: str = "train", *, data_root: Path | None = None, image_size: int | None = None,
+) -> ImageDataset:
+    """MNIST: 60,000 train / 10,000 test images, shape (1, 28, 28), classes "0".."9"."""
+    return load_idx_dataset("mnist", split, data_root, image_size,
+                            classes=[str(d) for d in range(10)], title="MNIST",
+                            torchvision_dir="MNIST")

@@ -58,6 +58,24 @@ def _check_class_order(ds: ImageDataset, classes: Sequence[str]) -> None:
             "would be misread")
 
 
+def _data_root(name: str, split: str, data_root: str | os.PathLike[str] | None,
+               download: bool, progress: bool) -> Path | None:
+    """``data_root`` as a path, after ``download`` fetched the files into it (or the cache)."""
+    from advimage.data.sources import SOURCES
+
+    root = None if data_root is None else Path(data_root).expanduser()
+    if download:
+        from advimage.data.download import download as fetch
+
+        return fetch(name, root, split=split, progress=progress)
+    if root is None and name.lower() in SOURCES:
+        from advimage.data.download import default_root
+
+        cached = default_root(name)
+        return cached if cached.is_dir() else None
+    return root
+
+
 def load_dataset(
     name: str = "digits",
     split: str = "train",
@@ -66,6 +84,8 @@ def load_dataset(
     image_size: int | None = None,
     classes: Sequence[str] | None = None,
     class_map: Mapping[str, int | str] | None = None,
+    download: bool = False,
+    download_progress: bool = False,
     **kw: object,
 ) -> ImageDataset:
     """Load dataset ``name`` for ``split`` ("train" or "test").
@@ -80,6 +100,11 @@ def load_dataset(
             class folders label by these names; for the others a model that orders the same
             classes differently is refused.
         class_map: explicit ``{folder: class index or name}`` (folder datasets only).
+        download: fetch the dataset's official files (SHA-256 checked) into ``data_root``, or
+            into the cache folder (``$ADVIMAGE_CACHE/<name>``, ``~/.cache/advimage/<name>``)
+            when it is None; see :mod:`advimage.data.download`. Without it, a None
+            ``data_root`` still finds an earlier download in the cache folder.
+        download_progress: show a progress bar while downloading.
         **kw: dataset-specific options (e.g. ``channels=1`` for ``folder``).
     """
     factory = DATASETS.get(name)
@@ -98,7 +123,7 @@ def load_dataset(
     by_name = bool(classes) and dataset_accepts(name, "classes")
     if by_name:
         kw["classes"] = [str(c) for c in classes or ()]
-    root = None if data_root is None else Path(data_root).expanduser()
+    root = _data_root(name, split, data_root, download, download_progress)
     ds = factory(split, data_root=root, image_size=image_size, **kw)
     if classes and not by_name:
         _check_class_order(ds, classes)
