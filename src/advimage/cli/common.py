@@ -82,6 +82,10 @@ def add_model_data_args(p: argparse.ArgumentParser, model_required: bool = True)
     )
     p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder|...")
     p.add_argument("--data-root", default=None, help="folder holding the dataset")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the dataset's official files (cifar10, cifar100, mnist, "
+                        "fashion-mnist, svhn; SHA-256 checked, resumable) into --data-root, or "
+                        "$ADVIMAGE_CACHE/<name> / ~/.cache/advimage/<name> without it")
     p.add_argument("--split", default="test", choices=["train", "test", "all"],
                    help="train|test (default: test); 'all' = every image of a folder tree "
                         "without train/ and test/ folders (it is refused otherwise)")
@@ -128,7 +132,9 @@ def load_data(
     from advimage.data import load_dataset
 
     kw = data_kwargs(a, classes)
-    ds = load_dataset(a.data, split, data_root=a.data_root, **kw)
+    ds = load_dataset(a.data, split, data_root=a.data_root, **kw,
+                      download=getattr(a, "download", False),
+                      download_progress=not getattr(a, "no_progress", False))
     check_labels_fit(a, ds)
     limit = getattr(a, "limit", None)
     if limit is not None:
