@@ -78,7 +78,10 @@ def add_model_data_args(p: argparse.ArgumentParser, model_required: bool = True)
     p.add_argument(
         "--model",
         required=model_required,
-        help="checkpoint (.safetensors), reference file (.th/.pt) or bundled[:NAME]",
+        help="checkpoint (.safetensors), reference file (.th/.pt/.pth), bundled[:NAME], "
+             "hf:ORG/NAME[@REV] or a transformers model folder (needs advimage[hf]), or "
+             "torchscript:PATH with its PATH.json sidecar (input_shape, mean, std, classes; "
+             "runs the file's code)",
     )
     p.add_argument("--data", default="digits", help="dataset: digits|cifar10|mnist|folder|...")
     p.add_argument("--data-root", default=None, help="folder holding the dataset")

@@ -11,7 +11,9 @@ from advimage.models import vit as _vit  # noqa: F401
 from advimage.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from advimage.models.classifier import ImageClassifier, wrap_model
 from advimage.models.factory import create_model, list_models, register_model
+from advimage.models.hf import load_hf_model
 from advimage.models.reference import import_reference
+from advimage.models.torchscript import load_torchscript
 
 __all__ = [
     "CheckpointError",
@@ -20,6 +22,8 @@ __all__ = [
     "import_reference",
     "list_models",
     "load_checkpoint",
+    "load_hf_model",
+    "load_torchscript",
     "register_model",
     "save_checkpoint",
     "wrap_model",
