@@ -252,7 +252,13 @@ def test_truncated_transfer_keeps_only_the_part_and_a_rerun_resumes(server, monk
 def test_a_broken_transfer_is_resumed_within_one_call(server, monkeypatch, tmp_path):
     files, _, _ = _publish(server, monkeypatch, "mnist")
     server.truncate["t10k-images-idx3-ubyte.gz"] = 2
-    download("mnist", tmp_path, split="test")  # 3 attempts: two cut short, one resumed
+    seen: list[tuple[str, int, int]] = []
+    download("mnist", tmp_path, split="test",  # 3 attempts: two cut short, one resumed
+             progress=lambda *a: seen.append(a))
+    size = len(files["t10k-images-idx3-ubyte.gz"])
+    assert seen[-1] == ("t10k-labels-idx1-ubyte.gz", len(files["t10k-labels-idx1-ubyte.gz"]),
+                        len(files["t10k-labels-idx1-ubyte.gz"]))
+    assert ("t10k-images-idx3-ubyte.gz", size, size) in seen
     ranges = [r for n, r in server.requests if n == "t10k-images-idx3-ubyte.gz"]
     assert ranges[0] is None and all(r and r.startswith("bytes=") for r in ranges[1:])
     assert (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes() == \
@@ -315,7 +321,7 @@ def test_missing_file_and_dead_mirror_fall_through_to_the_next_mirror(server, mo
 def test_a_damaged_final_file_is_downloaded_again(server, monkeypatch, tmp_path):
     files, _, _ = _publish(server, monkeypatch, "mnist")
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"damaged")
-    download("mnist", tmp_path, split="test")
+    download("mnist", tmp_path, split="test", progress=True)  # a tqdm bar on stderr
     assert (tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes() == \
         files["t10k-labels-idx1-ubyte.gz"]
 
@@ -347,3 +353,41 @@ def test_unsafe_tar_members_are_refused(server, monkeypatch, tmp_path, member):
 def test_a_dataset_without_a_source_cannot_be_downloaded(tmp_path):
     with pytest.raises(ValueError, match="cannot be downloaded; --download works for cifar10"):
         load_dataset("digits", "test", download=True)
+
+
+def test_a_full_disk_is_one_line_exit_1_and_no_final_file(server, monkeypatch, tmp_path,
+                                                          capsys):
+    import errno
+
+    from advimage.data import download as download_module
+
+    _publish(server, monkeypatch, "mnist")
+    real_open = open
+
+    class _Full:
+        def __init__(self, fh):
+            self._fh = fh
+            self.name = fh.name
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device", self.name)
+
+        def __getattr__(self, attr):
+            return getattr(self._fh, attr)
+
+    def full_open(path, mode="r", *args, **kw):
+        fh = real_open(path, mode, *args, **kw)
+        return _Full(fh) if "b" in mode and ("a" in mode or "w" in mode) else fh
+
+    monkeypatch.setattr(download_module, "open", full_open, raising=False)
+    rc = main(["models", "eval", "--model", "bundled", "--data", "mnist", "--download",
+               "--data-root", str(tmp_path), "--no-progress"])
+    assert rc == 1
+    assert error_message(capsys).startswith("no space left on device")
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".part")]
