@@ -65,6 +65,26 @@ def test_cache_quick(checkout) -> None:
     assert rows[(f"pgd@{eps}", "none")]["robust_accuracy"] <= 0.1
 
 
+def test_cache_imagenet_quick(checkout) -> None:
+    """Issue 16 item 6: the cache defense end to end at 224 px on the real ImageNet model."""
+    weights = Path("../shared/models/efficientnet-lite0-57934424.pth")
+    if not weights.exists() or not Path("../shared/data/imagenette/imagenet-val").exists():
+        pytest.skip("needs ../shared's EfficientNet-Lite0 and Imagenette")
+    model = "runs/imagenet/efficientnet-lite0.safetensors"
+    assert main(["models", "import", str(weights), "--out", model]) == 0
+    assert main(["cache", "build", "--model", model, "--data", "imagenette", "--data-root",
+                 "../shared/data/imagenette", "--split", "train", "--limit", "100", "--layers",
+                 "_avg_pooling", "--out", "runs/cache/caches/effnet-imagenette-quick",
+                 "--device", "cpu", "--no-progress"]) == 0
+    cfg = _use(checkout, "cache-imagenet-effnet-quick.yaml")
+    assert main(["run", cfg, "--out", "run", "--device", "cpu", "--no-progress"]) == 0
+    rows = _rows(checkout / "run")
+    assert {d for _, d in rows} == {"none", "cache", "cache-bpda"}
+    eps = f"{2 / 255:.6g}"
+    assert rows[(f"pgd@{eps}", "none")]["robust_accuracy"] <= 0.1  # undefended: broken
+    assert rows[(f"pgd@{eps}", "none")]["clean_accuracy"] == 0.7  # 7 of the first 10
+
+
 def test_detection_quick(checkout) -> None:
     cfg = _use(checkout, "detection-resnet20-quick.yaml")
     assert main(["eval", "detection", "--config", cfg, "--out", "det"]) == 0
