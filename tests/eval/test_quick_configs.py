@@ -85,6 +85,26 @@ def test_cache_imagenet_quick(checkout) -> None:
     assert rows[(f"pgd@{eps}", "none")]["clean_accuracy"] == 0.7  # 7 of the first 10
 
 
+def test_nim_imagenet_quick(checkout) -> None:
+    """Issue 16 item 6: De^3 (a tiny NIM) end to end at 224 px before EfficientNet-Lite0."""
+    weights = Path("../shared/models/efficientnet-lite0-57934424.pth")
+    if not weights.exists() or not Path("../shared/data/imagenette/imagenet-val").exists():
+        pytest.skip("needs ../shared's EfficientNet-Lite0 and Imagenette")
+    assert main(["models", "import", str(weights), "--out",
+                 "runs/imagenet/efficientnet-lite0.safetensors"]) == 0
+    tiny = ["--patch-size", "16", "--enc-dim", "32", "--enc-depth", "1", "--enc-heads", "2",
+            "--dec-dim", "32", "--dec-depth", "1", "--dec-heads", "2"]
+    assert main(["nim", "pretrain", "--data", "imagenette", "--data-root",
+                 "../shared/data/imagenette", "--limit", "32", *tiny, "--epochs", "1",
+                 "--batch-size", "16", "--device", "cpu", "--no-progress",
+                 "--out", "runs/imagenet/nim"]) == 0
+    cfg = _use(checkout, "nim-imagenet-effnet-quick.yaml")
+    assert main(["run", cfg, "--out", "run", "--device", "cpu", "--no-progress"]) == 0
+    rows = _rows(checkout / "run")
+    assert {d for _, d in rows} == {"none", "nim-0", "nim-70"}
+    assert rows[(f"fgsm@{2 / 255:.6g}", "none")]["clean_accuracy"] == 0.5  # 3 of the first 6
+
+
 def test_detection_quick(checkout) -> None:
     cfg = _use(checkout, "detection-resnet20-quick.yaml")
     assert main(["eval", "detection", "--config", cfg, "--out", "det"]) == 0
