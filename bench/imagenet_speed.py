@@ -13,7 +13,8 @@ warm-up, round-robin so background load hits every contender alike:
   ``with_precision(model, "bf16")``; images, steps and projection stay fp32.
 
 Peak memory per image: the rise of the process's peak resident set (``/proc/self/status``
-VmHWM, reset through ``/proc/self/clear_refs``) during one attack, divided by the batch size;
+VmHWM, reset through ``/proc/self/clear_refs`` after ``malloc_trim``) during one attack, divided
+by the batch size;
 on CUDA ``torch.cuda.max_memory_allocated`` over the batch's own tensors.
 
     python bench/imagenet_speed.py [--batch-size 32] [--repeats 3] [--threads 2] [--device cpu]
@@ -22,6 +23,9 @@ on CUDA ``torch.cuda.max_memory_allocated`` over the batch's own tensors.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,6 +85,11 @@ def peak_bytes(fn: Callable[[], Tensor], device: torch.device) -> float:
     def kib(key: str) -> int:
         line = next(s for s in status.read_text().splitlines() if s.startswith(key))
         return int(line.split()[1])
+    gc.collect()
+    try:  # hand freed heap back first, or a later contender reuses resident pages unseen
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current VmRSS
     before = kib("VmRSS:")
     fn()
