@@ -25,6 +25,7 @@ def test_cli_run_writes_metadata_and_resumes_finished_run(tmp_path, write_config
     for key in ("advimage_version", "git_hash", "torch_version", "device", "seed"):
         assert key in meta
     assert meta["seed"] == 3 and meta["device"] == "cpu"
+    assert meta["model_source"] == "bundled:small-cnn-digits"  # where the model came from
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 3 and config["model"] == {"path": "bundled"}
     assert config["attacks"][0]["eps"] == 0.1 and config["data"]["limit"] == 20

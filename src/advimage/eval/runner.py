@@ -180,8 +180,9 @@ def run_evaluation(
                          f"--resume {out}")
     dev = resolve_device(device or config.device)
     check_precision(config.precision, dev, "precision")  # before any loading
+    model_meta: dict = {"source": "a model given to run_evaluation"}
     if model is None:
-        model, _ = load_model(config.model)
+        model, model_meta = load_model(config.model)
     model = model.to(dev).eval()
     ds = dataset
     if ds is None:
@@ -214,8 +215,8 @@ def run_evaluation(
         ResultStore(db, create=True)
     with store:
         if not resume:
-            meta = {**run_metadata(dev, config.seed), "started": time.time(),
-                    "data": ds.describe()}  # labels: how folders map to classes
+            meta = {**run_metadata(dev, config.seed), "started": time.time(), "model_source":
+                    model_meta.get("source"), "data": ds.describe()}  # data: folder labels
             store.initialize(
                 {"run": meta, "classes": list(ds.classes), "n_batches": n_batches},
                 _attack_rows(specs, attacks), _defense_rows(config, defended))
