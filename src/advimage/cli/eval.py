@@ -194,7 +194,9 @@ def add_eval_parser(sub: Any) -> None:
     ed.set_defaults(func=cmd_eval_detection)
 
     et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")
-    et.add_argument("--teacher", required=True, help="teacher: bundled[:NAME] or a checkpoint")
+    et.add_argument("--teacher", required=True,
+                    help="teacher: any --model spec (checkpoint, reference file, "
+                         "bundled[:NAME], hf:ORG/NAME, torchscript:PATH)")
     et.add_argument("--kd", required=True, help="KD student checkpoint")
     et.add_argument("--independent", required=True, help="independent student checkpoint")
     et.add_argument("--foreign", default=None,

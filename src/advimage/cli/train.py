@@ -76,7 +76,8 @@ def add_distill_parser(sub: Any) -> None:
     """Add ``distill`` to the ``advimage`` sub-command parsers."""
     di = sub.add_parser("distill", help="train a student: Hinton KD, FitNets or independent")
     di.add_argument("--arm", default="kd", choices=["kd", "fitnets", "independent"])
-    di.add_argument("--teacher", default="bundled", help="teacher: bundled[:NAME] or a checkpoint")
+    di.add_argument("--teacher", default="bundled",
+                    help="teacher: any --model spec (default: bundled)")
     di.add_argument("--tau", type=float, default=4.0, help="KD temperature")
     di.add_argument("--alpha", type=float, default=None, help="KD weight (default 0.9)")
     di.add_argument("--beta", type=float, default=None, help="hint weight (default 100)")
