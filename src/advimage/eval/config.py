@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from advimage.eval.config_schema import Key, positive_int, resolve_path, section
 from advimage.validation import parse_fraction
 
 __all__ = [
@@ -37,86 +38,6 @@ METRICS = ("clean_accuracy", "robust_accuracy", "mean_distance", "seconds")
 ATTACK_KINDS = ("white-box", "black-box", "transfer")
 NORMS = ("linf", "l2")
 _BLACK_BOX = {"square"}  # registered attacks that use no gradients
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class _Key:
-    """Schema of one config key: accepted types, default, and allowed values."""
-
-    types: tuple[type, ...]
-    default: Any = _REQUIRED
-    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
-    nullable: bool = False
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    names = {bool: "bool", int: "int", float: "number", str: "string", dict: "mapping",
-             list: "list"}
-    return " or ".join(names.get(t, t.__name__) for t in types)
-
-
-def _section(where: str, data: object, schema: Mapping[str, _Key]) -> dict[str, Any]:
-    """Validate mapping ``data`` against ``schema``; returns it with defaults filled in."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"config: {where} must be a mapping with keys "
-                         f"{', '.join(schema)}, got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in schema)
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ValueError(f"config: unknown key {key!r}; allowed: {', '.join(schema)}")
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        name = f"{where}.{key}" if where else key
-        if key not in data:
-            if spec.default is _REQUIRED:
-                raise ValueError(f"config: missing required key {name!r}")
-            out[key] = spec.default() if callable(spec.default) else spec.default
-            continue
-        value = data[key]
-        if value is None and spec.nullable:
-            out[key] = None
-            continue
-        ok = isinstance(value, spec.types) and not (
-            isinstance(value, bool) and bool not in spec.types
-        )
-        if not ok:
-            raise ValueError(f"config: {name!r} must be {_type_names(spec.types)}, got "
-                             f"{type(value).__name__} {value!r}")
-        if spec.choices is not None:
-            choices = spec.choices() if callable(spec.choices) else spec.choices
-            if str(value).lower() not in choices:
-                raise ValueError(f"config: {name!r} must be one of {', '.join(choices)}, "
-                                 f"got {value!r}")
-        out[key] = value
-    return out
-
-
-def _positive_int(where: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"config: {where!r} must be >= 1, got {value}")
-
-
-def resolve_path(text: str, base: Path | None, what: str) -> str:
-    """Resolve a relative path against ``base`` (the config's folder), then the cwd.
-
-    ``bundled`` / ``bundled:NAME`` and ``hf:ORG/NAME`` model names pass through; the path of
-    ``torchscript:PATH`` is resolved. A path found nowhere raises a ``ValueError`` naming every
-    place tried.
-    """
-    if text == "bundled" or text.startswith(("bundled:", "hf:")):
-        return text
-    if text.startswith("torchscript:"):
-        return "torchscript:" + resolve_path(text.removeprefix("torchscript:"), base, what)
-    p = Path(text).expanduser()
-    tried = [p] if p.is_absolute() else ([base / p] if base else []) + [Path.cwd() / p]
-    for cand in tried:
-        if cand.exists():
-            return str(cand.resolve())
-    raise ValueError(f"{what} not found: {' or '.join(str(t) for t in tried)}")
-
 
 # ----------------------------------------------------------------------------- sections
 @dataclass
@@ -244,10 +165,10 @@ def _components(where: str, items: object, registry_names: Callable[[], Sequence
     for i, item in enumerate(items):
         if isinstance(item, str):
             item = {"name": item}
-        d = _section(f"{where}[{i}]", item, {
-            "name": _Key((str,), choices=registry_names),
-            "label": _Key((str,), None, nullable=True),
-            "options": _Key((dict,), dict),
+        d = section(f"{where}[{i}]", item, {
+            "name": Key((str,), choices=registry_names),
+            "label": Key((str,), None, nullable=True),
+            "options": Key((dict,), dict),
         })
         label = d["label"] or d["name"].lower()
         if label in labels:
@@ -261,38 +182,38 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
     """Validate a config mapping (as loaded from YAML) and resolve its paths against ``base``."""
     from advimage.eval.defenses import list_defenses, list_detectors
 
-    top = _section("", raw, {
-        "name": _Key((str,)),
-        "description": _Key((str,), ""),
-        "seed": _Key((int,), 0),
-        "device": _Key((str,), "auto"),
-        "examples": _Key((int,), 8),
-        "model": _Key((dict, str)),
-        "data": _Key((dict,), dict),
-        "attacks": _Key((list,)),
-        "defenses": _Key((list,), None, nullable=True),
-        "detectors": _Key((list,), None, nullable=True),
-        "checks": _Key((dict,), dict),
-        "metrics": _Key((list,), lambda: list(METRICS)),
-        "precision": _Key((str,), "fp32", choices=_precisions),
+    top = section("", raw, {
+        "name": Key((str,)),
+        "description": Key((str,), ""),
+        "seed": Key((int,), 0),
+        "device": Key((str,), "auto"),
+        "examples": Key((int,), 8),
+        "model": Key((dict, str)),
+        "data": Key((dict,), dict),
+        "attacks": Key((list,)),
+        "defenses": Key((list,), None, nullable=True),
+        "detectors": Key((list,), None, nullable=True),
+        "checks": Key((dict,), dict),
+        "metrics": Key((list,), lambda: list(METRICS)),
+        "precision": Key((str,), "fp32", choices=_precisions),
     })
     if top["examples"] < 0:
         raise ValueError(f"config: 'examples' must be >= 0, got {top['examples']}")
     model = top["model"]
-    m = _section("model", {"path": model} if isinstance(model, str) else model,
-                 {"path": _Key((str,))})
+    m = section("model", {"path": model} if isinstance(model, str) else model,
+                 {"path": Key((str,))})
     model_path = resolve_path(m["path"], base, "model checkpoint (model.path)")
 
-    d = _section("data", top["data"], {
-        "name": _Key((str,), "digits", choices=_dataset_names),
-        "split": _Key((str,), "test", choices=("train", "test", "all")),  # all: folder
-        "root": _Key((str,), None, nullable=True),
-        "limit": _Key((int,), None, nullable=True),
-        "batch_size": _Key((int,), 256),
-        "image_size": _Key((int,), None, nullable=True),
+    d = section("data", top["data"], {
+        "name": Key((str,), "digits", choices=_dataset_names),
+        "split": Key((str,), "test", choices=("train", "test", "all")),  # all: folder
+        "root": Key((str,), None, nullable=True),
+        "limit": Key((int,), None, nullable=True),
+        "batch_size": Key((int,), 256),
+        "image_size": Key((int,), None, nullable=True),
     })
     for k in ("limit", "batch_size", "image_size"):
-        _positive_int(f"data.{k}", d[k])
+        positive_int(f"data.{k}", d[k])
     if d["root"] is not None:
         d["root"] = resolve_path(d["root"], base, "data root (data.root)")
     data = DataConfig(**d)
@@ -305,14 +226,14 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
         where = f"attacks[{i}]"
         if isinstance(item, str):
             item = {"name": item}
-        a = _section(where, item, {
-            "name": _Key((str,), choices=_attack_names),
-            "eps": _Key((int, float, str, list), 8 / 255),
-            "norm": _Key((str,), "linf", choices=NORMS),
-            "options": _Key((dict,), dict),
-            "label": _Key((str,), None, nullable=True),
-            "kind": _Key((str,), None, nullable=True, choices=ATTACK_KINDS),
-            "surrogate": _Key((str,), None, nullable=True),
+        a = section(where, item, {
+            "name": Key((str,), choices=_attack_names),
+            "eps": Key((int, float, str, list), 8 / 255),
+            "norm": Key((str,), "linf", choices=NORMS),
+            "options": Key((dict,), dict),
+            "label": Key((str,), None, nullable=True),
+            "kind": Key((str,), None, nullable=True, choices=ATTACK_KINDS),
+            "surrogate": Key((str,), None, nullable=True),
         })
         name = a["name"].lower()
         _check_attack_options(where, name, a["options"])
@@ -331,11 +252,11 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
     if dup:
         raise ValueError(f"config: attack {dup[0]!r} appears twice; give one a 'label'")
 
-    c = _section("checks", top["checks"], {
-        k: _Key((type(v),) if not isinstance(v, float) else (int, float), v)
+    c = section("checks", top["checks"], {
+        k: Key((type(v),) if not isinstance(v, float) else (int, float), v)
         for k, v in vars(ChecksConfig()).items()
     })
-    _positive_int("checks.unbounded_steps", c["unbounded_steps"])
+    positive_int("checks.unbounded_steps", c["unbounded_steps"])
     metrics = [str(x) for x in top["metrics"]]
     for x in metrics:
         if x not in METRICS:
