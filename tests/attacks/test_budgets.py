@@ -116,3 +116,16 @@ def test_run_config_refuses_linf_eps_above_one(tmp_path, capsys) -> None:
     err = _one_line_error(capsys, "run", str(cfg), "--out", str(tmp_path / "run"))
     assert "'attacks[0].eps'" in err and "eps=2 " in err and "8/255" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_l2_budget_refused_before_anything_is_written(tmp_path, capsys) -> None:
+    """The L2 check needs the image size; attack and run make it before creating --out."""
+    out = tmp_path / "a"
+    _one_line_error(capsys, "attack", *_DATA, "--attack", "pgd", "--steps", "1",
+                    "--norm", "l2", "--eps", "9", "--out", str(out))
+    assert not out.exists()
+    cfg = tmp_path / "l2.yaml"
+    cfg.write_text("name: l2\nmodel: {path: bundled}\ndata: {name: digits, limit: 4}\n"
+                   "attacks: [{name: pgd, norm: l2, eps: [9], options: {steps: 1}}]\n")
+    err = _one_line_error(capsys, "run", str(cfg), "--out", str(tmp_path / "r"), "--no-progress")
+    assert "pgd: eps=9 " in err and not (tmp_path / "r").exists()

@@ -166,6 +166,14 @@ class Attack(ABC):
         """The threat model (norm ball of radius ``eps`` inside ``bounds``) this attack obeys."""
         return ThreatModel(self.norm, self.eps, tuple(self.bounds))  # type: ignore[arg-type]
 
+    def check_budget(self, x: Tensor) -> None:
+        """Refuse a budget that cannot fit images like ``x`` (an L2 eps beyond the box
+        diagonal), in one line naming the attack; callers check before writing anything."""
+        try:
+            self.threat.check_budget(x)
+        except UserInputError as err:
+            raise UserInputError(f"{self.name}: {err}") from None
+
     def __call__(
         self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
     ) -> Tensor:
@@ -176,10 +184,7 @@ class Attack(ABC):
         """
         threat = self.threat
         check_images(x, "x", bounds=threat.bounds)
-        try:
-            threat.check_budget(x)
-        except UserInputError as err:
-            raise UserInputError(f"{self.name}: {err}") from None
+        self.check_budget(x)
         if target is not None and not self.supports_targeted:
             raise ValueError(f"attack {self.name!r} does not support targeted attacks")
         dtype, device = model_dtype_device(model, x)

@@ -87,6 +87,7 @@ def cmd_attack(a: argparse.Namespace) -> int:
     check_speed_args(a)
     model, _, dev = load_model_on_device(a)
     ds = load_data(a, a.split)
+    attack.check_budget(ds.subset([0]).tensors()[0])  # an L2 eps: refused before --out
     with oom_guard(a.batch_size):
         summary = save_adversarials(
             speed_model(a, model, dev), ds, attack, a.out, batch_size=a.batch_size,

@@ -8,9 +8,8 @@ from (run seed, batch index, defense, attack), a resumed batch is bit-identical 
 uninterrupted run computes. For the same reason a run splits across processes with
 ``shard=(i, n)`` (``advimage run --shard I/N``): each process takes every n-th batch of one run
 directory (SQLite serializes their commits) and the union is the serial run's rows, bit for bit.
-Memory holds one batch at a time. Each batch is counted by
-:mod:`advimage.eval.batch`, the core shared with the in-memory
-:func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
+Memory holds one batch at a time. Each batch is counted by :mod:`advimage.eval.batch`, the core
+shared with :func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
 """
 
 from __future__ import annotations
@@ -43,13 +42,8 @@ from advimage.precision import check_precision, with_precision
 from advimage.utils import atomic_write_bytes, resolve_device, run_metadata, write_json
 from advimage.validation import check_shard
 
-__all__ = [
-    "UNBOUNDED_LABEL",
-    "batch_seed",
-    "default_run_dir",
-    "load_run_config",
-    "run_evaluation",
-]
+__all__ = ["UNBOUNDED_LABEL", "batch_seed", "default_run_dir", "load_run_config",
+           "run_evaluation"]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +194,8 @@ def run_evaluation(
         specs.append(_unbounded(config))
     attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
                for s in specs]
+    for attack in attacks:  # an L2 eps beyond the images' diagonal: refused before any writing
+        attack.check_budget(ds.subset([0]).tensors()[0])
     defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
                 for d in config.defenses]
     surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
