@@ -118,3 +118,20 @@ def test_python_dash_m(module: str) -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("architectures: ") and "bundled weights: " in r.stdout
+
+
+def test_version_and_user_facing_help(capsys) -> None:
+    """`advimage --version` prints the package version; --help opens with what advimage does
+    and ends with examples and the exit statuses (issue 21 item 4)."""
+    from advimage import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"advimage {__version__}\n"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Attack, detect, defend and audit PyTorch image classifiers" in out
+    assert "examples:\n  advimage demo" in out and "thin argument parsing" not in out
+    assert "exit status: 0 done, 1 environment failure" in out

@@ -1,4 +1,4 @@
-"""The ``advimage`` command line: thin argument parsing over the library.
+"""The ``advimage`` command line: argument parsing over the library, one line per error.
 
 Every subcommand accepts ``--device auto|cpu|cuda`` and ``--seed``. Bad input exits with
 status 2 and one line on stderr (``advimage: error: ...``), never a traceback. The CLI owns its
@@ -40,9 +40,28 @@ _COMMANDS = (add_demo_parser, add_train_parser, add_distill_parser, add_models_p
              add_cache_parser, add_detect_parser, add_nim_parser)
 
 
+_DESCRIPTION = """Attack, detect, defend and audit PyTorch image classifiers against
+adversarial images. Models take images in [0, 1]; budgets are in pixel units (8/255)."""
+
+_EXAMPLES = """examples:
+  advimage demo                                   attack the bundled digits model, HTML report
+  advimage models eval --model hf:ORG/NAME --data imagenette --data-root DATA
+  advimage attack --model ckpt.safetensors --data cifar10 --download --eps 8/255 --out adv/
+  advimage run configs/robust-resnet20-quick.yaml --out runs/quick && advimage report runs/quick
+  advimage eval detection --config configs/detection-resnet20-quick.yaml --out det/
+
+every command: --device auto|cpu|cuda, --threads N, -v (log more; tracebacks on errors).
+exit status: 0 done, 1 environment failure (disk, permissions) or internal error, 2 user error.
+docs: README.md of the project."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``advimage`` parser with every subcommand (``args.func`` runs the command)."""
-    p = argparse.ArgumentParser(prog="advimage", description=__doc__.splitlines()[0])
+    from advimage import __version__
+
+    p = argparse.ArgumentParser(prog="advimage", description=_DESCRIPTION, epilog=_EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"advimage {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)

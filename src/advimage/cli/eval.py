@@ -158,7 +158,7 @@ def cmd_eval_transfer(a: argparse.Namespace) -> int:
 
 def add_eval_parser(sub: Any) -> None:
     """Add ``eval robust|detection|transfer`` to the ``advimage`` sub-command parsers."""
-    ev = sub.add_parser("eval", help="evaluations")
+    ev = sub.add_parser("eval", help="robust accuracy grids, detection rates, KD transfer probes")
     esub = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
     er = esub.add_parser("robust", help="clean and robust accuracy per attack and eps")
     add_model_data_args(er)
