@@ -85,3 +85,23 @@ def test_cli_internal_error_is_one_line_and_verbose_shows_the_traceback(monkeypa
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
     assert err.splitlines()[-1] == "advimage: error: internal error: TypeError: unexpected"
+
+
+def test_an_error_clears_live_progress_bars_first(monkeypatch, capsys) -> None:
+    """A command failing inside a progress bar: the bar is closed before the error line."""
+    from tqdm import tqdm
+
+    import advimage.hub
+
+    bars = []
+
+    def fail_mid_bar() -> list[str]:
+        bar = tqdm(range(3), leave=False)
+        bars.append(bar)
+        next(iter(bar))
+        raise errors.UserInputError("stopped mid-bar")
+
+    monkeypatch.setattr(advimage.hub, "list_bundled", fail_mid_bar)
+    assert main(["models", "list"]) == 2
+    assert bars[0] not in getattr(tqdm, "_instances", set())
+    assert capsys.readouterr().err.splitlines()[-1] == "advimage: error: stopped mid-bar"

@@ -80,8 +80,17 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"advimage: warning: {text[0] if text else category.__name__}", file=sys.stderr)
 
 
+def _clear_progress_bars() -> None:
+    """Close live tqdm bars (all ``leave=False``), so an error line starts on a clean line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def _report(err: BaseException, verbose: bool) -> int:
     """One line (and with ``-v`` the traceback) for an error that ends a command."""
+    _clear_progress_bars()
     if verbose:
         traceback.print_exception(err, file=sys.stderr)
     known = classify(err)
