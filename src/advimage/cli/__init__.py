@@ -24,6 +24,7 @@ from advimage.allocator import retain_freed_memory
 from advimage.cli.attack import add_attack_parser, add_demo_parser
 from advimage.cli.cache import add_cache_parser
 from advimage.cli.common import CliError
+from advimage.cli.compare import add_compare_parser
 from advimage.cli.detect import add_detect_parser
 from advimage.cli.eval import add_eval_parser
 from advimage.cli.models import add_models_parser
@@ -37,7 +38,7 @@ __all__ = ["CliError", "build_parser", "main"]
 # the subcommands in `advimage --help` order
 _COMMANDS = (add_demo_parser, add_train_parser, add_distill_parser, add_models_parser,
              add_attack_parser, add_eval_parser, add_run_parser, add_report_parser,
-             add_cache_parser, add_detect_parser, add_nim_parser)
+             add_compare_parser, add_cache_parser, add_detect_parser, add_nim_parser)
 
 
 _DESCRIPTION = """Attack, detect, defend and audit PyTorch image classifiers against
