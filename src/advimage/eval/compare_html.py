@@ -92,10 +92,11 @@ def _leaderboard(doc: dict[str, Any]) -> str:
 
 
 def _per_attack(doc: dict[str, Any]) -> str:
-    cols: dict[str, None] = {}
+    order: dict[str, tuple[str, float]] = {}  # column title: (norm, eps), budgets ascending
     for row in doc["rows"]:
         for c in row["attacks"]:
-            cols.setdefault(f"{c['attack']} {c['budget']}")
+            order.setdefault(f"{c['attack']} {c['budget']}", (c["norm"], c["eps"]))
+    cols = sorted(order, key=lambda k: order[k])
     table = []
     for row in doc["rows"]:
         cells = {f"{c['attack']} {c['budget']}": c for c in row["attacks"]}
@@ -115,7 +116,7 @@ def _curves(doc: dict[str, Any], norm: str) -> Any:
         ticks.update({w["eps"]: format_eps(w["eps"], norm) for w in row["worst_case"]
                       if w["norm"] == norm})
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        err = [[p[1] - p[2][0] for p in pts], [p[2][1] - p[1] for p in pts]]
+        err = [[max(0.0, p[1] - p[2][0]) for p in pts], [max(0.0, p[2][1] - p[1]) for p in pts]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3,
                     label=f"{row['run']}: {row['defense']}")
     ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
