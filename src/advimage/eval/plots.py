@@ -129,6 +129,8 @@ def md_table(header: Sequence[object], rows: Iterable[Iterable[object]] = ()) ->
 
 
 def eps_label(eps: float) -> str:
-    """Budget label: ``8/255`` for positive multiples of 1/255 (CIFAR budgets), else ``0.1``."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{eps:.4g}"
+    """Budget label: ``8/255`` for positive multiples of 1/255 (CIFAR budgets), else ``0.1``
+    (:func:`advimage.formatting.format_eps`, the one formatter of every report)."""
+    from advimage.formatting import format_eps
+
+    return format_eps(eps)
