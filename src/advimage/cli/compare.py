@@ -30,7 +30,7 @@ def add_compare_parser(sub: Any) -> None:
         "compare", help="compare finished runs like a leaderboard (HTML, CSV, JSON)",
         description="One row per run x defense: clean accuracy, robust accuracy per attack and "
                     "budget, the per-image worst case over attacks, AutoAttack, masking flags; "
-                    "every rate with its Wilson 95%% interval. Runs on different data or "
+                    "every rate with its Wilson 95% interval. Runs on different data or "
                     "budgets are refused unless --allow-mismatch.",
         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     cp.add_argument("runs", nargs="+", metavar="RUN", help="run directories of `advimage run`")
