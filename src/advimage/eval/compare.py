@@ -17,7 +17,6 @@ to the output folder.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from advimage.eval.checks import run_checks
 from advimage.eval.runner import CONFIG_NAME
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.formatting import budget_label, display_path, rate_interval
+from advimage.jsonfile import read_json_object
 from advimage.utils import atomic_writer, write_json
 
 __all__ = ["RunSummary", "compare_runs", "find_mismatches", "load_run"]
@@ -56,12 +56,9 @@ class RunSummary:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: missing; not a finished `advimage run` directory") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not path.is_file():
+        raise UserInputError(f"{path}: missing; not a finished `advimage run` directory")
+    return read_json_object(path, "{path}: not valid JSON ({reason})")
 
 
 def _data_identity(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
