@@ -32,7 +32,7 @@ LEAVES = dict(_leaves(build_parser()))
 def test_parser_tree_has_every_command() -> None:
     assert {" ".join(k) for k in LEAVES} == {
         "demo", "train", "distill", "models list", "models import", "models eval", "attack",
-        "eval robust", "eval detection", "eval transfer", "run", "report", "cache build",
+        "eval robust", "eval detection", "eval transfer", "run", "report", "compare", "cache build",
         "cache tune", "detect calibrate", "detect score", "nim pretrain", "nim finetune",
     }
 
@@ -50,8 +50,8 @@ def test_help_exits_0(path: tuple[str, ...], capsys) -> None:
 def test_shared_options_everywhere_but_report_and_detection_seed() -> None:
     for path, p in LEAVES.items():
         dests = {a.dest for a in p._actions}
-        if path == ("report",):
-            assert not dests & COMMON, path
+        if path in (("report",), ("compare",)):  # they read finished runs, compute nothing
+            assert dests & COMMON == ({"verbose"} if path == ("compare",) else set()), path
             continue
         if path == ("eval", "detection"):  # the detector's seed is the config's
             assert dests & COMMON == {"device", "threads", "verbose"}, path
