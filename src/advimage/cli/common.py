@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from advimage.cli.cli_error import CliError
+from advimage.cli.track_options import add_track_arg
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
@@ -242,6 +243,7 @@ def add_train_args(
         p.add_argument(flag, **kw)
     p.add_argument("--out", required=True, help=helps["out"])
     p.add_argument("--no-resume", action="store_true", help=helps["no_resume"])
+    add_track_arg(p)  # --track, as `run` and `nim pretrain` have it
 
 
 def train_config(a: argparse.Namespace, **fixed: Any) -> TrainConfig:

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from advimage.cli.common import add_common_args, add_train_args, check_out_arg, train_config
+from advimage.cli.track_options import add_track_arg, tracking_for
 
 __all__ = ["add_nim_parser", "cmd_nim_finetune", "cmd_nim_pretrain"]
 
@@ -56,8 +57,9 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     cfg = NIMConfig(image_size=(h, w), in_channels=c, patch_size=a.patch_size,
                     enc_dim=a.enc_dim, enc_depth=a.enc_depth, enc_heads=a.enc_heads,
                     dec_dim=a.dec_dim, dec_depth=a.dec_depth, dec_heads=a.dec_heads, mode=a.mode)
-    _, hist = pretrain(cfg, images, a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                       seed=a.seed, resume=not a.no_resume, device=a.device)
+    with tracking_for(a, a.out, {**cfg.to_dict(), "epochs": a.epochs, "lr": a.lr}):
+        _, hist = pretrain(cfg, images, a.out, epochs=a.epochs, batch_size=a.batch_size,
+                           lr=a.lr, seed=a.seed, resume=not a.no_resume, device=a.device)
     last = hist[-1]
     sys.stdout.write(f"{a.mode} epoch {last['epoch']}: loss {last['loss']:.4f} "
                      f"({last['imgs_per_s']:.0f} images/s) -> {a.out}/nim.safetensors\n")
@@ -71,9 +73,10 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
     check_out_arg(a, "dir")
     cfg = train_config(a, model="nim-vit")  # the same recipe plumbing as `advimage train`
     sigma_test = None if a.sigma_test < 0 else a.sigma_test
-    _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,
-                    pool=a.pool, device=a.device, resume=not a.no_resume,
-                    progress=not a.no_progress)
+    with tracking_for(a, a.out, cfg.to_dict()):
+        _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,
+                        pool=a.pool, device=a.device, resume=not a.no_resume,
+                        progress=not a.no_progress)
     de3 = (f"; De3 (sigma_test {m['de3_sigma_test']:g}) accuracy {m['de3_accuracy']:.4f}"
            if "de3_accuracy" in m else "")
     sys.stdout.write(f"test accuracy {m['test_accuracy']:.4f} on {m['test_images']} images{de3}; "
@@ -102,6 +105,7 @@ def add_nim_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     p.add_argument("--out", required=True, help="run folder (resumed if it holds a state)")
     p.add_argument("--no-resume", action="store_true", help="start over")
+    add_track_arg(p)
     add_common_args(p)  # --device, --seed, --no-progress, --threads, -v as every command
     p.set_defaults(func=cmd_nim_pretrain)
     f = nsub.add_parser("finetune", help="fine-tune a classifier from a NIM encoder on De^3 "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from advimage.cli.common import CliError, add_common_args, check_out_arg, parse_shard
+from advimage.cli.track_options import add_track_arg, tracking_for
 
 __all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
 
@@ -30,13 +31,33 @@ def cmd_run(a: argparse.Namespace) -> int:
     else:
         raise CliError("give a CONFIG file, or --resume RUN to continue a run")
     cfg.seed = a.seed if a.seed is not None else cfg.seed
-    run_evaluation(cfg, run_dir, resume=bool(a.resume),
-                   device=None if a.device == "auto" else a.device, progress=not a.no_progress,
-                   shard=a.shard)
-    report = write_report(run_dir)
+    with tracking_for(a, run_dir, {"name": cfg.name, "seed": cfg.seed}) as tracker:
+        run_evaluation(cfg, run_dir, resume=bool(a.resume),
+                       device=None if a.device == "auto" else a.device,
+                       progress=not a.no_progress, shard=a.shard)
+        report = write_report(run_dir)
+        _track_results(tracker, run_dir)
     print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}"
           + _partial_note(run_dir))
     return 0
+
+
+def _track_results(tracker: Any, run_dir: Path) -> None:
+    """``--track``: clean accuracy per defense (``clean/DEFENSE``, step 0) and robust accuracy
+    per defense and attack (``robust/DEFENSE/ATTACK``) at step = the budget's index, smallest
+    first, from the ``results.json`` just written."""
+    import json
+
+    rows = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["results"]
+    clean = {r["defense"]: r["clean_accuracy"] for r in rows if r.get("clean_accuracy") is not None}
+    tracker.log_scalars(0, clean, "clean")
+    for row in rows:
+        if row.get("robust_accuracy") is None:
+            continue
+        budgets = sorted({r["eps"] for r in rows
+                          if (r["defense"], r["label"]) == (row["defense"], row["label"])})
+        tracker.log_scalars(budgets.index(row["eps"]), {row["label"]: row["robust_accuracy"]},
+                            f"robust/{row['defense']}")
 
 
 def _partial_note(run_dir: Path) -> str:
@@ -71,6 +92,7 @@ def add_run_parser(sub: Any) -> None:
     ru.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="do only every N-th batch, from batch I (1-based), so N processes share "
                          "one run: start one with CONFIG --out RUN, the others with --resume RUN")
+    add_track_arg(ru)
     add_common_args(ru)
     ru.set_defaults(func=cmd_run, seed=None)  # None: the config's seed
 

@@ -15,6 +15,7 @@ from advimage.cli.common import (
     eps_list,
     train_config,
 )
+from advimage.cli.track_options import tracking_for
 
 __all__ = ["add_distill_parser", "add_train_parser", "cmd_distill", "cmd_train"]
 
@@ -25,9 +26,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     check_out_arg(a, "dir")
     cfg = train_config(a)
-    _, metrics = train(
-        cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
-    )
+    with tracking_for(a, a.out, cfg.to_dict()):
+        _, metrics = train(
+            cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
+        )
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
         f"checkpoint {Path(a.out) / 'model.safetensors'}"
@@ -50,10 +52,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
         arm=a.arm, tau=a.tau, alpha=a.alpha, beta=a.beta, gamma=a.gamma,
         teacher_layer=layers[0], student_layer=layers[1],
     )
-    _, metrics = distill(
-        cfg, dcfg, a.out, teacher=teacher, teacher_meta=teacher_meta, device=a.device,
-        resume=not a.no_resume, progress=not a.no_progress,
-    )
+    with tracking_for(a, a.out, {**cfg.to_dict(), "arm": a.arm}):
+        _, metrics = distill(
+            cfg, dcfg, a.out, teacher=teacher, teacher_meta=teacher_meta, device=a.device,
+            resume=not a.no_resume, progress=not a.no_progress,
+        )
     print(
         f"{a.arm} student: test accuracy {metrics['test_accuracy']:.4f} on "
         f"{metrics['test_images']} images; checkpoint {Path(a.out) / 'model.safetensors'}"

@@ -21,6 +21,7 @@ from torch import Tensor
 from advimage.defend.nim_io import save_nim
 from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
 from advimage.errors import ConfigMismatchError
+from advimage.tracking import log_scalars
 from advimage.train.config import check_int, check_range
 from advimage.train.state import (
     check_finite_loss,
@@ -128,6 +129,7 @@ def pretrain(
                   "lr": opt.param_groups[0]["lr"], "seconds": seconds,
                   "imgs_per_s": steps_per_epoch * bs / max(seconds, 1e-9)}
         history.append(record)
+        log_scalars(epoch + 1, record, "pretrain")  # --track: a no-op unless one is active
         log.info("nim epoch %d: loss %.4f (%.0f imgs/s)", epoch + 1, record["loss"],
                  record["imgs_per_s"])
         save_train_state(out, model, opt, {"epoch": epoch + 1, "history": history,

@@ -32,6 +32,7 @@ from advimage.data import ColorJitter, Compose, load_dataset, standard_augmentat
 from advimage.errors import ConfigMismatchError
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier, create_model, save_checkpoint
+from advimage.tracking import log_scalars
 from advimage.train.config import TrainConfig
 from advimage.train.state import (
     check_finite_loss,
@@ -222,6 +223,7 @@ def train(
             "seconds": time.time() - t0,
         }
         history.append(record)
+        log_scalars(epoch + 1, record, "train")  # --track: a no-op unless one is active
         log.info(
             "epoch %d: loss %.4f train %.4f test %.4f (%.0fs)",
             epoch + 1,
