@@ -18,16 +18,6 @@ from advimage.tracking import activate, log_scalars, make_tracker
 TRAIN = ["train", "--quick", "--train-limit", "128", "--test-limit", "64", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _history(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

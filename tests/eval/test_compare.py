@@ -41,22 +41,15 @@ def _run(root: Path, name: str, *extra: str, **overrides: object) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("runs")
-    try:
-        return {
-            "a": _run(root, "a", defenses=[{"name": "none"}]),
-            "b": _run(root, "b", defenses=[{"name": "quantize", "options": {"bits": 3}},
-                                           {"name": "none"}]),
-            "c": _run(root, "c", data={"name": "digits", "split": "test", "limit": 10,
-                                       "batch_size": 10}),
-            "d": _run(root, "d", "--shard", "1/2", attacks=[{"name": "fgsm", "eps": ["8/255"]}]),
-        }
-    finally:
-        torch.set_num_threads(n)
+    root = tmp_path_factory.mktemp("runs")  # one torch thread: tests/conftest.py's session fixture
+    return {
+        "a": _run(root, "a", defenses=[{"name": "none"}]),
+        "b": _run(root, "b", defenses=[{"name": "quantize", "options": {"bits": 3}},
+                                       {"name": "none"}]),
+        "c": _run(root, "c", data={"name": "digits", "split": "test", "limit": 10,
+                                   "batch_size": 10}),
+        "d": _run(root, "d", "--shard", "1/2", attacks=[{"name": "fgsm", "eps": ["8/255"]}]),
+    }
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
