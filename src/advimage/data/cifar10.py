@@ -29,7 +29,7 @@ from advimage.data.cache import cache_key, load_cached, save_cached
 from advimage.data.registry import register_dataset
 from advimage.data.safe_pickle import safe_load
 
-__all__ = ["CIFAR10_CLASSES", "load_cifar10"]
+__all__ = ["CIFAR10_CLASSES", "load_cifar10", "read_pickled_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +135,32 @@ def _load_folder(split_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------- pickled python batches
+def read_pickled_batch(path: Path, label_key: str, n_classes: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file of the python version of CIFAR-10/100 (read by the safe unpickler):
+    images ``(N, 32, 32, 3)`` uint8 (a view) and labels ``(N,)`` from ``label_key``."""
+    batch = safe_load(path)
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path} must hold a dict, got {type(batch).__name__}")
+    data = batch.get(b"data", batch.get("data"))
+    labs = batch.get(label_key.encode(), batch.get(label_key))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3 * _SIDE * _SIDE:
+        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
+    labs = np.asarray(labs if labs is not None else [], dtype=np.int64).reshape(-1)
+    if labs.shape != (data.shape[0],) or (labs.size and (labs.min() < 0
+                                                         or labs.max() >= n_classes)):
+        raise ValueError(f"{path}: '{label_key}' must be {data.shape[0]} ints in "
+                         f"[0, {n_classes - 1}]")
+    # rows are 1024 R, 1024 G, 1024 B values: (N, 3, 32, 32) -> (N, 32, 32, 3)
+    return data.reshape(-1, 3, _SIDE, _SIDE).transpose(0, 2, 3, 1), labs
+
+
 def _load_pickles(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     chunks, labels = [], []
     for b in _BATCHES[split]:
-        path = folder / b
-        batch = safe_load(path)
-        if not isinstance(batch, dict):
-            raise ValueError(f"{path} must hold a dict, got {type(batch).__name__}")
-        data = batch.get(b"data", batch.get("data"))
-        labs = batch.get(b"labels", batch.get("labels"))
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-                or data.shape[1] != 3 * _SIDE * _SIDE:
-            raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-        labs = np.asarray(labs if labs is not None else [], dtype=np.int64).reshape(-1)
-        if labs.shape != (data.shape[0],) or (labs.size and (labs.min() < 0 or labs.max() > 9)):
-            raise ValueError(f"{path}: 'labels' must be {data.shape[0]} ints in [0, 9]")
-        # rows are 1024 R, 1024 G, 1024 B values: (N, 3, 32, 32) -> (N, 32, 32, 3)
-        chunks.append(data.reshape(-1, 3, _SIDE, _SIDE).transpose(0, 2, 3, 1))
+        images, labs = read_pickled_batch(folder / b, "labels", 10)
+        chunks.append(images)
         labels.append(labs)
     classes = list(CIFAR10_CLASSES)
     meta = folder / "batches.meta"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from advimage.data.base import ImageDataset, uint8_loader
+from advimage.data.cifar10 import read_pickled_batch
 from advimage.data.registry import register_dataset
 from advimage.data.safe_pickle import safe_load
 
@@ -41,21 +42,8 @@ def _class_names(meta: Path) -> list[str]:
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    batch = safe_load(path)
-    if not isinstance(batch, dict):
-        raise ValueError(f"{path} must hold a dict, got {type(batch).__name__}")
-    data, labels = _get(batch, "data"), _get(batch, "fine_labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * _SIDE * _SIDE:
-        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-    labels = np.asarray(labels if labels is not None else [], dtype=np.int64).reshape(-1)
-    if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0
-                                                             or labels.max() >= _N_CLASSES)):
-        raise ValueError(f"{path}: 'fine_labels' must be {data.shape[0]} ints in "
-                         f"[0, {_N_CLASSES - 1}]")
-    # rows are 1024 R, 1024 G, 1024 B values: (N, 3, 32, 32) -> (N, 32, 32, 3)
-    images = np.ascontiguousarray(data.reshape(-1, 3, _SIDE, _SIDE).transpose(0, 2, 3, 1))
-    return images, labels
+    images, labels = read_pickled_batch(path, "fine_labels", _N_CLASSES)
+    return np.ascontiguousarray(images), labels
 
 
 @register_dataset("cifar100")
