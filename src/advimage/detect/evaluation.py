@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 import advimage.detect.scorer  # noqa: F401  (registers the "noise-signature" detector)
+from advimage.attacks.base import model_dtype_device
 from advimage.detect.calibration import threshold_at
 from advimage.detect.config import DetectorConfig, get_preset
 from advimage.detect.metrics import (
@@ -75,7 +76,7 @@ def _attacked(run: RunDir, model: torch.nn.Module, detector: NoiseSignatureDetec
     """Craft attack ``name`` on the test images, score it, publish ``attack-NAME.pt``."""
     x_test, y_test = test
     t0 = time.time()
-    dev = next(iter(model.parameters())).device  # attacks compute where the model lives
+    dev = model_dtype_device(model, x_test)[1]  # attacks compute where the model lives
     x_adv = torch.cat([attack(model, x_test[i : i + batch_size].to(dev),
                               y_test[i : i + batch_size].to(dev)).cpu()
                        for i in range(0, len(x_test), batch_size)])

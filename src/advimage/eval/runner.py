@@ -194,8 +194,9 @@ def run_evaluation(
         specs.append(_unbounded(config))
     attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
                for s in specs]
-    for attack in attacks:  # an L2 eps beyond the images' diagonal: refused before any writing
-        attack.check_budget(ds.subset([0]).tensors()[0])
+    first = ds.subset([0]).tensors()[0]  # an L2 eps beyond its diagonal: refused before writing
+    for attack in attacks:
+        attack.check_budget(first)
     defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
                 for d in config.defenses]
     surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
