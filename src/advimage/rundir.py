@@ -17,8 +17,9 @@ whatever lies in the folder. Processes sharing a folder (``--shard I/N``) serial
 manifest updates with a lock file; an output is published by an atomic rename, first writer
 wins, so a listed file never changes.
 
-Imports only the standard library, :mod:`advimage.errors` and :mod:`advimage.outpath`
-(whose :func:`check_out`, the ``--out`` check of every command, is re-exported).
+Imports only the standard library and the bottom layer (:mod:`advimage.errors`,
+:mod:`advimage.utils` for the atomic manifest write, :mod:`advimage.outpath`, whose
+:func:`check_out`, the ``--out`` check of every command, is re-exported).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 from advimage.errors import ConfigMismatchError, CorruptFileError, UserInputError
 from advimage.jsonfile import read_json_object
 from advimage.outpath import check_out
+from advimage.utils import atomic_writer
 
 try:
     import fcntl
@@ -121,18 +122,8 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / MANIFEST_NAME)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(folder / MANIFEST_NAME, fsync=True) as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

@@ -102,7 +102,8 @@ _UMASK = _umask()  # read once: os.umask can only be read by setting it
 
 @contextmanager
 def atomic_writer(
-    path: str | os.PathLike[str], *, binary: bool = False, newline: str | None = None
+    path: str | os.PathLike[str], *, binary: bool = False, newline: str | None = None,
+    fsync: bool = False,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success.
 
@@ -114,6 +115,8 @@ def atomic_writer(
         path: destination; missing parent folders are created.
         binary: open in ``"wb"`` instead of text mode (UTF-8).
         newline: text mode's ``newline`` (``""`` for the ``csv`` module).
+        fsync: flush the content to disk before the rename (for files other processes rely
+            on, such as a run folder's manifest).
 
     Yields:
         The open temporary file.
@@ -129,6 +132,9 @@ def atomic_writer(
             fh = os.fdopen(fd, "w", encoding="utf-8", newline=newline)
         with fh:
             yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
