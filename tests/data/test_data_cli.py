@@ -15,7 +15,6 @@ from PIL import Image
 
 from advimage.cli import main
 from advimage.cli.common import load_data
-from advimage.cli.data_options import remember_model
 from advimage.errors import UserInputError
 
 RESNET = "bundled:resnet20-cifar10"
@@ -118,11 +117,10 @@ def test_load_data_fits_labels_and_channels_to_the_model(tmp_path: Path) -> None
     model.num_classes, model.classes, model.input_shape = 2, None, (1, 4, 4)
     a = argparse.Namespace(data="folder", data_root=str(tmp_path), image_size=None, limit=None,
                            class_map=None)
-    remember_model(a, model)
     with pytest.raises(UserInputError, match="labels up to 2 but the model has 2 outputs "
                                              r"\(map the folders with --class-map"):
-        load_data(a, "all")
+        load_data(a, "all", model=model)
     a.class_map = {"a": 0, "b": 1, "c": 1}
-    ds = load_data(a, "all")
+    ds = load_data(a, "all", model=model)
     assert ds.image_shape == (1, 4, 4) and ds.labels.tolist() == [0, 1, 1]  # greyscale model
     assert ds.label_source == "class-map"

@@ -86,7 +86,7 @@ def cmd_attack(a: argparse.Namespace) -> int:
     attack = create_attack(a.attack, **attack_kwargs(a, a.attack, eps[0]))
     check_speed_args(a)
     model, _, dev = load_model_on_device(a)
-    ds = load_data(a, a.split)
+    ds = load_data(a, a.split, model=model)
     attack.check_budget(ds.subset([0]).tensors()[0])  # an L2 eps: refused before --out
     with oom_guard(a.batch_size):
         summary = save_adversarials(

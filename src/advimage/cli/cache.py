@@ -39,7 +39,7 @@ def _cache_inputs(
         else list(DEFAULT_THETAS)
     lambdas = [float(t) for t in a.lambdas.split(",")] if getattr(a, "lambdas", None) \
         else list(DEFAULT_LAMBDAS)
-    return model, layers, load_data(a, a.split), thetas, lambdas
+    return model, layers, load_data(a, a.split, model=model), thetas, lambdas
 
 
 def cmd_cache_build(a: argparse.Namespace) -> int:

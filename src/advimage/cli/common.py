@@ -110,36 +110,35 @@ def add_model_data_args(p: argparse.ArgumentParser, model_required: bool = True)
 
 
 def load_model_on_device(a: argparse.Namespace) -> tuple[nn.Module, dict, torch.device]:
-    """``(model, meta, device)`` for ``--model`` on ``--device``; :func:`load_data` then labels
-    the data for this model (its class names and number of classes)."""
-    from advimage.cli.data_options import remember_model
+    """``(model, meta, device)`` for ``--model`` on ``--device`` (pass the model on to
+    :func:`load_data`, which labels the data for it)."""
     from advimage.hub import load_model
     from advimage.utils import resolve_device
 
     dev = resolve_device(a.device)
     model, meta = load_model(a.model)
-    remember_model(a, model)
     return model.to(dev), meta, dev
 
 
 def load_data(
-    a: argparse.Namespace, split: str = "test", classes: list[str] | None = None
+    a: argparse.Namespace, split: str = "test", classes: list[str] | None = None,
+    model: nn.Module | None = None,
 ) -> ImageDataset:
     """``--data`` ``split``, resized by ``--image-size`` and cut to ``--limit`` (balanced).
 
-    Labels follow ``classes`` (default: the class names of the model that
-    :func:`load_model_on_device` loaded for ``a``): folder trees map their folders to them by
+    Labels follow ``classes`` (default: ``model``'s class names; a greyscale model gets
+    1-channel images where the dataset can give them): folder trees map their folders to them by
     name (``--class-map`` overrides); the dataset records the mapping it used
     (``ds.describe()``). Labels beyond the model's outputs are refused.
     """
     from advimage.cli.data_options import check_labels_fit, data_kwargs
     from advimage.data import load_dataset
 
-    kw = data_kwargs(a, classes)
+    kw = data_kwargs(a, classes, model)
     ds = load_dataset(a.data, split, data_root=a.data_root, **kw,
                       download=getattr(a, "download", False),
                       download_progress=not getattr(a, "no_progress", False))
-    check_labels_fit(a, ds)
+    check_labels_fit(a, ds, model)
     limit = getattr(a, "limit", None)
     if limit is not None:
         if limit < 1:

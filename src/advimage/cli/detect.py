@@ -27,7 +27,7 @@ def cmd_detect_calibrate(a: argparse.Namespace) -> int:
     model, _, _ = load_model_on_device(a)
     config = get_preset(a.preset).with_overrides(a.set or [])
     det = NoiseSignatureDetector(model, config, a.criteria, seed=a.seed, batch_size=a.batch_size)
-    rec = det.calibrate(load_data(a, a.split), a.fpr)
+    rec = det.calibrate(load_data(a, a.split, model=model), a.fpr)
     det.save(a.out)
     thr = ", ".join(f"{k} > {v:.6g}" for k, v in rec["thresholds"].items())
     print(f"thresholds: {thr}; FPR {rec['fpr_achieved']:.4f} (target {a.fpr:g}) on "

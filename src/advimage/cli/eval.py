@@ -80,7 +80,7 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
             create_attack(n, **attack_kwargs(a, n, e, strict=False))
     check_speed_args(a)
     model, _, dev = load_model_on_device(a)
-    ds = load_data(a, a.split)
+    ds = load_data(a, a.split, model=model)
     cfg = _robust_config(a, names, budgets)
     with tempfile.TemporaryDirectory(prefix="advimage-eval-") as tmp:
         run_dir = out if out is not None else Path(tmp)

@@ -65,7 +65,7 @@ def cmd_models_eval(a: argparse.Namespace) -> int:
 
     check_speed_args(a)
     model, _, dev = load_model_on_device(a)
-    ds = load_data(a, a.split)
+    ds = load_data(a, a.split, model=model)
     n = len(ds)
     with oom_guard(a.batch_size):
         acc = evaluate_accuracy(
