@@ -102,13 +102,8 @@ def classify(err: BaseException) -> tuple[str, int] | None:
     None for an unexpected one (a bug: the CLI still prints one line, and ``-v`` the trace)."""
     if isinstance(err, AdvimageError):
         return _first_line(err), err.exit_code
-    if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, NotADirectoryError,
-                                                         IsADirectoryError, FileExistsError)):
+    if isinstance(err, OSError):  # a missing file or folder is the user's; a full disk is not
         return _describe_os_error(err)
-    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                        FileExistsError)):
-        msg, _ = _describe_os_error(err)
-        return msg, USER_ERROR
     if isinstance(err, sqlite3.Error):
         return _describe_sqlite(err)
     if isinstance(err, MemoryError):
