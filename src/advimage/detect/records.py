@@ -113,7 +113,11 @@ def publish_record(run: RunDir, name: str, rec: Mapping[str, Any]) -> dict[str, 
     (another ``--shard``) listed ``name`` first, return that record instead."""
     fd, tmp = tempfile.mkstemp(dir=run.path, prefix=f".{name}.", suffix=".tmp")
     os.close(fd)
-    torch.save(dict(rec), tmp)
+    try:
+        torch.save(dict(rec), tmp)
+    except BaseException:  # a full disk: no half-written temporary file is left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     if run.publish(tmp, name):
         return dict(rec)
     return load_record(run.verified(name))
