@@ -17,7 +17,7 @@ so the checks are unit-testable with synthetic numbers.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_unbounded",
     "check_zero_gradients",
     "run_checks",
+    "run_configured_checks",
 ]
 
 Row = Mapping[str, Any]
@@ -208,3 +209,17 @@ def run_checks(
         *check_strength_monotone(results, tolerance),
         *check_blackbox_vs_whitebox(results, tolerance),
     ]
+
+
+def run_configured_checks(checks: Mapping[str, Any], results: Sequence[Row],
+                          defenses: Sequence[Row], gradients: Callable[[], Sequence[Row]]
+                          ) -> list[Finding]:
+    """:func:`run_checks` under a run config's ``checks`` settings (``enabled``,
+    ``zero_gradients``, ``tolerance``, ``max_unbounded_accuracy``); ``gradients`` is called
+    only when the zero-gradient check is on (the report and ``compare`` read a run so)."""
+    if not checks.get("enabled", True):
+        return []
+    return run_checks(results, defenses,
+                      gradients() if checks.get("zero_gradients", True) else [],
+                      tolerance=float(checks.get("tolerance", 0.01)),
+                      max_unbounded_accuracy=float(checks.get("max_unbounded_accuracy", 0.02)))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from advimage.errors import UserInputError
-from advimage.eval.checks import run_checks
+from advimage.eval.checks import run_configured_checks
 from advimage.eval.runner import CONFIG_NAME
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.formatting import budget_label, display_path, rate_interval
@@ -118,13 +118,10 @@ def _worst_cases(store: ResultStore, results: list[dict[str, Any]]) -> dict[tupl
 def _findings(config: dict[str, Any], store: ResultStore,
               results: list[dict[str, Any]]) -> list[Any]:
     """The run's gradient-masking findings, with the run's own check settings."""
-    checks = config.get("checks", {})
-    if not checks.get("enabled", True) or not results:
+    if not results:
         return []
-    grads = store.gradients() if checks.get("zero_gradients", True) else []
-    return run_checks(results, store.defenses(), grads,
-                      tolerance=float(checks.get("tolerance", 0.01)),
-                      max_unbounded_accuracy=float(checks.get("max_unbounded_accuracy", 0.02)))
+    return run_configured_checks(config.get("checks", {}), results, store.defenses(),
+                                 store.gradients)
 
 
 def _attack_cell(r: dict[str, Any]) -> dict[str, Any]:

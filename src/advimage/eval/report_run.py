@@ -22,7 +22,7 @@ import numpy as np
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from advimage.eval.checks import Finding, run_checks
+from advimage.eval.checks import Finding, run_configured_checks
 from advimage.eval.report import HtmlReport, image_grid_figure
 from advimage.eval.runner import CONFIG_NAME, EXAMPLES_DIR
 from advimage.eval.store import DB_NAME, ResultStore
@@ -172,11 +172,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         results = store.results()
         defenses = store.defenses()
         gradients = store.gradients()
-        findings = run_checks(
-            results, defenses, gradients if checks.get("zero_gradients", True) else [],
-            tolerance=float(checks.get("tolerance", 0.01)),
-            max_unbounded_accuracy=float(checks.get("max_unbounded_accuracy", 0.02)),
-        ) if checks.get("enabled", True) else []
+        findings = run_configured_checks(checks, results, defenses, lambda: gradients)
         progress = store.progress()
         _export(run, store, results, findings, progress)
 
