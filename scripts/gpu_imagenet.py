@@ -41,8 +41,8 @@ MODEL_FILE = "models/efficientnet-lite0-57934424.pth"
 PER_CLASS = 60  # held-out images per class carried: covers a balanced calibration of 500
 
 
-def stage() -> None:
-    """Copy what the GPU machine needs into ``.gpu/`` (about 30 MB)."""
+def stage(per_class: int = PER_CLASS) -> None:
+    """Copy what the GPU machine needs into ``.gpu/`` (about 30 MB at 60 images per class)."""
     src = SHARED / "data/imagenette"
     dst = STAGE / "shared/data/imagenette"
     shutil.rmtree(STAGE / "shared", ignore_errors=True)
@@ -52,7 +52,7 @@ def stage() -> None:
     for wnid in sorted(p.name for p in (src / "val").iterdir() if p.is_dir()):
         keep = sorted(p for p in (src / "val" / wnid).iterdir() if p.name not in taken)
         (dst / "val" / wnid).mkdir(parents=True)
-        for p in keep[:PER_CLASS]:
+        for p in keep[:per_class]:
             shutil.copy(p, dst / "val" / wnid / p.name)
     (STAGE / "shared/models").mkdir(parents=True)
     shutil.copy(SHARED / MODEL_FILE, STAGE / "shared" / MODEL_FILE)
@@ -79,9 +79,11 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=480, help="seconds for the whole script")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: tiny everything")
     ap.add_argument("--stage", action="store_true", help="build .gpu/ here and exit")
+    ap.add_argument("--per-class", type=int, default=PER_CLASS,
+                    help="held-out Imagenette images per class that --stage carries")
     a = ap.parse_args()
     if a.stage:
-        stage()
+        stage(a.per_class)
         return 0
     w = Path("runs/imagenet-smoke" if a.smoke else "runs/imagenet")
     if a.smoke:
