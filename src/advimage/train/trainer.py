@@ -6,9 +6,9 @@ and ``state.json`` (epoch, history); the data order and augmentation of epoch ``
 on ``(seed, e)``, so an interrupted run resumed from its last checkpoint ends with the same
 weights as an uninterrupted one. Nothing is ever unpickled.
 
-Other objectives (e.g. knowledge distillation, ``advimage.distill``) reuse this one loop through
-``loss_hook`` (the per-batch loss), ``extra_modules`` (trained alongside the model, saved in the
-per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume).
+Other objectives (e.g. knowledge distillation, ``advimage.studies.distill``) reuse this one loop
+through ``loss_hook`` (the per-batch loss), ``extra_modules`` (trained alongside the model, saved
+in the per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ adversarial images (I-FGSM, k = 5) that also fool each student, with a control c
 *foreign* network of the student's architecture (no gap expected there); (2) top-1 agreement with
 the teacher; (3) whether the teacher's Grad-CAM of the true class is closer to the KD student's map
 than to the independent one's (chance 50%); (4) invariance to colour jitter. This module is the
-orchestration: :func:`transfer_probes` runs the probes of :mod:`advimage.distill.probes` and
-:mod:`advimage.distill.gradcam` over an image set and returns plain JSON numbers;
+orchestration: :func:`transfer_probes` runs the probes of :mod:`advimage.studies.distill.probes` and
+:mod:`advimage.studies.distill.gradcam` over an image set and returns plain JSON numbers;
 :func:`run_transfer` (the ``advimage eval transfer`` command's library side) loads checkpoints and
 data and writes the results; :func:`format_transfer` prints them as a text table.
 """
@@ -24,15 +24,15 @@ import torch
 from torch import Tensor
 
 from advimage.data import ColorJitter, load_dataset
-from advimage.distill.gradcam import gradcam_probe, last_conv_layer, save_gradcam_grid
-from advimage.distill.probes import (
+from advimage.eval.plots import eps_label
+from advimage.models import ImageClassifier
+from advimage.studies.distill.gradcam import gradcam_probe, last_conv_layer, save_gradcam_grid
+from advimage.studies.distill.probes import (
     agreement,
     iter_batches,
     jitter_invariance,
     pooled_fooling_rate,
 )
-from advimage.eval.plots import eps_label
-from advimage.models import ImageClassifier
 from advimage.utils import resolve_device
 from advimage.validation import check_images, check_labels
 

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.data import load_dataset
-from advimage.distill.losses import build_regressor, feature_shape, hint_loss, kd_loss
 from advimage.errors import UserInputError
 from advimage.models import ImageClassifier, create_model
+from advimage.studies.distill.losses import build_regressor, feature_shape, hint_loss, kd_loss
 from advimage.train import TrainConfig, train
 from advimage.train.config import check_range
 

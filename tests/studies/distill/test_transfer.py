@@ -12,9 +12,14 @@ from distill_helpers import perturbed_copy
 
 from advimage.cli import main
 from advimage.data import ColorJitter, load_dataset
-from advimage.distill import fooling_rate, gradcam_similarity, jitter_invariance, transfer_probes
-from advimage.distill.transfer import JITTER, last_conv_layer
 from advimage.models import create_model, save_checkpoint
+from advimage.studies.distill import (
+    fooling_rate,
+    gradcam_similarity,
+    jitter_invariance,
+    transfer_probes,
+)
+from advimage.studies.distill.transfer import JITTER, last_conv_layer
 
 EPS = (0.1, 0.3)  # L-inf budgets for 8x8 digits (pixel units)
 
