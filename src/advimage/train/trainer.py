@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from advimage.attacks.pgd import PGD
 from advimage.data import ColorJitter, Compose, load_dataset, standard_augmentation
 from advimage.errors import ConfigMismatchError
-from advimage.eval.accuracy import evaluate_accuracy
+from advimage.models.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier, create_model, save_checkpoint
 from advimage.tracking import log_scalars
 from advimage.train.config import TrainConfig

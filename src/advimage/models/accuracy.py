@@ -1,4 +1,8 @@
-"""Clean accuracy over a stream of batches (never the whole set in memory)."""
+"""Clean top-1 accuracy of a classifier over a stream of batches (never the whole set in memory).
+
+Below training and the eval harness, so both measure accuracy with this one implementation
+(:mod:`advimage.eval.accuracy` re-exports it).
+"""
 
 from __future__ import annotations
 
