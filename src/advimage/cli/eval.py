@@ -135,7 +135,8 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
 def cmd_eval_transfer(a: argparse.Namespace) -> int:
     """The four transfer probes of Ojha et al. 2023 for a teacher and its KD / independent
     students; print their table, write transfer.json and gradcam.png."""
-    from advimage.studies.distill.transfer import format_transfer, run_transfer
+    from advimage.studies.distill.transfer import format_transfer
+    from advimage.studies.distill.transfer_run import run_transfer
 
     check_out_arg(a, "dir")
     if a.offset < 0:

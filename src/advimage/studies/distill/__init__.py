@@ -18,11 +18,13 @@ from advimage.studies.distill.probes import (
     jitter_invariance,
     pooled_fooling_rate,
 )
-from advimage.studies.distill.runner import ARMS, DistillConfig, distill
-from advimage.studies.distill.transfer import format_transfer, run_transfer, transfer_probes
+from advimage.studies.distill.runner import ARMS, ArmObjective, DistillConfig, distill
+from advimage.studies.distill.transfer import format_transfer, transfer_probes
+from advimage.studies.distill.transfer_run import run_transfer
 
 __all__ = [
     "ARMS",
+    "ArmObjective",
     "DistillConfig",
     "distill",
     "kd_loss",

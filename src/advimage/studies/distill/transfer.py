@@ -6,53 +6,43 @@ adversarial images (I-FGSM, k = 5) that also fool each student, with a control c
 *foreign* network of the student's architecture (no gap expected there); (2) top-1 agreement with
 the teacher; (3) whether the teacher's Grad-CAM of the true class is closer to the KD student's map
 than to the independent one's (chance 50%); (4) invariance to colour jitter. This module is the
-orchestration: :func:`transfer_probes` runs the probes of :mod:`advimage.studies.distill.probes` and
-:mod:`advimage.studies.distill.gradcam` over an image set and returns plain JSON numbers;
-:func:`run_transfer` (the ``advimage eval transfer`` command's library side) loads checkpoints and
-data and writes the results; :func:`format_transfer` prints them as a text table.
+orchestration: :func:`transfer_probes` runs the probes of :mod:`~advimage.studies.distill.probes`
+and :mod:`~advimage.studies.distill.gradcam` over an image set and returns plain JSON numbers;
+:func:`format_transfer` prints them as a text table. Loading checkpoints and data and writing the
+results is :mod:`advimage.studies.distill.transfer_run`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from advimage.data import ColorJitter, load_dataset
+from advimage.data import ColorJitter
 from advimage.eval.plots import eps_label
 from advimage.models import ImageClassifier
-from advimage.studies.distill.gradcam import gradcam_probe, last_conv_layer, save_gradcam_grid
+from advimage.studies.distill.gradcam import gradcam_probe, last_conv_layer
 from advimage.studies.distill.probes import (
     agreement,
     iter_batches,
     jitter_invariance,
     pooled_fooling_rate,
 )
+from advimage.train.recipe import COLOR_JITTER
 from advimage.utils import resolve_device
 from advimage.validation import check_images, check_labels
 
-__all__ = [
-    "JITTER",
-    "last_conv_layer",
-    "transfer_probes",
-    "save_gradcam_grid",
-    "run_transfer",
-    "format_transfer",
-]
+__all__ = ["JITTER", "format_transfer", "last_conv_layer", "roles", "transfer_probes"]
 
-log = logging.getLogger(__name__)
-
-# the trainer's colour jitter (advimage.train.trainer._augmentation, augment="jitter"):
-# brightness/contrast/saturation factors drawn uniformly in [0.6, 1.4] (unitless)
-JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}
+# the trainer's colour jitter (TrainConfig.augment="jitter"): brightness/contrast/saturation
+# factors drawn uniformly in [0.6, 1.4] (unitless)
+JITTER = COLOR_JITTER
 
 
-def _roles(teacher: Any, kd: Any, independent: Any, foreign: Any | None) -> dict[str, Any]:
+def roles(teacher: Any, kd: Any, independent: Any, foreign: Any | None) -> dict[str, Any]:
     """The probe's models (or their checkpoint specs) by role; ``foreign`` only when given."""
     roles = {"teacher": teacher, "kd": kd, "independent": independent}
     if foreign is not None:
@@ -76,13 +66,28 @@ def transfer_probes(
     device: str | torch.device = "auto",
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """All four probes on held-out images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
+    """All four probes of Ojha et al. on held-out images ``x`` (N, C, H, W) in [0, 1], ``y`` (N,).
 
     Models are moved to ``device`` and set to eval mode. Images go through in chunks of
-    ``batch_size`` so memory stays bounded. ``foreign`` (a network of the student's architecture
-    trained independently, e.g. an independent student of another seed) adds the control:
-    fooling rates of both students on images crafted on it. ``cam_layers`` = (teacher, kd,
-    independent) layer names; default :func:`last_conv_layer` of each.
+    ``batch_size`` so memory stays bounded.
+
+    Args:
+        teacher: the network whose adversarial images (I-FGSM) are shown to the students.
+        kd: the distilled student.
+        independent: the student of the same recipe trained without the teacher.
+        x: the probe images.
+        y: their labels.
+        foreign: a network of the student's architecture trained independently (e.g. an
+            independent student of another seed): adds the control, fooling rates of both
+            students on images crafted on it.
+        eps: I-FGSM budgets (L-inf, > 0).
+        steps: I-FGSM steps (k).
+        cam_layers: (teacher, kd, independent) Grad-CAM layer names; default
+            :func:`last_conv_layer` of each.
+        jitter: run the colour-jitter invariance probe.
+        seed: the jitter's seed.
+        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+        batch_size: images per chunk.
 
     Returns:
         JSON-able dict: ``accuracy``, ``fooling_rate`` and ``control`` (one entry per eps with
@@ -90,14 +95,42 @@ def transfer_probes(
         ``jitter`` is false), ``n``, ``seconds``.
     """
     t0 = time.time()
+    models = roles(teacher, kd, independent, foreign)
+    eps = _check_probe_inputs(teacher, models, x, y, eps, batch_size)
+    dev = resolve_device(device)
+    for m in models.values():
+        m.to(dev).eval()
+    students = {k: v for k, v in models.items() if k != "teacher"}
+
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        return iter_batches(x, y, batch_size, dev)
+
+    res: dict[str, Any] = {"n": len(x), "eps": eps, "steps": steps}
+    res["accuracy"] = _accuracies(models, batches(), len(x))
+    res["agreement"] = {n: agreement(teacher, s, batches()) for n, s in students.items()}
+    res["fooling_rate"] = [pooled_fooling_rate(teacher, students, x, y, e, steps=steps,
+                                               batch_size=batch_size, device=dev) for e in eps]
+    res["control"] = None if foreign is None else _control(
+        foreign, {"kd": kd, "independent": independent, "teacher": teacher}, x, y, eps,
+        steps=steps, batch_size=batch_size, device=dev)
+    res["gradcam"] = gradcam_probe(teacher, kd, independent, batches(), cam_layers)
+    res["invariance"] = _invariance(models, batches, seed) if jitter else None
+    res["seconds"] = time.time() - t0
+    return res
+
+
+def _check_probe_inputs(
+    teacher: ImageClassifier, models: dict[str, Any], x: Tensor, y: Tensor,
+    eps: Sequence[float], batch_size: int,
+) -> list[float]:
+    """Refuse bad images, labels, budgets, batch size or mismatched models; returns the eps."""
     check_images(x)
     check_labels(y, len(x))
-    eps = [float(e) for e in eps]
-    if not eps or any(not e > 0 for e in eps):
-        raise ValueError(f"eps needs at least one value > 0, got {eps}")
+    budgets = [float(e) for e in eps]
+    if not budgets or any(not e > 0 for e in budgets):
+        raise ValueError(f"eps needs at least one value > 0, got {budgets}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    models = _roles(teacher, kd, independent, foreign)
     for name, m in models.items():
         if not isinstance(m, ImageClassifier):
             raise ValueError(f"{name} must be an ImageClassifier, got {type(m).__name__}")
@@ -109,149 +142,59 @@ def transfer_probes(
                              f"{tuple(x.shape[1:])}")
     if int(y.max()) >= teacher.num_classes or int(y.min()) < 0:
         raise ValueError(f"labels must lie in [0, {teacher.num_classes}) for these models")
-    dev = resolve_device(device)
-    for m in models.values():
-        m.to(dev).eval()
-    students = {k: v for k, v in models.items() if k != "teacher"}
+    return budgets
 
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        return iter_batches(x, y, batch_size, dev)
 
+def _accuracies(
+    models: dict[str, ImageClassifier], batches: Iterable[tuple[Tensor, Tensor]], n: int
+) -> dict[str, float]:
+    """Clean top-1 accuracy of every model over ``batches`` (``n`` images in all)."""
     correct = dict.fromkeys(models, 0)
-    for xb, yb in batches():
+    for xb, yb in batches:
         with torch.no_grad():
             for name, m in models.items():
                 correct[name] += int((m(xb).argmax(1) == yb).sum())
-    res: dict[str, Any] = {"n": len(x), "eps": eps, "steps": steps}
-    res["accuracy"] = {n: c / len(x) for n, c in correct.items()}
-    res["agreement"] = {n: agreement(teacher, s, batches()) for n, s in students.items()}
-    res["fooling_rate"] = [pooled_fooling_rate(teacher, students, x, y, e, steps=steps,
-                                               batch_size=batch_size, device=dev) for e in eps]
-    if foreign is not None:
-        victims = {"kd": kd, "independent": independent, "teacher": teacher}
-        res["control"] = [
-            {**pooled_fooling_rate(foreign, victims, x, y, e, steps=steps, batch_size=batch_size,
-                                   device=dev), "crafted_on": "foreign"}
-            for e in eps
-        ]
-    else:
-        res["control"] = None
-    res["gradcam"] = gradcam_probe(teacher, kd, independent, batches(), cam_layers)
-    if jitter:
-        jit = ColorJitter(**JITTER)
-        res["invariance"] = {
-            "jitter": dict(JITTER), "seed": seed,
-            "rates": {n: jitter_invariance(m, batches(), jit, seed) for n, m in models.items()},
-        }
-    else:
-        res["invariance"] = None
-    res["seconds"] = time.time() - t0
-    return res
+    return {name: c / n for name, c in correct.items()}
 
 
-def _describe(spec: str, model: ImageClassifier, meta: dict[str, Any]) -> dict[str, Any]:
-    """What the report needs about one checkpoint: sidecar accuracy, arm, seed, recipe."""
-    cfg = meta.get("train_config") or {}
-    history = meta.get("history") or []
+def _control(
+    foreign: ImageClassifier, victims: dict[str, ImageClassifier], x: Tensor, y: Tensor,
+    eps: list[float], *, steps: int, batch_size: int, device: torch.device,
+) -> list[dict[str, Any]]:
+    """The control: fooling rates of ``victims`` on images crafted on ``foreign``, per eps."""
+    return [
+        {**pooled_fooling_rate(foreign, victims, x, y, e, steps=steps, batch_size=batch_size,
+                               device=device), "crafted_on": "foreign"}
+        for e in eps
+    ]
+
+
+def _invariance(
+    models: dict[str, ImageClassifier], batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    seed: int,
+) -> dict[str, Any]:
+    """Share of predictions unchanged by the trainer's colour jitter, per model."""
+    jit = ColorJitter(**JITTER)
     return {
-        "spec": str(spec),
-        "arch": model.arch,
-        "fingerprint": model.fingerprint(),
-        "num_classes": model.num_classes,
-        "dataset": meta.get("dataset"),
-        "accuracy": meta.get("accuracy"),
-        "seed": meta.get("seed"),
-        "arm": (meta.get("distill") or {}).get("arm"),
-        "augment": cfg.get("augment"),
-        "epochs": cfg.get("epochs"),
-        "train_seconds": sum(float(h.get("seconds", 0.0)) for h in history) if history else None,
-        "imported": bool(meta.get("imported", False)),
+        "jitter": dict(JITTER), "seed": seed,
+        "rates": {n: jitter_invariance(m, batches(), jit, seed) for n, m in models.items()},
     }
 
 
-def run_transfer(
-    teacher: str,
-    kd: str,
-    independent: str,
-    out: str | Path,
-    *,
-    foreign: str | None = None,
-    data: str = "cifar10",
-    data_root: str | None = None,
-    split: str = "test",
-    limit: int | None = None,
-    offset: int = 0,
-    eps: Sequence[float] = (2 / 255, 4 / 255, 8 / 255),
-    steps: int = 5,
-    cam_layers: Sequence[str] | None = None,
-    jitter: bool = True,
-    device: str = "auto",
-    seed: int = 0,
-    batch_size: int = 256,
-    tag: str | None = None,
-    grid_images: int = 6,
-) -> dict[str, Any]:
-    """Load checkpoints (``advimage.hub.load_model`` specs) and data, run :func:`transfer_probes`.
-
-    Writes ``out/transfer.json`` (results, resolved arguments, each model's fingerprint and
-    sidecar facts, run metadata) and ``out/gradcam.png``; returns the JSON dict. ``limit``
-    images are taken class-balanced (``ImageDataset.balanced``) after skipping ``offset``.
-    """
-    from advimage.hub import load_model
-    from advimage.utils import run_metadata, write_json
-
-    args = {k: v for k, v in locals().items() if k not in ("load_model", "run_metadata",
-                                                           "write_json")}
-    args["out"], args["eps"] = str(out), [float(e) for e in eps]
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
-    specs = _roles(teacher, kd, independent, foreign)
-    loaded = {name: load_model(spec) for name, spec in specs.items()}
-    models = {name: m for name, (m, _) in loaded.items()}
-    info = {name: _describe(specs[name], m, meta) for name, (m, meta) in loaded.items()}
-    ds = load_dataset(data, split, data_root=data_root)
-    for name, m in models.items():
-        if m.num_classes != models["teacher"].num_classes:
-            raise ValueError(f"class counts differ: teacher has {models['teacher'].num_classes} "
-                             f"classes, {name} has {m.num_classes}")
-        if m.num_classes != ds.num_classes:
-            raise ValueError(f"{name} has {m.num_classes} classes but {data} has "
-                             f"{ds.num_classes}")
-        trained_on = info[name]["dataset"]
-        if trained_on is not None and trained_on != data:
-            raise ValueError(f"{name} checkpoint was trained on {trained_on!r}, not {data!r}")
-    n_total = len(ds)
-    stop = n_total if limit is None else min(n_total, offset + limit)
-    if offset >= stop:
-        raise ValueError(f"offset {offset} leaves no images ({n_total} in {data}/{split})")
-    ds = ds.balanced(n_total).subset(list(range(offset, stop)))
-    x, y = ds.tensors()  # (N, C, H, W), (N,)
-    log.info("transfer probes on %d %s/%s images", len(x), data, split)
-    res = transfer_probes(
-        models["teacher"], models["kd"], models["independent"], x, y,
-        foreign=models.get("foreign"), eps=eps, steps=steps, cam_layers=cam_layers,
-        jitter=jitter, seed=seed, device=device, batch_size=batch_size,
-    )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_gradcam_grid(
-        models["teacher"], models["kd"], models["independent"], x[:grid_images], y[:grid_images],
-        out / "gradcam.png", cam_layers=cam_layers, classes=ds.classes,
-    )
-    doc = {"tag": tag, "config": args, "models": info, "results": res,
-           **run_metadata(resolve_device(device), seed)}
-    write_json(out / "transfer.json", doc)
-    return doc
-
-
 def _fmt(v: float | None) -> str:
+    """A rate for the text table (``n/a`` for None)."""
     return "   n/a" if v is None else f"{v:6.3f}"
 
 
 def format_transfer(res: dict[str, Any]) -> list[str]:
-    """Short text table of :func:`transfer_probes` results (kd vs independent per probe)."""
+    """Short text table of :func:`transfer_probes` results (kd vs independent per probe).
+
+    Args:
+        res: the ``results`` of :func:`transfer_probes`.
+
+    Returns:
+        The table's lines, header first.
+    """
     lines = [f"{'probe':<30}{'kd':>8}{'indep.':>8}   kept/n"]
     for row in res["fooling_rate"]:
         r = row["rates"]
