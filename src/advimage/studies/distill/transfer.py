@@ -68,26 +68,18 @@ def transfer_probes(
 ) -> dict[str, Any]:
     """All four probes of Ojha et al. on held-out images ``x`` (N, C, H, W) in [0, 1], ``y`` (N,).
 
-    Models are moved to ``device`` and set to eval mode. Images go through in chunks of
+    Models are moved to ``device`` and set to eval mode; images go through in chunks of
     ``batch_size`` so memory stays bounded.
 
     Args:
-        teacher: the network whose adversarial images (I-FGSM) are shown to the students.
-        kd: the distilled student.
-        independent: the student of the same recipe trained without the teacher.
-        x: the probe images.
-        y: their labels.
+        teacher: the network whose I-FGSM images (``eps`` budgets, L-inf; ``steps`` = k) are
+            shown to the distilled student ``kd`` and the ``independent`` one.
         foreign: a network of the student's architecture trained independently (e.g. an
             independent student of another seed): adds the control, fooling rates of both
             students on images crafted on it.
-        eps: I-FGSM budgets (L-inf, > 0).
-        steps: I-FGSM steps (k).
-        cam_layers: (teacher, kd, independent) Grad-CAM layer names; default
-            :func:`last_conv_layer` of each.
-        jitter: run the colour-jitter invariance probe.
-        seed: the jitter's seed.
-        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
-        batch_size: images per chunk.
+        cam_layers: (teacher, kd, independent) Grad-CAM layers; default each
+            :func:`last_conv_layer`.
+        jitter: run the colour-jitter invariance probe (seeded by ``seed``).
 
     Returns:
         JSON-able dict: ``accuracy``, ``fooling_rate`` and ``control`` (one entry per eps with

@@ -81,24 +81,19 @@ def run_transfer(
     Args:
         teacher: ``load_model`` spec of the teacher (likewise ``kd``, ``independent`` and the
             optional ``foreign`` control network).
-        out: folder for ``transfer.json`` and ``gradcam.png``.
-        data: dataset name (with ``data_root``, ``split``).
-        limit: images, taken class-balanced (``ImageDataset.balanced``) after skipping
-            ``offset``; None: all.
-        grid_images: images drawn in ``gradcam.png``.
+        out: folder for ``transfer.json`` and ``gradcam.png`` (``grid_images`` rows).
+        limit: images of ``data``/``split``, class-balanced, after skipping ``offset``.
         tag: label stored in ``transfer.json`` (the report's teacher group).
-        eps, steps, cam_layers, jitter, device, seed, batch_size: as
-            :func:`~advimage.studies.distill.transfer.transfer_probes`.
+        eps: the probes' options, as in
+            :func:`~advimage.studies.distill.transfer.transfer_probes` (likewise ``steps``,
+            ``cam_layers``, ``jitter``, ``device``, ``seed``, ``batch_size``).
 
     Raises:
         ValueError: a bad ``limit``/``offset``, or models of other class counts or datasets.
     """
     args = dict(locals())  # the resolved arguments, in signature order, for transfer.json
     args["out"], args["eps"] = str(out), [float(e) for e in eps]
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
+    _check_slice(limit, offset)  # before any loading
     specs = roles(teacher, kd, independent, foreign)
     loaded = {name: load_model(spec) for name, spec in specs.items()}
     models = {name: m for name, (m, _) in loaded.items()}
@@ -106,21 +101,26 @@ def run_transfer(
     ds = load_dataset(data, split, data_root=data_root)
     _check_models(models, info, ds, data)
     x, y, classes = _probe_images(ds, data, split, limit, offset)
-    res = transfer_probes(
-        models["teacher"], models["kd"], models["independent"], x, y,
-        foreign=models.get("foreign"), eps=eps, steps=steps, cam_layers=cam_layers,
-        jitter=jitter, seed=seed, device=device, batch_size=batch_size,
-    )
+    trio = models["teacher"], models["kd"], models["independent"]
+    res = transfer_probes(*trio, x, y, foreign=models.get("foreign"), eps=eps, steps=steps,
+                          cam_layers=cam_layers, jitter=jitter, seed=seed, device=device,
+                          batch_size=batch_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_gradcam_grid(
-        models["teacher"], models["kd"], models["independent"], x[:grid_images], y[:grid_images],
-        out / "gradcam.png", cam_layers=cam_layers, classes=classes,
-    )
+    save_gradcam_grid(*trio, x[:grid_images], y[:grid_images], out / "gradcam.png",
+                      cam_layers=cam_layers, classes=classes)
     doc = {"tag": tag, "config": args, "models": info, "results": res,
            **run_metadata(resolve_device(device), seed)}
     write_json(out / "transfer.json", doc)
     return doc
+
+
+def _check_slice(limit: int | None, offset: int) -> None:
+    """Refuse a ``limit`` below 1 or a negative ``offset``."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
 
 
 def _check_models(
