@@ -171,3 +171,13 @@ def test_make_report_on_synthetic_runs(tmp_path, report_script) -> None:
     assert sorted(p.name for p in out.glob("*.png")) == [
         "agreement.png", "fooling_rate.png", "gradcam_share.png", "invariance.png"
     ]
+
+
+def test_build_report_refuses_a_folder_without_runs(tmp_path, report_script) -> None:
+    from advimage.studies.distill.report import build_report
+
+    with pytest.raises(ValueError, match="no transfer.json under"):
+        build_report(tmp_path, tmp_path / "out")
+    with pytest.raises(SystemExit, match="no transfer.json under"):
+        report_script("distill").main([str(tmp_path), "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
