@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +125,7 @@ def train(
     seed_everything(cfg.seed)
     run = _prepare(cfg, out, dev, extra_modules, model_init)
     run.loss_hook, run.run_info, run.progress = loss_hook, dict(run_info or {}), progress
-    start_epoch, history = 0, []
+    start_epoch, history = 0, cast(list[dict[str, Any]], [])
     if resume and (out / "state.json").exists():
         start_epoch, history = _resume(run)
     info = {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)}
@@ -156,7 +156,7 @@ def _prepare(
         model_init(model)
     model.to(dev)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if extra is not None:
         extra.to(dev)
         opt = build_optimizer(nn.ModuleList([model, extra]), cfg)
@@ -284,7 +284,7 @@ def _finish(run: _Run, history: list[dict[str, Any]], t_start: float) -> dict[st
         "train_seconds_total": sum(h["seconds"] for h in history),
         "test_images": len(run.test_ds),
     }
-    model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     meta = {"dataset": cfg.dataset, "accuracy": final_acc, "train_config": cfg.to_dict(),
             "seed": cfg.seed, "history": history, **run.run_info}
     save_checkpoint(model.cpu(), run.out / "model.safetensors", meta=meta)

@@ -140,7 +140,7 @@ def last_conv_layer(model: ImageClassifier) -> str:
         return hook
 
     handles = [m.register_forward_hook(make_hook(n, m)) for n, m in model.net.named_modules() if n]
-    ref = next(iter(model.parameters()), model.mean)
+    ref: Tensor = next(iter(model.parameters()), model.mean)  # type: ignore[assignment]
     try:
         with torch.no_grad():
             model.eval()
@@ -181,8 +181,8 @@ def gradcam_probe(
     cos_kd, cos_ind = [], []
     for xb, yb in batches:
         out = gradcam_similarity(teacher, kd, independent, xb, layers, class_idx=yb)
-        cos_kd.append(out["kd"].detach().cpu())  # type: ignore[union-attr]
-        cos_ind.append(out["independent"].detach().cpu())  # type: ignore[union-attr]
+        cos_kd.append(out["kd"].detach().cpu())  # type: ignore[attr-defined]
+        cos_ind.append(out["independent"].detach().cpu())  # type: ignore[attr-defined]
     if not cos_kd:
         raise ValueError("gradcam_probe needs at least one batch of images")
     ck, ci = torch.cat(cos_kd), torch.cat(cos_ind)  # (N,), (N,)
