@@ -65,16 +65,3 @@ def test_check_images(x, msg) -> None:
 def test_check_labels(y, msg) -> None:
     with pytest.raises(ValueError, match=msg):
         check_labels(y, 2, num_classes=10)
-
-
-def test_demo_sections_run_in_order(tmp_path, monkeypatch) -> None:
-    import advimage.demo as demo
-
-    calls: list[str] = []
-    reg = Registry("demo section")
-    for name in ("first", "second"):
-        reg.register(name, lambda report, ctx, n=name: calls.append(n) or {"n": n})
-    monkeypatch.setattr(demo, "_SECTIONS", reg)
-    summary = demo.run_demo(tmp_path, steps=2, progress=False)
-    assert calls == ["first", "second"]
-    assert summary["sections"] == {"first": {"n": "first"}, "second": {"n": "second"}}

@@ -122,26 +122,6 @@ def test_eval_robust_cli_attacks_the_defended_model(digits, saved_cache, tmp_pat
     assert "needs options.path" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ demo section
-def test_demo_section_reports_model_cache_and_cache_only(tmp_path):
-    from advimage.demo import _SECTIONS, DemoContext
-    from advimage.eval.report import HtmlReport
-
-    model, _ = load_model("bundled")
-    test = load_dataset("digits", "test")
-    ctx = DemoContext(model, test, torch.device("cpu"), 0, 0.1, tmp_path, {})
-    res = _SECTIONS.get("cache")(HtmlReport("t"), ctx)
-    rows = {r["classifier"]: r for r in res["rows"]}
-    assert list(rows) == ["model", "cache", "cache-only"]
-    x, y = test.balanced(200).tensors()
-    with torch.no_grad():
-        assert rows["model"]["clean_accuracy"] == pytest.approx(
-            float((model(x).argmax(1) == y).float().mean()), abs=1e-4)
-    for r in rows.values():  # PGD at eps 0.1 hurts every classifier on these digits
-        assert r["pgd_whitebox_accuracy"] < r["clean_accuracy"]
-        assert r["pgd_transfer_accuracy"] < r["clean_accuracy"]
-
-
 # ------------------------------------------------------------------ studies
 def test_accuracy_study_tunes_and_bootstraps(digits, tmp_path):
     from advimage.defend.cache_study import accuracy_study

@@ -22,6 +22,8 @@ from advimage.cli.common import (
 )
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
+    import torch
+
     from advimage.eval.config import RunConfig
 
 __all__ = ["add_eval_parser", "cmd_eval_detection", "cmd_eval_robust", "cmd_eval_transfer"]
@@ -64,7 +66,6 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
     from advimage.eval.robust import rows_from_run
     from advimage.eval.runner import run_evaluation
     from advimage.eval.store import DB_NAME, ResultStore
-    from advimage.utils import atomic_writer, run_metadata, write_json
 
     check_out_arg(a, "dir")
     if a.resume and not a.out:
@@ -90,28 +91,41 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
         table = [r.as_dict() for r in rows_from_run(run_dir)]
         with ResultStore(run_dir / DB_NAME) as store:
             progress = store.progress()
+    _print_robust_table(table)
+    if out is not None:
+        _write_robust_files(a, out, table, progress, dev)
+    return 0
+
+
+def _print_robust_table(table: list[dict[str, Any]]) -> None:
+    """One line per attack x eps: clean and robust accuracy, seconds."""
     print(f"{'attack':<22}{'norm':>6}{'eps':>10}{'clean':>9}{'robust':>9}{'sec':>8}")
     for r in table:
         print(
             f"{r['attack']:<22}{r['norm']:>6}{r['eps']:>10.5g}{r['clean_accuracy']:>9.4f}"
             f"{r['robust_accuracy']:>9.4f}{r['seconds']:>8.1f}"
         )
-    if out is not None:
-        with atomic_writer(out / "robust.csv", newline="") as fh:  # the old file stays till done
-            w = csv.DictWriter(fh, fieldnames=[*table[0], "partial"])
-            w.writeheader()
-            w.writerows({**r, "partial": progress["partial"]} for r in table)
-        write_json(
-            out / "robust.json",
-            {
-                "config": {k: v for k, v in vars(a).items() if k != "func"},
-                **progress,
-                "results": table,
-                **run_metadata(dev, a.seed),
-            },
-        )
-        print(f"written {out / 'robust.csv'} and {out / 'robust.json'}")
-    return 0
+
+
+def _write_robust_files(a: argparse.Namespace, out: Path, table: list[dict[str, Any]],
+                        progress: dict[str, Any], dev: torch.device) -> None:
+    """``out/robust.csv`` and ``out/robust.json`` (options, progress, rows, run metadata)."""
+    from advimage.utils import atomic_writer, run_metadata, write_json
+
+    with atomic_writer(out / "robust.csv", newline="") as fh:  # the old file stays till done
+        w = csv.DictWriter(fh, fieldnames=[*table[0], "partial"])
+        w.writeheader()
+        w.writerows({**r, "partial": progress["partial"]} for r in table)
+    write_json(
+        out / "robust.json",
+        {
+            "config": {k: v for k, v in vars(a).items() if k != "func"},
+            **progress,
+            "results": table,
+            **run_metadata(dev, a.seed),
+        },
+    )
+    print(f"written {out / 'robust.csv'} and {out / 'robust.json'}")
 
 
 def cmd_eval_detection(a: argparse.Namespace) -> int:
@@ -135,7 +149,8 @@ def cmd_eval_detection(a: argparse.Namespace) -> int:
 def cmd_eval_transfer(a: argparse.Namespace) -> int:
     """The four transfer probes of Ojha et al. 2023 for a teacher and its KD / independent
     students; print their table, write transfer.json and gradcam.png."""
-    from advimage.distill.transfer import format_transfer, run_transfer
+    from advimage.studies.distill.transfer import format_transfer
+    from advimage.studies.distill.transfer_run import run_transfer
 
     check_out_arg(a, "dir")
     if a.offset < 0:

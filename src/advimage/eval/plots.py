@@ -5,7 +5,7 @@ open a figure, label the axes, ``tight_layout``, ``savefig`` at a fixed dpi, clo
 (or leak it), and write markdown tables as ``| a | b |`` rows under a ``|---|---|`` rule. One
 copy here keeps the PNGs reproducible (same dpi and bbox for the same call, byte-identical on
 rerun with the same matplotlib) and the tables consistent. Library figures (e.g. the Grad-CAM
-overlay of :mod:`advimage.distill.gradcam`) save through the same :func:`save_png`.
+overlay of :mod:`advimage.studies.distill.gradcam`) save through the same :func:`save_png`.
 
 matplotlib is imported on first use, so importing this module stays cheap.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 from advimage.errors import UserInputError
 
@@ -60,10 +60,12 @@ class TrainConfig:
                 f"augment (--augment) must be standard, none or jitter, got {self.augment!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (stored in checkpoints, checked on resume)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from a dict (YAML); unknown keys are refused in one line naming them."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -73,10 +75,12 @@ class TrainConfig:
 
 
 def _flag(name: str) -> str:
+    """``name (--name)``: an option as both the library and the CLI spell it."""
     return f"{name} (--{name.replace('_', '-')})"
 
 
 def check_int(name: str, value: object, low: int) -> None:
+    """Refuse a non-integer (or a bool) or an integer below ``low``: one line naming the flag."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise UserInputError(f"{_flag(name)} must be an integer >= {low}, got {value!r}")
 
@@ -87,8 +91,9 @@ def check_range(name: str, value: object, low: float, high: float | None, *,
     ``why`` explains a value above ``high``."""
     number = not isinstance(value, bool) and isinstance(value, (int, float)) \
         and math.isfinite(value)
-    above = number and high is not None and (value >= high if high_open else value > high)
-    if number and not above and (value > low if low_open else value >= low):
+    num = cast(float, value)  # compared only when it is a finite int or float
+    above = number and high is not None and (num >= high if high_open else num > high)
+    if number and not above and (num > low if low_open else num >= low):
         return
     if high is None:
         span = f"{'>' if low_open else '>='} {low:g}"
@@ -106,7 +111,7 @@ class UnknownPresetError(UserInputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class _Presets(dict):
+class _Presets(dict[str, dict[str, Any]]):
     """The preset table; looking up an unknown name lists the known ones."""
 
     def __missing__(self, name: str) -> dict[str, Any]:

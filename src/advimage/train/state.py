@@ -57,6 +57,7 @@ def save_train_state(
 
 
 def _params(opt: torch.optim.Optimizer) -> list[Tensor]:
+    """The optimizer's parameters in group order (the index of the saved buffers)."""
     return [p for g in opt.param_groups for p in g["params"]]
 
 
@@ -80,7 +81,7 @@ def load_train_state(
     opt: torch.optim.Optimizer,
     device: torch.device,
     extra: nn.Module | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Load ``out``'s state into ``model``, ``extra`` and ``opt``; returns ``state.json``.
 
     Raises:

@@ -12,9 +12,14 @@ from distill_helpers import perturbed_copy
 
 from advimage.cli import main
 from advimage.data import ColorJitter, load_dataset
-from advimage.distill import fooling_rate, gradcam_similarity, jitter_invariance, transfer_probes
-from advimage.distill.transfer import JITTER, last_conv_layer
 from advimage.models import create_model, save_checkpoint
+from advimage.studies.distill import (
+    fooling_rate,
+    gradcam_similarity,
+    jitter_invariance,
+    transfer_probes,
+)
+from advimage.studies.distill.transfer import JITTER, last_conv_layer
 
 EPS = (0.1, 0.3)  # L-inf budgets for 8x8 digits (pixel units)
 
@@ -166,3 +171,13 @@ def test_make_report_on_synthetic_runs(tmp_path, report_script) -> None:
     assert sorted(p.name for p in out.glob("*.png")) == [
         "agreement.png", "fooling_rate.png", "gradcam_share.png", "invariance.png"
     ]
+
+
+def test_build_report_refuses_a_folder_without_runs(tmp_path, report_script) -> None:
+    from advimage.studies.distill.report import build_report
+
+    with pytest.raises(ValueError, match="no transfer.json under"):
+        build_report(tmp_path, tmp_path / "out")
+    with pytest.raises(SystemExit, match="no transfer.json under"):
+        report_script("distill").main([str(tmp_path), "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

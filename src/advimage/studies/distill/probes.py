@@ -4,8 +4,8 @@
 an independent one on: transfer of the teacher's adversarial vulnerability (:func:`fooling_rate`,
 pooled over chunks by :func:`pooled_fooling_rate`), top-1 agreement (:func:`agreement`),
 invariance to colour jitter (:func:`jitter_invariance`) and localisation (Grad-CAM, in
-:mod:`advimage.distill.gradcam`; :func:`gradcam` and :func:`gradcam_similarity` are re-exported
-here). All functions take models mapping images in [0, 1] to logits.
+:mod:`advimage.studies.distill.gradcam`; :func:`gradcam` and :func:`gradcam_similarity` are
+re-exported here). All functions take models mapping images in [0, 1] to logits.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.attacks import PGD
-from advimage.distill.gradcam import gradcam, gradcam_similarity
+from advimage.studies.distill.gradcam import gradcam, gradcam_similarity
 from advimage.validation import check_images, check_labels
 
 __all__ = [

@@ -11,12 +11,14 @@ from typing import Any
 
 from advimage.attacks import PGD
 from advimage.data import load_dataset
-from advimage.demo import DemoContext, register_demo_section
+from advimage.demo.context import DemoContext
 from advimage.detect.config import DetectorConfig
 from advimage.detect.evaluation import roc_curves
 from advimage.detect.noise_signature import NoiseSignatureDetector
 from advimage.eval.report import HtmlReport
 from advimage.eval.report_run import roc_figure
+
+__all__ = ["DEMO_CONFIG", "detection_section"]
 
 # 8x8 digits need larger C2t steps than the CIFAR preset; small caps keep the demo < 10 s.
 DEMO_CONFIG = DetectorConfig(sigma=0.05, n_noise=4, c2t_lr=0.005, c2t_radius=0.5, c2t_cap=40)
@@ -24,9 +26,16 @@ _FPR = 0.10  # target false-positive rate of the demo detector
 _N_CAL, _N_TEST = 300, 120  # calibration (train) and shown (test) images
 
 
-@register_demo_section("detection")
 def detection_section(report: HtmlReport, ctx: DemoContext) -> dict[str, Any]:
-    """Calibrate, score clean and PGD images, add a verdict table and a ROC plot."""
+    """Calibrate, score clean and PGD images, add a verdict table and a ROC plot.
+
+    Args:
+        report: the demo's report; gets a heading, the verdict table and the ROC figure.
+        ctx: the model, test set, device, seed and eps of the demo.
+
+    Returns:
+        The section's summary: the target FPR, the table's rows, the AUC per criterion.
+    """
     model = ctx.model
     det = NoiseSignatureDetector(model, DEMO_CONFIG, "c1,c2t", seed=ctx.seed)
     xc, yc = load_dataset("digits", "train").balanced(_N_CAL).tensors()

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from advimage.distill import DistillConfig, distill
 from advimage.hub import load_model
 from advimage.models import create_model, load_checkpoint
+from advimage.studies.distill import DistillConfig, distill
 from advimage.train import TrainConfig, train
 
 CFG = dict(

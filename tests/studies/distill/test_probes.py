@@ -9,14 +9,14 @@ import torch
 from torch import nn
 
 from advimage.data import load_dataset
-from advimage.distill import (
+from advimage.models import ImageClassifier, create_model
+from advimage.studies.distill import (
     agreement,
     fooling_rate,
     gradcam,
     gradcam_similarity,
     jitter_invariance,
 )
-from advimage.models import ImageClassifier, create_model
 
 
 @pytest.fixture(scope="module")

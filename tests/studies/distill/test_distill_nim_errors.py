@@ -14,8 +14,8 @@ import torch
 from advimage.cli import main
 from advimage.defend.nim_io import load_nim
 from advimage.defend.nim_train import pretrain
-from advimage.distill import DistillConfig
 from advimage.errors import CorruptFileError, TrainingDivergedError, UserInputError
+from advimage.studies.distill import DistillConfig
 from cli_helpers import error_message
 
 QUICK = ["--quick", "--epochs", "1", "--train-limit", "128", "--test-limit", "64", "--no-progress",

@@ -76,7 +76,9 @@ def build_regressor(
     )
 
 
-def feature_shape(model: nn.Module, layer: str, input_shape: tuple[int, int, int]) -> tuple:
+def feature_shape(
+    model: nn.Module, layer: str, input_shape: tuple[int, ...]
+) -> tuple[int, ...]:
     """Per-image output shape of ``layer`` (one dummy forward in eval mode, no gradients)."""
     was_training = model.training
     model.eval()

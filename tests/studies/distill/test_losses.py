@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from advimage.distill import build_regressor, hint_loss, kd_loss
+from advimage.studies.distill import build_regressor, hint_loss, kd_loss
 
 
 def _manual_kl(zs: torch.Tensor, zt: torch.Tensor, tau: float) -> float:

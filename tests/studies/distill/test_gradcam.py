@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from distill_helpers import perturbed_copy
 
 from advimage.data import load_dataset
-from advimage.distill import (
+from advimage.studies.distill import (
     fooling_rate,
     gradcam,
     gradcam_probe,
@@ -21,8 +21,8 @@ from advimage.distill import (
     pooled_fooling_rate,
     save_gradcam_grid,
 )
-from advimage.distill.gradcam import resolve_cam_layers
-from advimage.distill.probes import iter_batches
+from advimage.studies.distill.gradcam import resolve_cam_layers
+from advimage.studies.distill.probes import iter_batches
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The ``cache`` section of ``advimage demo``: Orhan (2018), "A Simple Cache Model for Image
-Recognition", on the bundled digits model.
+"""The ``cache`` section of ``advimage demo``: Orhan (NeurIPS 2018), "A Simple Cache Model for
+Image Recognition", on the bundled digits model.
 
 Builds a tiny cache over the scikit-learn digits training set (about 1,400 keys) and reports
 clean, transfer-PGD and white-box-PGD accuracy of the network, the cache model and the
@@ -16,18 +16,25 @@ import torch
 from advimage.attacks.registry import create_attack
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel
-from advimage.demo import DemoContext, register_demo_section
+from advimage.demo.context import DemoContext
 from advimage.eval.report import HtmlReport
 
-__all__: list[str] = []
+__all__ = ["DEMO_LAMBDA", "DEMO_THETA", "cache_section"]
 
 DEMO_THETA = 20.0  # inverse temperature of the demo cache (1 / cosine units)
 DEMO_LAMBDA = 0.5  # weight of the cache in the mixture
 
 
-@register_demo_section("cache")
-def _demo_section(report: HtmlReport, ctx: DemoContext) -> dict[str, Any]:
-    """Cache over the digits training set: clean and PGD accuracy, model vs cache (< 5 s)."""
+def cache_section(report: HtmlReport, ctx: DemoContext) -> dict[str, Any]:
+    """Cache over the digits training set: clean and PGD accuracy, model vs cache (< 5 s).
+
+    Args:
+        report: the demo's report; gets a heading, a note and the accuracy table.
+        ctx: the model, test set, device, seed and eps of the demo.
+
+    Returns:
+        The section's summary: cache layers, number of keys, the table's rows, seconds.
+    """
     t0 = time.perf_counter()
     model = ctx.model
     train = load_dataset("digits", "train")

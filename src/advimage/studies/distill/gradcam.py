@@ -10,7 +10,7 @@ over an image set (:func:`gradcam_probe`) and the PNG overlay grid (:func:`save_
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advimage.eval.plots import save_png, subplots
 from advimage.models import ImageClassifier
 from advimage.validation import check_images, check_labels
 
@@ -131,7 +132,7 @@ def last_conv_layer(model: ImageClassifier) -> str:
         raise ValueError(f"Grad-CAM needs an ImageClassifier, got {type(model).__name__}")
     order: list[str] = []
 
-    def make_hook(name: str, module: nn.Module):  # noqa: ANN202
+    def make_hook(name: str, module: nn.Module) -> Callable[[nn.Module, object, object], None]:
         def hook(_m: nn.Module, _i: object, out: object) -> None:
             if isinstance(out, Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1 \
                     and not isinstance(module, _POOLS):
@@ -139,7 +140,7 @@ def last_conv_layer(model: ImageClassifier) -> str:
         return hook
 
     handles = [m.register_forward_hook(make_hook(n, m)) for n, m in model.net.named_modules() if n]
-    ref = next(iter(model.parameters()), model.mean)
+    ref: Tensor = next(iter(model.parameters()), model.mean)  # type: ignore[assignment]
     try:
         with torch.no_grad():
             model.eval()
@@ -180,8 +181,8 @@ def gradcam_probe(
     cos_kd, cos_ind = [], []
     for xb, yb in batches:
         out = gradcam_similarity(teacher, kd, independent, xb, layers, class_idx=yb)
-        cos_kd.append(out["kd"].detach().cpu())  # type: ignore[union-attr]
-        cos_ind.append(out["independent"].detach().cpu())  # type: ignore[union-attr]
+        cos_kd.append(out["kd"].detach().cpu())  # type: ignore[attr-defined]
+        cos_ind.append(out["independent"].detach().cpu())  # type: ignore[attr-defined]
     if not cos_kd:
         raise ValueError("gradcam_probe needs at least one batch of images")
     ck, ci = torch.cat(cos_kd), torch.cat(cos_ind)  # (N,), (N,)
@@ -212,8 +213,6 @@ def save_gradcam_grid(
     The first ``n`` images of ``x`` (N, C, H, W) in [0, 1] are drawn; each map is scaled to a
     peak of 1 and laid over its input (jet colour map, half transparent). Returns the path.
     """
-    from advimage.eval.plots import save_png, subplots
-
     check_images(x)
     check_labels(y, len(x))
     models = (teacher, kd, independent)
