@@ -31,10 +31,12 @@ from advimage.attacks.base import Attack, frozen
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.detect.base import Detector
+from advimage.detect.registry import build_detector
 from advimage.errors import ConfigMismatchError, CorruptFileError
 from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
-from advimage.eval.defenses import build_defense, build_detector, defense_flags
+from advimage.eval.defenses import build_defense, defense_flags
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
 from advimage.oom import oom_guard
@@ -242,7 +244,7 @@ def run_evaluation(
 def _run_batch(
     cfg: RunConfig, b: int, start: int, x: Tensor, y: Tensor, specs: list[AttackConfig],
     attacks: list[Attack], defended: list[tuple[str, nn.Module]],
-    detectors: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]],
+    detectors: dict[str, list[tuple[str, Detector]]],
     surrogates: dict[str, nn.Module], dev: torch.device, examples_dir: Path | None,
 ) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
     """Attack one batch under every defense; returns the store's row lists for it."""
@@ -261,7 +263,7 @@ def _run_batch(
         clean_scores = {}
         for tname, det in detectors[dname]:
             with seeded(batch_seed(cfg.seed, b, dname, tname), dev):
-                clean_scores[tname] = det(x).float().cpu().tolist()
+                clean_scores[tname] = det.score(x).float().cpu().tolist()
         keep: dict[str, Tensor] = {}
         k = min(cfg.examples, len(y))
         if examples_dir is not None:
@@ -280,7 +282,7 @@ def _run_batch(
                 samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, c, r, d))
             for tname, det in detectors[dname]:
                 with seeded(batch_seed(cfg.seed, b, dname, spec.key, tname), dev):
-                    adv = det(x_adv).float().cpu().tolist()
+                    adv = det.score(x_adv).float().cpu().tolist()
                 scores.extend((idx[i], dname, spec.key, tname, clean_scores[tname][i], adv[i])
                               for i in range(len(adv)))
             if examples_dir is not None:

@@ -1,0 +1,1 @@
+"""advimage.studies: the papers' experiments and report builders, above the eval harness."""
