@@ -1,5 +1,5 @@
 """Detection-rate evaluation: rates, combined score and AUC against independent computations,
-the resumable runner and the ``noise-signature`` run-config detector."""
+the harness's detection run kind and the ``noise-signature`` run-config detector."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from advimage.detect import NoiseSignatureDetector, joint_thresholds
-from advimage.detect.evaluation import (
-    combined_score,
-    detection_rates,
-    roc_aucs,
-    run_detection_eval,
-    run_from_config,
-)
-from advimage.eval.defenses import build_detector, list_detectors
+from advimage.detect import NoiseSignatureDetector, SignatureDetector, joint_thresholds
+from advimage.detect.metrics import combined_score, detection_rates, roc_aucs
+from advimage.detect.registry import build_detector, list_detectors
+from advimage.eval.detection import DetectionAttack, DetectionJob, run_detection
+from advimage.eval.detection_store import read_detection
+from advimage.eval.store import DB_NAME, ResultStore
+from advimage.studies.detection import run_from_config
 
 
 def _synthetic(seed: int = 0):
@@ -83,15 +81,19 @@ def test_runner_resumes_without_recrafting(tmp_path, digits_model, digits_test, 
     from advimage.attacks import PGD
 
     x, y = digits_test
-    det = NoiseSignatureDetector(digits_model, fast_config, "c1,c2t", seed=0)
+    det = SignatureDetector(NoiseSignatureDetector(digits_model, fast_config, "c1,c2t", seed=0))
     calls = []
 
     def factory(calib):
         calls.append(sorted(calib))
         return PGD(eps=0.1, steps=10)
 
-    args = (digits_model, det, (x[:120], y[:120]), (x[200:240], y[200:240]))
-    r1 = run_detection_eval(*args, {"pgd": factory}, tmp_path, batch_size=20)
+    def job(make):
+        return DetectionJob(digits_model, det, (x[:120], y[:120]), (x[200:240], y[200:240]),
+                            {"pgd": DetectionAttack(make, "pgd", 0.1, {"steps": 10})},
+                            batch_size=20)
+
+    r1 = run_detection(job(factory), tmp_path)
     assert calls == [["c1", "c2t"]]
     res = r1["attacks"]["pgd"]
     assert res["n_success"] > 10  # PGD at 0.1 fools the digits CNN on most images
@@ -100,13 +102,14 @@ def test_runner_resumes_without_recrafting(tmp_path, digits_model, digits_test, 
     def fail(calib):
         raise AssertionError("resumed run must not craft again")
 
-    r2 = run_detection_eval(*args, {"pgd": fail}, tmp_path, batch_size=20)
+    r2 = run_detection(job(fail), tmp_path)
     assert r2["attacks"]["pgd"]["rates"] == res["rates"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["attacks"]["pgd"]["n_success"] == res["n_success"]
-    # the stored scores are the detector's own on the stored images
-    rec = torch.load(tmp_path / "attack-pgd.pt", weights_only=True)
-    assert torch.equal(det.score(rec["x_adv"])["c2t"], rec["scores"]["c2t"])
+    # the stored clean scores are the detector's own on the clean test images
+    with ResultStore(tmp_path / DB_NAME) as store:
+        view = read_detection(store)
+    assert torch.equal(det.engine.score(x[200:240])["c2t"].double(), view.test.scores["c2t"])
 
 
 def test_run_from_config_and_errors(tmp_path):
@@ -180,7 +183,8 @@ def test_config_offset_holds_out_evaluation_images(tmp_path):
     assert r["n_calibration"] == 40 and r["n_test"] == 20
     ds = load_dataset("digits", "test")
     want_y = ds.balanced(60).tensors()[1][20:]
-    got = torch.load(tmp_path / "o" / "calibration.pt", weights_only=True)["y"]
+    with ResultStore(tmp_path / "o" / DB_NAME) as store:
+        got = read_detection(store).calibration.y
     assert torch.equal(got, want_y)  # the 40 images after the 20 evaluation images
     cfg.write_text(cfg.read_text().replace("offset: 20", "ofset: 20"))
     with pytest.raises(ValueError, match="calibration.ofset"):

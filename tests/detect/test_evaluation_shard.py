@@ -14,8 +14,8 @@ import pytest
 
 from advimage.attacks import PGD
 from advimage.cli import main
-from advimage.detect import NoiseSignatureDetector
-from advimage.detect.evaluation import run_detection_eval
+from advimage.detect import NoiseSignatureDetector, SignatureDetector
+from advimage.eval.detection import DetectionAttack, DetectionJob, run_detection
 
 EPS = {"a": 0.05, "b": 0.1, "c": 0.2}  # shard 1/2 crafts a and c, shard 2/2 crafts b
 
@@ -29,6 +29,14 @@ def _factories(crafted: list[str], hook=None) -> dict:  # noqa: ANN001
             return PGD(eps=EPS[name], steps=5)
         return factory
     return {name: make(name) for name in EPS}
+
+
+def run_detection_eval(model, det, cal, test, factories, out, batch_size=100,  # noqa: ANN001, ANN201
+                       shard=None):
+    """One detection run of the harness over ``factories`` (name -> factory)."""
+    attacks = {n: DetectionAttack(f, "pgd", EPS[n], {"steps": 5}) for n, f in factories.items()}
+    job = DetectionJob(model, SignatureDetector(det), cal, test, attacks, batch_size=batch_size)
+    return run_detection(job, out, shard=shard)
 
 
 def _untimed(attacks: dict) -> dict:

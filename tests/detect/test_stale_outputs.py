@@ -14,12 +14,12 @@ import torch
 
 from advimage.attacks import PGD
 from advimage.cli import main
-from advimage.detect import NoiseSignatureDetector
-from advimage.detect.evaluation import run_detection_eval
-from advimage.detect.records import load_record
+from advimage.detect import NoiseSignatureDetector, SignatureDetector
 from advimage.errors import CorruptFileError
 from advimage.eval import export
+from advimage.eval.detection import DetectionAttack, DetectionJob, run_detection
 from advimage.eval.export import load_adversarials
+from advimage.eval.store import DB_NAME, ResultStore
 
 ATTACK = ["attack", "--model", "bundled", "--attack", "pgd", "--steps", "2", "--no-progress",
           "--threads", "1"]
@@ -149,52 +149,21 @@ def test_eval_detection_refuses_other_settings(tmp_path, capsys) -> None:
     assert main(argv) == 0
     before = (tmp_path / "o" / "results.json").read_text()
     cfg.write_text(YAML.replace("sigma: 0.01", "sigma: 0.5"))
-    assert "detector.config.sigma: 0.01 -> 0.5" in _one_line(capsys, argv)
+    assert "source.detector.options.set.sigma: 0.01 -> 0.5" in _one_line(capsys, argv)
     cfg.write_text(YAML.replace("steps: 3", "steps: 4"))
-    assert "attacks.g@0.2.options.steps: 3 -> 4" in _one_line(capsys, argv)
+    assert "source.attacks.g@0.2.options.steps: 3 -> 4" in _one_line(capsys, argv)
     cfg.write_text(YAML.replace("limit: 20", "limit: 10"))
     assert "test.n: 20 -> 10" in _one_line(capsys, argv)
     assert (tmp_path / "o" / "results.json").read_text() == before
     cfg.write_text(YAML)  # the same config (or a subset of its attacks) resumes
     assert main([*argv, "--only", "g"]) == 0
-    # a damaged stored file is one line naming it
-    cal = tmp_path / "o" / "calibration.pt"
-    cal.write_bytes(cal.read_bytes()[:100])
-    assert f"{cal} was changed or damaged" in _one_line(capsys, argv)
+    # a damaged store is one line naming it
+    db = tmp_path / "o" / DB_NAME
+    db.write_bytes(db.read_bytes()[:100])
+    assert f"{db}" in _one_line(capsys, argv)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "clean.pt").write_bytes(b"x")
     assert "no manifest.json" in _one_line(capsys, [*argv[:-1], str(tmp_path / "old")])
-
-
-class _Boom:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # noqa: ANN204
-        return (open, (self.marker, "w"))  # would create the marker file if it ran
-
-
-@pytest.mark.parametrize("content", [b"garbage bytes", b"", "truncated", "pickled", "noscores"])
-def test_corrupt_record_is_one_line(tmp_path, content) -> None:
-    path = tmp_path / "calibration.pt"
-    if content == "truncated":
-        torch.save({"scores": {"c1": torch.rand(50)}, "pred": torch.zeros(50)}, path)
-        path.write_bytes(path.read_bytes()[:200])
-    elif content == "pickled":
-        torch.save({"scores": _Boom(str(tmp_path / "ran")), "pred": torch.zeros(3)}, path)
-        with open(path, "rb") as fh:  # it does run code when unpickled unsafely
-            torch.load(fh, weights_only=False)
-        assert (tmp_path / "ran").exists()
-        (tmp_path / "ran").unlink()
-    elif content == "noscores":
-        torch.save({"pred": torch.zeros(3)}, path)
-    else:
-        path.write_bytes(content)
-    with pytest.raises(CorruptFileError) as exc:
-        load_record(path)
-    msg = str(exc.value)
-    assert str(path) in msg and "\n" not in msg and "weights_only" not in msg, msg
-    assert not (tmp_path / "ran").exists()
 
 
 def _shard_worker(args: tuple) -> list[str]:
@@ -208,8 +177,10 @@ def _shard_worker(args: tuple) -> list[str]:
         return factory
 
     torch.set_num_threads(1)
-    run_detection_eval(model, det, cal, test, {"a": make("a", 0.05), "b": make("b", 0.1)}, out,
-                       batch_size=10, shard=shard)
+    attacks = {n: DetectionAttack(make(n, e), "pgd", e, {"steps": 3})
+               for n, e in (("a", 0.05), ("b", 0.1))}
+    job = DetectionJob(model, SignatureDetector(det), cal, test, attacks, batch_size=10)
+    run_detection(job, out, shard=shard)
     return crafted
 
 
@@ -225,6 +196,5 @@ def test_shards_started_at_once_share_a_fresh_folder(tmp_path, digits_model, dig
     assert last == []
     res = json.loads((tmp_path / "s" / "results.json").read_text())
     assert list(res["attacks"]) == ["a", "b"] and res["pending"] == []
-    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["attack-a.pt", "attack-b.pt", "calibration.pt",
-                                         "clean.pt"]
+    with ResultStore(tmp_path / "s" / DB_NAME) as store:  # verified on open
+        assert store.done_batches() == {0, 1, 2, 3} and store.progress()["partial"] is False

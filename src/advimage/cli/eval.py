@@ -130,7 +130,7 @@ def _write_robust_files(a: argparse.Namespace, out: Path, table: list[dict[str, 
 
 def cmd_eval_detection(a: argparse.Namespace) -> int:
     """Run a detection config (resumable); print success and detection rates per attack."""
-    from advimage.detect.evaluation import run_from_config
+    from advimage.studies.detection import run_from_config
 
     check_out_arg(a, "dir")
     res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None,
@@ -196,9 +196,11 @@ def add_eval_parser(sub: Any) -> None:
     add_common_args(er)
     er.set_defaults(func=cmd_eval_robust)
 
-    ed = esub.add_parser("detection", help="noise-signature detection rates at FPR (resumable)")
+    ed = esub.add_parser("detection", help="detection rates at FPR of a detector (resumable)")
     ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
-    ed.add_argument("--out", required=True, help="folder of per-attack files and results.json")
+    ed.add_argument("--out", required=True,
+                    help="run folder: results.sqlite (one batch per scored set of images), "
+                         "manifest.json and results.json")
     ed.add_argument("--only", default=None, help="comma-separated attack label prefixes")
     ed.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="craft only every N-th attack, from the I-th (1-based), so N processes "

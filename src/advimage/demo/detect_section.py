@@ -13,7 +13,7 @@ from advimage.attacks import PGD
 from advimage.data import load_dataset
 from advimage.demo.context import DemoContext
 from advimage.detect.config import DetectorConfig
-from advimage.detect.evaluation import roc_curves
+from advimage.detect.metrics import roc_curves
 from advimage.detect.noise_signature import NoiseSignatureDetector
 from advimage.eval.report import HtmlReport
 from advimage.eval.report_run import roc_figure

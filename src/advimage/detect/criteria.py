@@ -122,28 +122,35 @@ def steps_to_flip(
     check_positive_int(cap, "cap")
     lr = check_positive_float(lr, "lr")
     threat = ThreatModel("linf", radius, bounds)
+    with frozen(model):
+        return _count_steps(model, x.detach(), label, target, threat, lr, cap,
+                            stop_at_fixed_point)
+
+
+def _count_steps(model: Model, x: Tensor, label: Tensor, target: Tensor | None,
+                 threat: ThreatModel, lr: float, cap: int, stop_at_fixed_point: bool) -> Tensor:
+    """The loop of :func:`steps_to_flip`; a row leaves the batch once its label flipped."""
     n = len(x)
     counts = torch.full((n,), cap, dtype=torch.long, device=x.device)
     act = torch.arange(n, device=x.device)  # rows of x still searching
-    xa, la, ta = x.detach(), label, target
+    xa, la, ta = x, label, target
     x_adv = xa
-    with frozen(model):
-        for k in range(cap):
-            grad, _, logits = input_gradient(
-                model, x_adv, lambda z, la=la, ta=ta: ce_loss(z, la, ta)
-            )  # (b, C, H, W), -, (b, K)
-            flipped = logits.argmax(dim=1) != la  # (b,) judged at x_k before stepping
-            x_next = threat.project(xa, x_adv + lr * grad).detach()  # (b, C, H, W)
-            done = flipped
-            if stop_at_fixed_point:
-                done = done | (x_next == x_adv).flatten(1).all(dim=1)  # stuck: count = cap
-            if bool(done.any()):
-                counts[act[flipped]] = k
-                keep = (~done).nonzero()[:, 0]
-                if keep.numel() == 0:
-                    break
-                act, xa, la = act[keep], xa[keep], la[keep]
-                ta = None if ta is None else ta[keep]
-                x_next = x_next[keep]
-            x_adv = x_next
+    for k in range(cap):
+        grad, _, logits = input_gradient(
+            model, x_adv, lambda z, la=la, ta=ta: ce_loss(z, la, ta)
+        )  # (b, C, H, W), -, (b, K)
+        flipped = logits.argmax(dim=1) != la  # (b,) judged at x_k before stepping
+        x_next = threat.project(xa, x_adv + lr * grad).detach()  # (b, C, H, W)
+        done = flipped
+        if stop_at_fixed_point:
+            done = done | (x_next == x_adv).flatten(1).all(dim=1)  # stuck: count = cap
+        if bool(done.any()):
+            counts[act[flipped]] = k
+            keep = (~done).nonzero()[:, 0]
+            if keep.numel() == 0:
+                break
+            act, xa, la = act[keep], xa[keep], la[keep]
+            ta = None if ta is None else ta[keep]
+            x_next = x_next[keep]
+        x_adv = x_next
     return counts

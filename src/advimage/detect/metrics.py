@@ -3,7 +3,7 @@
 "A New Defense Against Adversarial Images: Turning a Weakness into a Strength" reports, per
 attack, the share of *successful* adversarial images that are flagged at a fixed false-positive
 rate, and ROC curves. This module computes exactly that from criterion scores, model-agnostically
-(the resumable run that produces the scores is :mod:`advimage.detect.evaluation`):
+(the resumable run that produces the scores is :mod:`advimage.eval.detection`):
 
 * thresholds come from held-out clean *calibration* images (never the evaluation images): one
   criterion alone uses :func:`~advimage.detect.calibration.threshold_at`, the combined detector

@@ -12,10 +12,8 @@ for; loading it for another model is an error.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,27 +29,19 @@ from advimage.detect.criteria import (
     softmax_l1_change,
     steps_to_flip,
 )
-from advimage.jsonfile import read_json_object
+from advimage.detect.detector_file import FORMAT, DetectorFile, model_fingerprint
 from advimage.validation import check_images, check_labels
 
 __all__ = ["DEFAULT_CRITERIA", "FORMAT", "NoiseSignatureDetector", "model_fingerprint"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "advimage-noise-signature-detector"
-_VERSION = 1
 # The official evaluate.py sets C2u's threshold (10000) above its cap (1000), so C2u never
 # fires there, and calls it the most time-consuming criterion: off unless asked for.
 DEFAULT_CRITERIA: tuple[str, ...] = ("c1", "c2t")
 
 
-def model_fingerprint(model: Model) -> str | None:
-    """The model's ``fingerprint()`` (``ImageClassifier``), else ``None``."""
-    fp = getattr(model, "fingerprint", None)
-    return str(fp()) if callable(fp) else None
-
-
-class NoiseSignatureDetector:
+class NoiseSignatureDetector(DetectorFile):
     """Flag images whose noise signature is unlike that of natural images.
 
     Args:
@@ -206,6 +196,31 @@ class NoiseSignatureDetector:
             achieved combined FPR, FPR per criterion, images seen and used.
         """
         fpr = check_fpr(fpr)
+        cols, seen = self._calibration_scores(data, y)
+        n_ok = int(cols[self.criteria[0]].numel())
+        if n_ok == 0:
+            raise ValueError(f"none of the {seen} calibration images is classified correctly")
+        try:
+            thresholds, achieved, per = joint_thresholds(cols, fpr)
+        except ValueError as err:
+            raise ValueError(f"{err} correctly classified (of {seen} seen)") from None
+        self.thresholds = thresholds
+        for k in ("c2t", "c2u"):
+            cap = getattr(self.config, f"{k}_cap")
+            if k in thresholds and thresholds[k] >= cap:
+                log.warning("%s threshold reached its cap %d: it can never fire", k, cap)
+        self.calibration = {
+            "fpr_target": fpr,
+            "fpr_achieved": achieved,
+            "fpr_per_criterion": per,
+            "images_seen": seen,
+            "images_used": n_ok,
+            "rule": "joint: equal per-criterion budget, largest one whose union FPR <= target",
+        }
+        return {"thresholds": dict(thresholds), **self.calibration}
+
+    def _calibration_scores(self, data: Any, y: Tensor | None) -> tuple[dict[str, Tensor], int]:
+        """Criterion scores of the correctly classified calibration images, and images seen."""
         model = self._require_model()
         if isinstance(data, Tensor):
             if y is None:
@@ -234,97 +249,4 @@ class NoiseSignatureDetector:
             kept.append({k: v[ok] for k, v in scores.items()})
         if not kept:
             raise ValueError("calibration data is empty")
-        cols = {k: torch.cat([p[k] for p in kept]) for k in self.criteria}
-        n_ok = int(cols[self.criteria[0]].numel())
-        if n_ok == 0:
-            raise ValueError(f"none of the {seen} calibration images is classified correctly")
-        try:
-            thresholds, achieved, per = joint_thresholds(cols, fpr)
-        except ValueError as err:
-            raise ValueError(f"{err} correctly classified (of {seen} seen)") from None
-        self.thresholds = thresholds
-        for k in ("c2t", "c2u"):
-            cap = getattr(self.config, f"{k}_cap")
-            if k in thresholds and thresholds[k] >= cap:
-                log.warning("%s threshold reached its cap %d: it can never fire", k, cap)
-        self.calibration = {
-            "fpr_target": fpr,
-            "fpr_achieved": achieved,
-            "fpr_per_criterion": per,
-            "images_seen": seen,
-            "images_used": n_ok,
-            "rule": "joint: equal per-criterion budget, largest one whose union FPR <= target",
-        }
-        return {"thresholds": dict(thresholds), **self.calibration}
-
-    # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        """Everything needed to rebuild the detector except the model itself."""
-        if self.thresholds is None:
-            raise ValueError("detector is not calibrated; nothing to save")
-        model = self._require_model()
-        if self.fingerprint is None:
-            raise ValueError("saving needs a model with fingerprint() (wrap it with wrap_model)")
-        return {
-            "format": FORMAT,
-            "version": _VERSION,
-            "paper": "Hu, Yu et al., NeurIPS 2019, Turning a Weakness into a Strength",
-            "criteria": list(self.criteria),
-            "config": self.config.as_dict(),
-            "seed": self.seed,
-            "bounds": list(self.bounds),
-            "thresholds": dict(self.thresholds),
-            "calibration": dict(self.calibration),
-            "model": {
-                "fingerprint": self.fingerprint,
-                "arch": getattr(model, "arch", type(model).__name__),
-                "num_classes": getattr(model, "num_classes", None),
-            },
-        }
-
-    def save(self, path: str | Path) -> Path:
-        """Write the detector JSON to ``path``."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return out
-
-    @classmethod
-    def from_dict(
-        cls, data: dict[str, Any], model: Model, *, batch_size: int = 256
-    ) -> NoiseSignatureDetector:
-        """Rebuild a detector for ``model``; ``ValueError`` if it was calibrated for another."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not an advimage noise-signature detector file (format {FORMAT!r})")
-        try:
-            det = cls(
-                None, DetectorConfig.from_dict(data["config"]), data["criteria"],
-                seed=int(data["seed"]), batch_size=batch_size,
-                bounds=tuple(data.get("bounds", (0.0, 1.0))),
-            )
-            thresholds = {k: float(data["thresholds"][k]) for k in det.criteria}
-            want = str(data["model"]["fingerprint"])
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"detector file is missing or has a malformed field: {err}") from None
-        got = model_fingerprint(model)
-        if got != want:
-            arch = data["model"].get("arch", "?")
-            raise ValueError(
-                f"detector was calibrated for another model ({arch}, fingerprint {want[:12]}); "
-                f"this model's fingerprint is {(got or 'none')[:12]}"
-            )
-        det.fit(model)
-        det.thresholds = thresholds
-        det.calibration = dict(data.get("calibration", {}))
-        return det
-
-    @classmethod
-    def load(
-        cls, path: str | Path, model: Model, *, batch_size: int = 256
-    ) -> NoiseSignatureDetector:
-        """Read a detector JSON written by :meth:`save` for ``model``."""
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"detector file not found: {p}")
-        data = read_json_object(p, "detector file {path} is not valid JSON: {reason}")
-        return cls.from_dict(data, model, batch_size=batch_size)
+        return {k: torch.cat([p[k] for p in kept]) for k in self.criteria}, seen

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from advimage.detect.registry import list_detectors
 from advimage.eval.config_schema import Key, positive_int, resolve_path, section
 from advimage.validation import parse_fraction
 
@@ -180,7 +181,7 @@ def _components(where: str, items: object, registry_names: Callable[[], Sequence
 
 def parse_config(raw: object, base: Path | None = None) -> RunConfig:
     """Validate a config mapping (as loaded from YAML) and resolve its paths against ``base``."""
-    from advimage.eval.defenses import list_defenses, list_detectors
+    from advimage.eval.defenses import list_defenses
 
     top = section("", raw, {
         "name": Key((str,)),

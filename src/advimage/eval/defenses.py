@@ -1,4 +1,4 @@
-"""Defense and detector registries that run configs plug into by name.
+"""The defense registry that run configs plug into by name (detectors: advimage.detect.registry).
 
 A *defense builder* is ``builder(model, options) -> nn.Module``: the returned module is the
 defended classifier the attacks see (images in [0, 1] -> logits). It may declare
@@ -6,12 +6,8 @@ defended classifier the attacks see (images in [0, 1] -> logits). It may declare
 then set ``uses_bpda``); the gradient-masking checks read these attributes (Athalye, Carlini &
 Wagner, 2018, "Obfuscated Gradients Give a False Sense of Security").
 
-A *detector builder* is ``builder(model, options) -> callable(x) -> scores (B,)``, higher
-meaning "more likely adversarial"; runs store the scores and the report draws ROC curves.
-
 Capabilities register their own builders (``@register_defense("cache")``) in their modules;
-this module ships the baselines ``none``, ``quantize``, ``gaussian-noise`` and the ``msp``
-detector.
+this module ships the baselines ``none``, ``quantize``, ``gaussian-noise``.
 """
 
 from __future__ import annotations
@@ -27,21 +23,15 @@ from advimage.registry import Registry
 
 __all__ = [
     "DEFENSES",
-    "DETECTORS",
     "DefendedModel",
     "build_defense",
-    "build_detector",
     "defense_flags",
     "list_defenses",
-    "list_detectors",
     "register_defense",
-    "register_detector",
 ]
 
 DefenseBuilder = Callable[[nn.Module, Mapping[str, Any]], nn.Module]
-DetectorBuilder = Callable[[nn.Module, Mapping[str, Any]], Callable[[Tensor], Tensor]]
 DEFENSES: Registry[DefenseBuilder] = Registry("defense")
-DETECTORS: Registry[DetectorBuilder] = Registry("detector")
 
 
 def register_defense(name: str) -> Callable[[DefenseBuilder], DefenseBuilder]:
@@ -49,25 +39,14 @@ def register_defense(name: str) -> Callable[[DefenseBuilder], DefenseBuilder]:
     return DEFENSES.register(name)  # type: ignore[return-value]
 
 
-def register_detector(name: str) -> Callable[[DetectorBuilder], DetectorBuilder]:
-    """Decorator: register a detector builder ``(model, options) -> scorer`` under ``name``."""
-    return DETECTORS.register(name)  # type: ignore[return-value]
-
-
 def _load_plugins() -> None:
     """Import the capability packages so their ``register_*`` decorators have run."""
     import advimage.defend  # noqa: F401
-    import advimage.detect  # noqa: F401
 
 
 def list_defenses() -> list[str]:
     _load_plugins()
     return DEFENSES.names()
-
-
-def list_detectors() -> list[str]:
-    _load_plugins()
-    return DETECTORS.names()
 
 
 def build_defense(name: str, model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
@@ -77,12 +56,6 @@ def build_defense(name: str, model: nn.Module, options: Mapping[str, Any]) -> nn
     if not isinstance(out, nn.Module):
         raise ValueError(f"defense {name!r} must build an nn.Module, got {type(out).__name__}")
     return out
-
-
-def build_detector(name: str, model: nn.Module, options: Mapping[str, Any]
-                   ) -> Callable[[Tensor], Tensor]:
-    _load_plugins()
-    return DETECTORS.get(name)(model, dict(options))
 
 
 def defense_flags(model: nn.Module) -> dict[str, bool]:
@@ -172,17 +145,3 @@ def _gaussian_noise(model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
         return (x + sigma * torch.randn_like(x)).clamp(0.0, 1.0)  # (B, C, H, W)
 
     return DefendedModel(model, noise, is_randomized=True)
-
-
-@register_detector("msp")
-def _msp(model: nn.Module, options: Mapping[str, Any]) -> Callable[[Tensor], Tensor]:
-    """Maximum-softmax-probability baseline (Hendrycks & Gimpel, 2017): score = -max p."""
-    if options:
-        raise ValueError(f"unknown option {sorted(options)[0]!r} for detector 'msp'; allowed: "
-                         "(none)")
-
-    @torch.no_grad()
-    def score(x: Tensor) -> Tensor:
-        return -model(x).softmax(dim=1).amax(dim=1)  # (B,)
-
-    return score

@@ -24,7 +24,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from advimage.eval.checks import Finding, run_configured_checks
 from advimage.eval.report import HtmlReport, image_grid_figure
-from advimage.eval.runner import CONFIG_NAME, EXAMPLES_DIR
+from advimage.eval.run_batch import EXAMPLES_DIR
+from advimage.eval.runner import CONFIG_NAME
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.utils import atomic_writer, write_json
 

@@ -22,24 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from advimage.attacks.base import Attack, frozen
+from advimage.attacks.base import Attack
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.detect.registry import build_detector
 from advimage.errors import ConfigMismatchError, CorruptFileError
-from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
+from advimage.eval.batch import batch_seed
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
-from advimage.eval.defenses import build_defense, build_detector, defense_flags
+from advimage.eval.defenses import build_defense, defense_flags
+from advimage.eval.run_batch import RunParts, run_batch
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
 from advimage.oom import oom_guard
 from advimage.precision import check_precision, with_precision
-from advimage.utils import atomic_write_bytes, resolve_device, run_metadata, write_json
+from advimage.utils import resolve_device, run_metadata, write_json
 from advimage.validation import check_shard
 
 __all__ = ["UNBOUNDED_LABEL", "batch_seed", "default_run_dir", "load_run_config",
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 UNBOUNDED_LABEL = "unbounded-pgd"
 CONFIG_NAME = "config.json"
-EXAMPLES_DIR = "examples"
 
 
 def _unbounded(cfg: RunConfig) -> AttackConfig:
@@ -118,16 +117,74 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return parse_config(json.loads(path.read_text(encoding="utf-8")), base=Path(run_dir))
 
 
-def _grad_stats(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, float]:
-    """Samples whose cross-entropy input gradient is exactly zero, and the sum of L1 norms."""
-    xg = x.detach().clone().requires_grad_(True)
-    with frozen(model), torch.enable_grad():
-        loss = F.cross_entropy(model(xg), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, xg, allow_unused=True)
-    if g is None:  # the output does not depend on the input at all
-        return len(x), 0.0
-    norms = g.flatten(1).abs().sum(dim=1)  # (B,) L1 norm per sample
-    return int((norms == 0).sum()), float(norms.sum())
+def _run_batches(store: ResultStore, parts: RunParts, ds: ImageDataset, out: Path,
+                 shard: tuple[int, int] | None, progress: bool,
+                 on_batch: Callable[[int], None] | None) -> None:
+    """Compute and commit this process's batches that the store does not hold yet."""
+    config, dev = parts.cfg, parts.dev
+    bs = config.data.batch_size
+    n_batches = -(-len(ds) // bs)
+    session = store.new_session()
+    done = store.done_batches()
+    mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
+    todo = [b for b in mine if b not in done]
+    log.info("run %s: %d of %d batches to do%s", out, len(todo), n_batches,
+             "" if shard is None else f" (shard {shard[0] + 1}/{shard[1]})")
+    for b in tqdm(todo, desc="run", disable=not progress, leave=False):
+        start = b * bs
+        x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
+        x, y = x.to(dev), y.to(dev)
+        with oom_guard(bs, "--batch-size (or data.batch_size)"):
+            rows = run_batch(parts, b, start, x, y,
+                              out if b == 0 and config.examples else None)
+        store.write_batch(b, len(y), session, *rows)
+        if on_batch is not None:
+            on_batch(b)
+
+
+def _load_inputs(config: RunConfig, dev: torch.device, model: nn.Module | None,
+                 dataset: ImageDataset | None, channels_last: bool | None,
+                 ) -> tuple[nn.Module, dict, ImageDataset]:
+    """The run's model (on ``dev``, in its precision), its metadata and the dataset."""
+    model_meta: dict = {"source": "a model given to run_evaluation"}
+    if model is None:
+        model, model_meta = load_model(config.model)
+    model = model.to(dev).eval()
+    ds = dataset
+    if ds is None:
+        d = config.data
+        ds = load_dataset(d.name, d.split, data_root=d.root, image_size=d.image_size,
+                          classes=getattr(model, "classes", None))  # folders map by name
+        if d.limit is not None:
+            ds = ds.balanced(d.limit)
+    if len(ds) == 0:
+        raise ValueError("the dataset is empty")
+    model = with_precision(model, config.precision, dev, channels_last, "precision")
+
+    return model, model_meta, ds
+
+
+def _build_parts(config: RunConfig, model: nn.Module, ds: ImageDataset, dev: torch.device,
+                 channels_last: bool | None) -> RunParts:
+    """Build the attacks (budgets checked before anything is written), defenses, detectors
+    and transfer surrogates of a run."""
+    specs = list(config.attacks)
+    if config.checks.enabled and config.checks.unbounded:
+        specs.append(_unbounded(config))
+    attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
+               for s in specs]
+    first = ds.subset([0]).tensors()[0]  # an L2 eps beyond its diagonal: refused before writing
+    for attack in attacks:
+        attack.check_budget(first)
+    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
+                for d in config.defenses]
+    surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
+                                              config.precision, dev, channels_last, "precision")
+                  for s in specs if s.surrogate}
+    detectors = {label: [(d.label, build_detector(d.name, m, d.options))
+                         for d in config.detectors] for label, m in defended}
+
+    return RunParts(config, specs, attacks, defended, detectors, surrogates, dev)
 
 
 def run_evaluation(
@@ -174,36 +231,9 @@ def run_evaluation(
                          f"--resume {out}")
     dev = resolve_device(device or config.device)
     check_precision(config.precision, dev, "precision")  # before any loading
-    model_meta: dict = {"source": "a model given to run_evaluation"}
-    if model is None:
-        model, model_meta = load_model(config.model)
-    model = model.to(dev).eval()
-    ds = dataset
-    if ds is None:
-        d = config.data
-        ds = load_dataset(d.name, d.split, data_root=d.root, image_size=d.image_size,
-                          classes=getattr(model, "classes", None))  # folders map by name
-        if d.limit is not None:
-            ds = ds.balanced(d.limit)
-    if len(ds) == 0:
-        raise ValueError("the dataset is empty")
-    model = with_precision(model, config.precision, dev, channels_last, "precision")
-
-    specs = list(config.attacks)
-    if config.checks.enabled and config.checks.unbounded:
-        specs.append(_unbounded(config))
-    attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
-               for s in specs]
-    first = ds.subset([0]).tensors()[0]  # an L2 eps beyond its diagonal: refused before writing
-    for attack in attacks:
-        attack.check_budget(first)
-    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
-                for d in config.defenses]
-    surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
-                                              config.precision, dev, channels_last, "precision")
-                  for s in specs if s.surrogate}
-    detectors = {label: [(d.label, build_detector(d.name, m, d.options))
-                         for d in config.detectors] for label, m in defended}
+    model, model_meta, ds = _load_inputs(config, dev, model, dataset, channels_last)
+    parts = _build_parts(config, model, ds, dev, channels_last)
+    specs, attacks, defended = parts.specs, parts.attacks, parts.defended
 
     out.mkdir(parents=True, exist_ok=True)
     bs = config.data.batch_size
@@ -219,79 +249,6 @@ def run_evaluation(
                 _attack_rows(specs, attacks), _defense_rows(config, defended))
             write_json(out / "run.json", meta)
             write_json(out / CONFIG_NAME, config.to_dict())  # last: shards join once it exists
-        session = store.new_session()
-        done = store.done_batches()
-        mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
-        todo = [b for b in mine if b not in done]
-        log.info("run %s: %d of %d batches to do%s", out, len(todo), n_batches,
-                 "" if shard is None else f" (shard {shard[0] + 1}/{shard[1]})")
-        for b in tqdm(todo, desc="run", disable=not progress, leave=False):
-            start = b * bs
-            x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
-            x, y = x.to(dev), y.to(dev)
-            with oom_guard(bs, "--batch-size (or data.batch_size)"):
-                rows = _run_batch(config, b, start, x, y, specs, attacks, defended, detectors,
-                                  surrogates, dev, out if b == 0 and config.examples else None)
-            store.write_batch(b, len(y), session, *rows)
-            if on_batch is not None:
-                on_batch(b)
+        _run_batches(store, parts, ds, out, shard, progress, on_batch)
         store.mark_finished(n_batches)
     return out
-
-
-def _run_batch(
-    cfg: RunConfig, b: int, start: int, x: Tensor, y: Tensor, specs: list[AttackConfig],
-    attacks: list[Attack], defended: list[tuple[str, nn.Module]],
-    detectors: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]],
-    surrogates: dict[str, nn.Module], dev: torch.device, examples_dir: Path | None,
-) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
-    """Attack one batch under every defense; returns the store's row lists for it."""
-    samples: list[tuple] = []
-    timings: list[tuple] = []
-    grads: list[tuple] = []
-    scores: list[tuple] = []
-    idx = list(range(start, start + len(y)))
-    labels = y.tolist()
-    for dname, dmodel in defended:
-        pred = predict(dmodel, x, seed=batch_seed(cfg.seed, b, dname, "clean"))  # (B,)
-        if cfg.checks.enabled and cfg.checks.zero_gradients:
-            with seeded(batch_seed(cfg.seed, b, dname, "grad"), dev):
-                n_zero, norm_sum = _grad_stats(dmodel, x, y)
-            grads.append((b, dname, len(y), n_zero, norm_sum))
-        clean_scores = {}
-        for tname, det in detectors[dname]:
-            with seeded(batch_seed(cfg.seed, b, dname, tname), dev):
-                clean_scores[tname] = det(x).float().cpu().tolist()
-        keep: dict[str, Tensor] = {}
-        k = min(cfg.examples, len(y))
-        if examples_dir is not None:
-            keep = {"x": x[:k], "y": y[:k], "pred_clean": pred[:k]}
-        for spec, attack in zip(specs, attacks, strict=True):
-            seed = batch_seed(cfg.seed, b, dname, spec.key)
-            # transfer attacks are crafted on their surrogate, then evaluated on the defense
-            out = attack_batch(dmodel, attack, x, y, pred, norm=spec.norm, seed=seed,
-                               source=surrogates[spec.surrogate] if spec.surrogate else None)
-            x_adv = out.x_adv  # (B, C, H, W)
-            timings.append((b, dname, spec.key, out.seconds))
-            columns = (pred, out.pred_adv, out.clean_correct.int(), out.robust.int(),
-                       out.distance)
-            for i, (p, pa, c, r, d) in enumerate(zip(*(t.tolist() for t in columns),
-                                                     strict=True)):
-                samples.append((idx[i], b, dname, spec.key, labels[i], p, pa, c, r, d))
-            for tname, det in detectors[dname]:
-                with seeded(batch_seed(cfg.seed, b, dname, spec.key, tname), dev):
-                    adv = det(x_adv).float().cpu().tolist()
-                scores.extend((idx[i], dname, spec.key, tname, clean_scores[tname][i], adv[i])
-                              for i in range(len(adv)))
-            if examples_dir is not None:
-                keep[f"adv/{spec.key}"] = x_adv[:k]
-                keep[f"pred/{spec.key}"] = out.pred_adv[:k]
-        if examples_dir is not None and k:
-            _save_examples(examples_dir / EXAMPLES_DIR / f"{dname}.safetensors", keep)
-    return samples, timings, grads, scores
-
-
-def _save_examples(path: Path, tensors: dict[str, Tensor]) -> None:
-    """Write the example images atomically (a resumed batch 0 rewrites identical bytes)."""
-    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                  metadata={"format": "advimage-examples-v1"}))

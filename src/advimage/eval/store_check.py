@@ -1,9 +1,10 @@
 """Schema, per-batch digests and the integrity check of the result store (``results.sqlite``).
 
 Every finished batch's row in ``batches`` carries the number of its sample rows and a SHA-256
-digest over all its rows (samples, timings, gradient statistics, detector scores) in a canonical
-order; the attack and defense tables, the class names and the batch count are sealed by one more
-digest in ``meta``. :func:`verify_store` checks a store before it is resumed or reported:
+digest over all its rows (samples, timings, gradient statistics, detector scores, and the
+per-image predictions and criterion scores of a detection run) in a canonical order; the attack
+and defense tables, the class names, the batch count and a detection run's setup are sealed by
+one more digest in ``meta``. :func:`verify_store` checks a store before it is resumed or reported:
 SQLite's own ``PRAGMA integrity_check``, the schema, the seal, every finished batch's count and
 digest, rows of batches not marked finished, and the aggregate table against the sample rows.
 Any failure is a one-line :class:`~advimage.errors.CorruptFileError` naming the file and what
@@ -63,6 +64,14 @@ CREATE TABLE IF NOT EXISTS gradients(
 CREATE TABLE IF NOT EXISTS detector_scores(
   sample INTEGER, defense TEXT, attack TEXT, detector TEXT, clean_score REAL, adv_score REAL,
   PRIMARY KEY(sample, defense, attack, detector));
+CREATE TABLE IF NOT EXISTS detection_units(
+  batch INTEGER PRIMARY KEY, split TEXT, attack TEXT, seconds_attack REAL, seconds_score REAL);
+CREATE TABLE IF NOT EXISTS detection_samples(
+  batch INTEGER, sample INTEGER, label INTEGER, pred INTEGER, PRIMARY KEY(batch, sample))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS detection_scores(
+  batch INTEGER, criterion TEXT, sample INTEGER, score REAL,
+  PRIMARY KEY(batch, criterion, sample)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results(
   defense TEXT, attack TEXT, n INTEGER, clean_accuracy REAL, robust_accuracy REAL,
   mean_distance REAL, seconds REAL, PRIMARY KEY(defense, attack));
@@ -88,7 +97,15 @@ _BATCH_ROWS = (
                 "ORDER BY batch, defense, attack"),
     ("gradients", "SELECT batch, defense, n, n_zero, norm_sum FROM gradients {where} "
                   "ORDER BY batch, defense"),
+    ("detection_units", "SELECT batch, split, attack, seconds_attack, seconds_score "
+                        "FROM detection_units {where} ORDER BY batch"),
+    ("detection_samples", "SELECT batch, sample, label, pred FROM detection_samples {where} "
+                          "ORDER BY batch, sample"),
+    ("detection_scores", "SELECT batch, criterion, sample, score FROM detection_scores "
+                         "{where} ORDER BY batch, criterion, sample"),
 )
+# Tables a store written before the detection run kind lacks (read as empty).
+_OPTIONAL_TABLES = ("detection_units", "detection_samples", "detection_scores")
 _SCORES_ALL = ("SELECT s.batch, d.sample, d.defense, d.attack, d.detector, d.clean_score, "
                "d.adv_score FROM detector_scores d LEFT JOIN samples s ON s.sample = d.sample "
                "AND s.defense = d.defense AND s.attack = d.attack "
@@ -114,7 +131,8 @@ def batch_digests(conn: sqlite3.Connection,
     counts: dict[int | None, int] = defaultdict(int)
     one = batch is not None
     args = (batch,) if one else ()
-    queries = [(t, q.format(where="WHERE batch = ?" if one else "")) for t, q in _BATCH_ROWS]
+    queries = [(t, q.format(where="WHERE batch = ?" if one else "")) for t, q in _BATCH_ROWS
+               if t not in _OPTIONAL_TABLES or _columns(conn, t)]
     for table, sql in [*queries, ("scores", _SCORES_ONE if one else _SCORES_ALL)]:
         for row in conn.execute(sql, args):
             b = row[0]
@@ -130,7 +148,8 @@ def setup_digest(conn: sqlite3.Connection) -> str:
     """SHA-256 over the attack and defense tables and the ``classes`` and ``n_batches`` meta."""
     h = hashlib.sha256()
     for sql in ("SELECT * FROM attacks ORDER BY attack", "SELECT * FROM defenses ORDER BY defense",
-                "SELECT key, value FROM meta WHERE key IN ('classes', 'n_batches') ORDER BY key"):
+                "SELECT key, value FROM meta WHERE key IN "
+                "('classes', 'detection', 'kind', 'n_batches') ORDER BY key"):
         for row in conn.execute(sql):
             h.update((json.dumps(list(row), separators=(",", ":")) + "\n").encode())
     return h.hexdigest()
@@ -163,6 +182,8 @@ def _meta(conn: sqlite3.Connection, key: str) -> Any:
 def _check_schema(conn: sqlite3.Connection, fail: Callable[[str], NoReturn]) -> int:
     for table, cols in _expected_columns().items():
         have = _columns(conn, table)
+        if not have and table in _OPTIONAL_TABLES:
+            continue
         if not have:
             fail(f"table {table} is missing")
         if have != cols and not (table == "batches" and have == _LEGACY_BATCH_COLUMNS):
@@ -191,6 +212,9 @@ def _check_schema(conn: sqlite3.Connection, fail: Callable[[str], NoReturn]) -> 
 def _check_batches(conn: sqlite3.Connection, fail: Callable[[str], NoReturn], version: int) -> None:
     per_batch = (conn.execute("SELECT COUNT(*) FROM attacks").fetchone()[0]
                  * conn.execute("SELECT COUNT(*) FROM defenses").fetchone()[0])
+    if _meta(conn, "kind") == "detection":  # one batch = one scored set of images
+        per_batch = 0
+        _check_detection_counts(conn, fail)
     found = batch_digests(conn)
     cols = "batch, n, rows, digest" if version >= 2 else "batch, n, NULL, NULL"
     marked = conn.execute(f"SELECT {cols} FROM batches ORDER BY batch").fetchall()
@@ -209,6 +233,15 @@ def _check_batches(conn: sqlite3.Connection, fail: Callable[[str], NoReturn], ve
         what = "detector scores without a sample row" if b is None else \
             f"rows of batch {b}, which is not marked finished"
         fail(f"the store holds {what}")
+
+
+def _check_detection_counts(conn: sqlite3.Connection,
+                            fail: Callable[[str], NoReturn]) -> None:
+    """Every finished batch of a detection run holds one sample row per image."""
+    have = dict(conn.execute("SELECT batch, COUNT(*) FROM detection_samples GROUP BY batch"))
+    for b, n in conn.execute("SELECT batch, n FROM batches ORDER BY batch"):
+        if have.get(b, 0) != n:
+            fail(f"detection batch {b} holds {have.get(b, 0)} image rows, expected {n}")
 
 
 def _same(a: Any, b: Any) -> bool:
