@@ -37,7 +37,8 @@ def cmd_detect_calibrate(a: argparse.Namespace) -> int:
 
 def cmd_detect_score(a: argparse.Namespace) -> int:
     """Print a tab-separated row of criteria scores and a verdict per image."""
-    from advimage.detect import NoiseSignatureDetector, load_images
+    from advimage.cli.detect_inputs import load_images
+    from advimage.detect import NoiseSignatureDetector
 
     model, _, _ = load_model_on_device(a)
     det = NoiseSignatureDetector.load(a.detector, model, batch_size=a.batch_size)

@@ -23,7 +23,6 @@ from advimage.detect.calibration import (
 )
 from advimage.detect.config import CRITERIA, PRESETS, DetectorConfig, check_criteria, get_preset
 from advimage.detect.criteria import draw_noise, random_targets, softmax_l1_change, steps_to_flip
-from advimage.detect.inputs import load_images
 from advimage.detect.metrics import combined_score, detection_rates, roc_aucs
 from advimage.detect.msp import MSPDetector
 from advimage.detect.noise_signature import (
@@ -63,7 +62,6 @@ __all__ = [
     "get_preset",
     "joint_thresholds",
     "list_detectors",
-    "load_images",
     "min_calibration_size",
     "model_fingerprint",
     "one_step_attack",

@@ -1,4 +1,4 @@
-"""Read the images a detector is asked to score: PNG/JPEG files or saved adversarial tensors.
+"""The images `advimage detect score` scores: PNG/JPEG files or saved adversarial tensors.
 
 ``advimage attack`` writes exact float32 tensors (``tensors/batch_*.safetensors`` with key
 ``x_adv``, see :mod:`advimage.eval.export`) and 8-bit PNGs for viewing. Scoring the tensors

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from advimage.detect import load_images
+from advimage.cli.detect_inputs import load_images
 
 
 def test_png_and_safetensors(tmp_path):
