@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -136,7 +136,9 @@ class AutoAttack(Attack):
 
     def members(self) -> list[Attack]:
         """The member attacks, in the order they run."""
-        common = {"eps": self.eps, "norm": self.norm, "seed": self.seed, "bounds": self.bounds}
+        common: dict[str, Any] = {
+            "eps": self.eps, "norm": self.norm, "seed": self.seed, "bounds": self.bounds,
+        }
         if self.version == "standard":
             steps, targets, queries = 100, 9, 5000  # the paper's budgets
         else:

@@ -73,23 +73,27 @@ def input_gradient(
     check_positive_int(eot, "eot")
     if eot > 1 and declares_deterministic(model):
         eot = 1  # every pass would give the same gradient
-    grad_sum = loss_sum = logits_sum = None
-    for _ in range(eot):
-        xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
-        with torch.enable_grad():
-            logits = model(xg)  # (B, K)
-            loss = objective(logits)  # (B,)
-        (grad,) = torch.autograd.grad(loss.sum(), xg)
-        if grad_sum is None:
-            grad_sum, loss_sum, logits_sum = grad, loss.detach(), logits.detach()
-        else:
-            grad_sum = grad_sum + grad
-            loss_sum = loss_sum + loss.detach()
-            logits_sum = logits_sum + logits.detach()
-    assert grad_sum is not None and loss_sum is not None and logits_sum is not None
+    grad_sum, loss_sum, logits_sum = _one_pass(model, x_adv, objective)
+    for _ in range(eot - 1):
+        grad, loss, logits = _one_pass(model, x_adv, objective)
+        grad_sum = grad_sum + grad
+        loss_sum = loss_sum + loss
+        logits_sum = logits_sum + logits
     if eot > 1:
         return grad_sum / eot, loss_sum / eot, logits_sum / eot
     return grad_sum, loss_sum, logits_sum
+
+
+def _one_pass(
+    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad, loss, logits)`` of one forward/backward pass at ``x_adv``, detached."""
+    xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
+    with torch.enable_grad():
+        logits = model(xg)  # (B, K)
+        loss = objective(logits)  # (B,)
+    (grad,) = torch.autograd.grad(loss.sum(), xg)
+    return grad, loss.detach(), logits.detach()
 
 
 def _subset_state(state: dict[str, Any], idx: Tensor) -> dict[str, Any]:

@@ -203,7 +203,7 @@ class Square(Attack):
             if bool(ok.any()):  # drop fooled samples: they are never queried again
                 keep = rows.retire(ok, x_best, loss)
                 if keep.numel() == 0:
-                    return (*rows.outcome(), queries)
+                    return rows.x, rows.success, rows.loss, queries
                 x, y, x_best, loss = (take(t, keep) for t in (x, y, x_best, loss))
                 target = take(target, keep)
             p = square_p_schedule(it, self.queries, self.p_init)
@@ -218,7 +218,7 @@ class Square(Attack):
             keep = rows.retire(ok, x_best, loss)
             x_best, loss = take(x_best, keep), take(loss, keep)
         rows.finish(x_best, loss)
-        return (*rows.outcome(), queries)
+        return rows.x, rows.success, rows.loss, queries
 
     # ------------------------------------------------------------------ windows
     def _windows(self, x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
