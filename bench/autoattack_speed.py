@@ -77,11 +77,12 @@ def main() -> None:
     else:
         torch.manual_seed(args.seed)
         t_ta, adv_ta = timed(lambda: peers.ta_autoattack(model, x, y, EPS, seed=args.seed))
-    ours_attack = create_attack("autoattack", eps=EPS, version="standard", seed=args.seed)
-    t_ours, adv_ours = timed(lambda: ours_attack(model, x, y))
-    report = ours_attack.last_report
+    ours_attack = AutoAttack(eps=EPS, version="standard", seed=args.seed)
+    t_ours, ours = timed(lambda: ours_attack.run(model, x, y))
+    adv_ours = ours.x_adv
     matched = TorchattacksBudgetAutoAttack(eps=EPS, seed=args.seed)
-    t_matched, adv_matched = timed(lambda: matched(model, x, y))
+    t_matched, matched_run = timed(lambda: matched.run(model, x, y))
+    adv_matched = matched_run.x_adv
 
     # 3. APGD-CE, 100 steps, alone
     t_apgd_ta, adv_apgd_ta = timed(lambda: peers.ta_apgd(model, x, y, EPS, 100, seed=args.seed))
@@ -109,9 +110,7 @@ def main() -> None:
     print(f"| APGD-CE 100 steps | advimage | {robust_pct(model, adv_apgd, y):.2f} "
           f"| {t_apgd:.1f} | {t_apgd / t_apgd_ta:.3f} |")
     print()
-    for label, rep in (("standard", report), ("torchattacks' budgets", matched.last_report)):
-        if rep is None:
-            continue
+    for label, rep in (("standard", ours.report), ("torchattacks' budgets", matched_run.report)):
         print(f"advimage ensemble stages ({label}):")
         for s in rep.stages:
             print(f"  {s.name:10s} attacked {s.n_attacked:5d}  fooled {s.n_fooled:4d}  "

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from advimage.threat import ThreatModel
+from advimage.threat import ThreatModel, l2_norms, orthogonal_part, unit_l2
 
 NORMS = ["linf", "l2"]
 ORD = {"linf": math.inf, "l2": 2.0}
@@ -154,3 +154,31 @@ def test_unknown_norm_message_lists_choices() -> None:
     with pytest.raises(ValueError, match="linf, l2"):
         ThreatModel("l1", 0.1)  # type: ignore[arg-type]
     assert ThreatModel("linf", math.inf).eps == math.inf
+
+
+def test_l2_helpers_per_sample() -> None:
+    g = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    g[2] = 0.0
+    torch.testing.assert_close(l2_norms(g), _ref_dist(torch.zeros_like(g), g, "l2"))
+    u = unit_l2(g)
+    assert u[2].abs().sum() == 0  # zero rows stay zero, never NaN
+    torch.testing.assert_close(l2_norms(u[[0, 1, 3, 4, 5]]), torch.ones(5))
+    h = torch.randn_like(g)
+    o = orthogonal_part(g, h)
+    dots = (o * h).flatten(1).sum(1)
+    torch.testing.assert_close(dots, torch.zeros(6), atol=1e-4, rtol=0)
+    # the part along h plus the orthogonal part gives back g
+    torch.testing.assert_close(o + (g * unit_l2(h)).flatten(1).sum(1).view(-1, 1, 1, 1)
+                               * unit_l2(h), g)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_project_box_first_is_the_reference_order(norm: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 1, 5, 5, generator=gen)
+    x_adv = x + 0.5 * torch.randn(8, 1, 5, 5, generator=gen)
+    tm = ThreatModel(norm, 0.1 if norm == "linf" else 0.7)
+    got = tm.project_box_first(x, x_adv)
+    if norm == "linf":  # Hu et al.'s official code, bit for bit
+        assert torch.equal(got, (x_adv.clamp(0, 1) - x).clamp(-0.1, 0.1) + x)
+    assert bool(tm.contains(x, got, atol=1e-6).all())

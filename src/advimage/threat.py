@@ -23,7 +23,7 @@ from torch import Tensor
 
 from advimage.errors import UserInputError
 
-__all__ = ["NORMS", "ThreatModel", "is_low_precision"]
+__all__ = ["NORMS", "ThreatModel", "is_low_precision", "l2_norms", "orthogonal_part", "unit_l2"]
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 
@@ -42,6 +42,28 @@ def is_low_precision(dtype: torch.dtype) -> bool:
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     """Reshape per-sample values ``(B,)`` to broadcast against ``like`` ``(B, ...)``."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def l2_norms(v: Tensor) -> Tensor:
+    """Per-sample L2 norms of ``v`` ``(B, ...)`` -> ``(B,)`` (whatever the threat's norm)."""
+    return torch.linalg.vector_norm(v.flatten(1), ord=2, dim=1)
+
+
+def unit_l2(v: Tensor) -> Tensor:
+    """``v`` with each row scaled to unit L2 norm; zero rows stay zero (never NaN)."""
+    return v / _per_sample(l2_norms(v).clamp_min(_TINY), v)
+
+
+def orthogonal_part(g: Tensor, h: Tensor) -> Tensor:
+    """Per sample, ``g`` minus its component along ``h`` (both ``(B, ...)``).
+
+    The update direction of orthogonal projected gradient descent (Bryniarski et al., 2022,
+    "Evading Adversarial Example Detection Defenses with Orthogonal Projected Gradient
+    Descent"): a step along it leaves the objective of ``h`` unchanged to first order.
+    """
+    hu = unit_l2(h)
+    dot = (g * hu).flatten(1).sum(dim=1)  # (B,)
+    return g - _per_sample(dot, g) * hu
 
 
 @dataclass(frozen=True)
@@ -145,7 +167,10 @@ class ThreatModel:
 
     def _project(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """:meth:`project` in the promoted dtype of ``x`` and ``x_adv``."""
-        delta = x_adv - x  # (B, ...)
+        return self.clamp(x + self._into_ball(x_adv - x))
+
+    def _into_ball(self, delta: Tensor) -> Tensor:
+        """Perturbations ``delta`` ``(B, ...)`` shrunk into the eps-ball (rows inside unchanged)."""
         if math.isfinite(self.eps):
             if self.norm == "linf":
                 delta = delta.clamp(-self.eps, self.eps)
@@ -156,7 +181,18 @@ class ThreatModel:
                     norms > self.eps, self.eps / norms.clamp_min(_TINY), torch.ones_like(norms)
                 )
                 delta = delta * _per_sample(factor, delta)
-        return self.clamp(x + delta)
+        return delta
+
+    def project_box_first(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Clip ``x_adv`` to ``bounds``, then project it into the eps-ball around ``x``.
+
+        The order of some reference implementations (the official attacks of Hu, Yu et al.,
+        NeurIPS 2019: ``(clip(w) - x).clamp(-eps, eps) + x``), kept where results must match
+        them bit for bit. Mathematically inside both ball and box like :meth:`project`, but the
+        final addition may round past ``bounds`` by an ulp; use :meth:`project` for anything
+        returned to a caller.
+        """
+        return x + self._into_ball(self.clamp(x_adv) - x)
 
     def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A random point of the threat model around ``x`` (already projected).
@@ -193,7 +229,7 @@ class ThreatModel:
             return self.direction(grad.float()).to(grad.dtype)
         if self.norm == "linf":
             return grad.sign()
-        return grad / _per_sample(self._norm(grad).clamp_min(_TINY), grad)
+        return unit_l2(grad)
 
     # ------------------------------------------------------------------ low precision
     def _fit(self, x: Tensor, p: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from fast_configs import fast_config
 from torch import nn
 
-from advimage.attacks import create_attack, list_attacks
+from advimage.attacks import Attack, attack_class, create_attack, list_attacks
 
 ATTACKS = list_attacks()
 N = 48  # images per check: enough for accuracy statistics, small enough to be fast
@@ -55,6 +55,29 @@ def test_output_shape_dtype_and_threat_model(name, trained_digits, batch) -> Non
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     # the input is not modified in place
     assert torch.equal(x, trained_digits.x[:N])
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_call_is_the_base_call(name) -> None:
+    """Attacks implement ``_run``; validation, freezing, seeding and projection stay shared."""
+    cls = attack_class(name)
+    assert cls.__call__ is Attack.__call__, f"{name} overrides __call__"
+    assert cls.run_prepared is Attack.run_prepared, f"{name} overrides run_prepared"
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_keeps_no_state(name, trained_digits, batch) -> None:
+    """An attack is its config: a call leaves its fields as they were and stores no model,
+    tensor or result on it (results come back from the call or a ``run`` method)."""
+    x, y = batch[0][:8], batch[1][:8]
+    attack = _make(name)
+    before = copy.deepcopy(vars(attack))
+    attack(trained_digits.model, x, y)
+    after = vars(attack)
+    assert after.keys() == before.keys(), f"{name} added {set(after) - set(before)}"
+    for key, value in after.items():
+        assert not isinstance(value, torch.Tensor | nn.Module), f"{name}.{key} holds {value!r}"
+        assert value == before[key], f"{name}.{key} changed in the call"
 
 
 @pytest.mark.parametrize("name", ATTACKS)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from advimage.attacks.ensemble import AutoAttack
+from advimage.attacks.ensemble import AutoAttack, AutoAttackReport
 from advimage.attacks.square import Square
 
 
@@ -21,8 +21,8 @@ def ensemble_run(trained_digits):
     td = trained_digits
     x, y = td.x[:96], td.y[:96]
     attack = AutoAttack(eps=0.08, version="fast")
-    x_adv, report = attack.run(td.model, x, y)
-    return td.model, x, y, attack, x_adv, report
+    result = attack.run(td.model, x, y)
+    return td.model, x, y, attack, result.x_adv, result.report
 
 
 def test_worst_case_per_sample(ensemble_run) -> None:
@@ -51,8 +51,9 @@ def test_not_weaker_than_any_member(ensemble_run) -> None:
 
 
 def test_report_structure(ensemble_run) -> None:
-    model, x, y, attack, _, report = ensemble_run
-    assert attack.last_report is report
+    model, x, y, attack, x_adv, report = ensemble_run
+    assert not any(isinstance(v, torch.Tensor | AutoAttackReport) for v in vars(attack).values())
+    assert torch.equal(attack(model, x, y), x_adv)  # the call returns the run's images
     assert [s.name for s in report.stages] == ["apgd-ce", "apgd-t", "square"]
     n_robust = round(report.clean_accuracy * len(x))
     assert report.stages[0].n_attacked == n_robust
@@ -106,19 +107,20 @@ def _square_batch_sizes(monkeypatch) -> list[int]:  # noqa: ANN001
 def test_chunks_bound_the_batch_and_keep_the_result(trained_digits, monkeypatch) -> None:
     td = trained_digits
     x, y = td.x[:96], td.y[:96]
-    whole = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=None)
-    adv_whole = whole(td.model, x, y)
+    whole = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=None).run(td.model, x, y)
+    adv_whole = whole.x_adv
     # a chunk as large as the batch is the same computation, bit for bit
     same = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=96)
     assert torch.equal(same(td.model, x, y), adv_whole)
     sizes = _square_batch_sizes(monkeypatch)
     chunked = AutoAttack(eps=0.08, version="fast", seed=0, batch_size=16)
-    x_adv, report = chunked.run(td.model, x, y)
+    result = chunked.run(td.model, x, y)
+    x_adv, report = result.x_adv, result.report
     assert sizes and max(sizes) <= 16 and sum(sizes) == report.stages[2].n_attacked
     assert bool(chunked.threat.contains(x, x_adv).all())
     assert torch.equal(_correct(td.model, x_adv, y).cpu(), report.robust)
     # other chunks draw other random starts: the same strength up to a few points
-    assert abs(report.robust_accuracy - whole.last_report.robust_accuracy) <= 4 / len(x)
+    assert abs(report.robust_accuracy - whole.report.robust_accuracy) <= 4 / len(x)
     with pytest.raises(ValueError, match="batch_size"):
         AutoAttack(batch_size=0)
 
@@ -129,7 +131,8 @@ def test_members_never_see_an_empty_batch(trained_digits, monkeypatch) -> None:
     with torch.no_grad():
         wrong = (td.model(x).argmax(1) + 1) % 10  # labels the model never predicts
     calls = _square_batch_sizes(monkeypatch)
-    x_adv, report = AutoAttack(eps=0.08, version="fast").run(td.model, x, wrong)
+    result = AutoAttack(eps=0.08, version="fast").run(td.model, x, wrong)
+    x_adv, report = result.x_adv, result.report
     assert calls == []  # nothing left to attack: no member ran
     assert [s.n_attacked for s in report.stages] == [0, 0, 0]
     assert report.clean_accuracy == 0.0 and torch.equal(x_adv, x)

@@ -103,11 +103,12 @@ def test_square_same_strength_with_and_without_trace(trained_digits) -> None:
     model, x, y = _cpu(trained_digits)
     fast = Square(eps=0.15, queries=80, seed=3)
     slow = Square(eps=0.15, queries=80, seed=3, fast_queries=False)
-    adv_fast, adv_slow = fast(model, x, y), slow(model, x, y)
-    assert fast.last_forward == "torchscript" and slow.last_forward == "eager"
+    run_fast, run_slow = fast.run(model, x, y), slow.run(model, x, y)
+    adv_fast, adv_slow = run_fast.x_adv, run_slow.x_adv
+    assert run_fast.forward == "torchscript" and run_slow.forward == "eager"
     with torch.no_grad():
         ok_fast = model(adv_fast).argmax(1) == y  # (64,)
         ok_slow = model(adv_slow).argmax(1) == y
     # same seed, same proposals: decisions differ only where a margin ties within ~1e-6
     assert (ok_fast == ok_slow).float().mean().item() >= 0.95
-    assert int(fast.last_queries.sum()) == pytest.approx(int(slow.last_queries.sum()), rel=0.05)
+    assert int(run_fast.queries.sum()) == pytest.approx(int(run_slow.queries.sum()), rel=0.05)

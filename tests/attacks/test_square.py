@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from advimage.attacks.square import Square, _eta, square_p_schedule
+from advimage.attacks.square import Square, square_p_schedule
+from advimage.attacks.square_patterns import eta_pattern
 
 
 class CountingModel(nn.Module):
@@ -34,9 +35,8 @@ def test_query_budget_is_respected_and_counted(trained_digits, queries: int) -> 
     x, y = td.x[:48], td.y[:48]
     counter = CountingModel(td.model)
     attack = Square(eps=0.15, queries=queries, seed=1, fast_queries=False)  # count in eager
-    attack(counter, x, y)
-    used = attack.last_queries
-    assert used is not None and used.shape == (48,)
+    used = attack.run(counter, x, y).queries
+    assert used.shape == (48,)
     assert int(used.max()) <= queries
     with torch.no_grad():
         wrong = td.model(x).argmax(1) != y
@@ -51,8 +51,7 @@ def test_query_budget_is_respected_and_counted(trained_digits, queries: int) -> 
 def test_restarts_budget(trained_digits) -> None:
     td = trained_digits
     attack = Square(eps=0.05, queries=10, restarts=3)
-    attack(td.model, td.x[:32], td.y[:32])
-    assert int(attack.last_queries.max()) <= 30
+    assert int(attack.run(td.model, td.x[:32], td.y[:32]).queries.max()) <= 30
 
 
 def test_in_ball_and_lowers_accuracy(trained_digits) -> None:
@@ -72,22 +71,23 @@ def test_l2_in_ball_and_lowers_accuracy(trained_digits) -> None:
     attack = Square(eps=1.5, norm="l2", queries=150)
     raw = attack._run(td.model, x, y, None, torch.Generator(x.device).manual_seed(0))  # raw
     assert bool(attack.threat.contains(x, raw, atol=1e-5).all())
-    x_adv = attack(td.model, x, y)
-    assert bool(attack.threat.contains(x, x_adv).all())
-    assert _acc(td.model, x_adv, y) < _acc(td.model, x, y) - 0.3
-    assert int(attack.last_queries.max()) <= 150
+    result = attack.run(td.model, x, y)
+    assert torch.equal(attack(td.model, x, y), result.x_adv)  # the call returns the run's images
+    assert bool(attack.threat.contains(x, result.x_adv).all())
+    assert _acc(td.model, result.x_adv, y) < _acc(td.model, x, y) - 0.3
+    assert int(result.queries.max()) <= 150
 
 
 def test_eta_pattern() -> None:
     like = torch.zeros(1, dtype=torch.float64)
     for s in (1, 3, 5, 8):
-        eta = _eta(s, like, transpose=False)
+        eta = eta_pattern(s, like, transpose=False)
         assert eta.shape == (s, s)
         assert float(eta.norm()) == pytest.approx(1.0)
         assert bool((eta[s // 2 :] < 0).all()) and bool((eta[: s // 2] > 0).all())
-        assert torch.equal(_eta(s, like, transpose=True), eta.t())
+        assert torch.equal(eta_pattern(s, like, transpose=True), eta.t())
     # s = 5: the lower half (3 x 5) peaks at its centre (row 1, col 2), rings weigh 1/(k+1)^2
-    low = -_eta(5, like, transpose=False)[2:]
+    low = -eta_pattern(5, like, transpose=False)[2:]
     ring = torch.tensor([1 + 1 / 4 + 1 / 9, 1 / 4 + 1 / 9, 1 / 9], dtype=torch.float64)
     d = torch.tensor([[2, 1, 1, 1, 2], [2, 1, 0, 1, 2], [2, 1, 1, 1, 2]])
     ref = ring[d]

@@ -7,10 +7,10 @@ every attack.
 
 from advimage.attacks.apgd import APGD
 from advimage.attacks.apgd_targeted import APGDT
-from advimage.attacks.base import Attack, frozen
+from advimage.attacks.base import Attack, AttackResult, frozen
 from advimage.attacks.bpda import BPDA
 from advimage.attacks.cw import CarliniWagnerL2
-from advimage.attacks.ensemble import AutoAttack, AutoAttackReport
+from advimage.attacks.ensemble import AutoAttack, AutoAttackReport, AutoAttackResult
 from advimage.attacks.eot import EOT
 from advimage.attacks.fgsm import FGSM
 from advimage.attacks.loop import IterativeAttack, input_gradient
@@ -22,7 +22,7 @@ from advimage.attacks.registry import (
     list_attacks,
     register_attack,
 )
-from advimage.attacks.square import Square
+from advimage.attacks.square import Square, SquareResult
 
 __all__ = [
     "APGD",
@@ -32,8 +32,10 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "AttackResult",
     "AutoAttack",
     "AutoAttackReport",
+    "AutoAttackResult",
     "CarliniWagnerL2",
     "IterativeAttack",
     "attack_class",
@@ -46,4 +48,5 @@ __all__ = [
     "margin_loss",
     "register_attack",
     "Square",
+    "SquareResult",
 ]

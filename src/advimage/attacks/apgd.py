@@ -15,7 +15,7 @@ highest-loss point rather than the clean input (the final projection is identica
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,6 +27,14 @@ from advimage.attacks.base import Attack, Model, check_positive_float, check_pos
 from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.registry import register_attack
+from advimage.attacks.restarts import (
+    ActiveRows,
+    BestSoFar,
+    RunOutcome,
+    attack_remaining,
+    rows_view,
+    take,
+)
 
 __all__ = ["APGD", "StepSizeRule", "apgd_checkpoints"]
 
@@ -88,60 +96,43 @@ class APGD(Attack):
         x: Tensor,
         y: Tensor,
         target: Tensor | None,
-        generator: torch.Generator | None,
+        generator: torch.Generator,
     ) -> Tensor:
-        out, done, best_loss = self._init_result(model, x, y, target)
-        for _ in range(self.restarts):
-            self._restart(model, x, y, target, None, generator, out, done, best_loss)
-        return out
+        best = self._start(model, x, y, target)
+        run = self._runner(model, x, y, target, None, generator)
+        return attack_remaining(best, run, restarts=self.restarts).x
 
     @staticmethod
-    def _init_result(
-        model: Model, x: Tensor, y: Tensor, target: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Result buffers: images (B, C, H, W), done flags (B,), best loss (B,).
-
-        Points the model already gets wrong (or classifies as the target) are done with the
-        clean image, as in the reference implementation.
-        """
+    def _start(model: Model, x: Tensor, y: Tensor, target: Tensor | None) -> BestSoFar:
+        """The result before any run: points the model already gets wrong (or classifies as
+        the target) are done with the clean image, as in the reference implementation."""
         with torch.no_grad():
             done = is_success(model(x), y, target)  # (B,)
-        best_loss = torch.full(y.shape, -math.inf, dtype=x.dtype, device=x.device)
-        return x.clone(), done, best_loss
+        return BestSoFar(x, done)
 
-    def _restart(
+    def _runner(
         self,
         model: Model,
         x: Tensor,
         y: Tensor,
         target: Tensor | None,
         loss_target: Tensor | None,
-        generator: torch.Generator | None,
-        out: Tensor,
-        done: Tensor,
-        best_loss: Tensor,
-    ) -> None:
-        """One APGD run on the samples not yet ``done``; updates ``out``/``done``/``best_loss``.
+        generator: torch.Generator,
+    ) -> Callable[[Tensor], RunOutcome]:
+        """One APGD run on given rows of the batch, for :func:`attack_remaining`.
 
         ``target`` (if given) defines success (classified as target) and the loss;
         ``loss_target`` only steers the loss (APGD-T with untargeted success).
         """
-        todo = (~done).nonzero().flatten()  # (n,)
-        if todo.numel() == 0:
-            return
-        sub = lambda t: None if t is None else t.index_select(0, todo)  # noqa: E731
         run_target = target if target is not None else loss_target
-        adv, ok, xb, lb = self._single_run(
-            model, sub(x), sub(y), sub(target), sub(run_target), generator
-        )
-        # adversarial points win; otherwise keep the highest loss over restarts
-        better = ~ok & (lb > best_loss.index_select(0, todo))
-        new = torch.where(ok.view(-1, 1, 1, 1), adv, xb)  # (n, C, H, W)
-        take = ok | better
-        cur = out.index_select(0, todo)
-        out.index_copy_(0, todo, torch.where(take.view(-1, 1, 1, 1), new, cur))
-        best_loss.index_copy_(0, todo, torch.where(better, lb, best_loss.index_select(0, todo)))
-        done.index_copy_(0, todo, ok)
+
+        def run(idx: Tensor) -> RunOutcome:
+            return self._single_run(
+                model, take(x, idx), take(y, idx), take(target, idx), take(run_target, idx),
+                generator,
+            )
+
+        return run
 
     # ------------------------------------------------------------------ one run
     def _forward(
@@ -161,85 +152,85 @@ class APGD(Attack):
         y: Tensor,
         target: Tensor | None,
         loss_target: Tensor | None,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        generator: torch.Generator,
+    ) -> RunOutcome:
         """Run APGD once on a batch.
 
         Returns:
-            ``(x_adv, success, x_best, loss_best)``: the first adversarial iterate (B, C, H, W),
-            whether one was found (B,), the highest-loss iterate (B, C, H, W) and its loss (B,).
-            Rows dropped by ``early_stop`` are adversarial, so their ``x_best`` is irrelevant.
+            ``(x_adv, success, loss)``: per row the first adversarial iterate if one was
+            found, else the highest-loss iterate and its loss (``-inf`` for rows dropped by
+            ``early_stop``, which are adversarial).
         """
         threat = self.threat
-        n = x.shape[0]
-        view = (-1,) + (1,) * (x.dim() - 1)  # broadcast (B,) over (B, C, H, W)
-
         x_adv = threat.project(x, threat.random_start(x, generator))  # (B, C, H, W)
-        res_adv = x_adv.clone()
-        res_ok = torch.zeros(n, dtype=torch.bool, device=x.device)
-        res_best = x_adv.clone()
-        res_loss = torch.full((n,), -math.inf, dtype=x.dtype, device=x.device)
-
+        rows = ActiveRows(x_adv)
         logits, loss, grad = self._forward(model, x_adv, y, loss_target)
         rule = StepSizeRule(self.steps, loss, self.rho)
-        # per-sample state of the active rows; ``idx`` maps them to rows of the result
+        # per-sample state of the active rows (``rows.idx`` maps them to rows of the result)
         s: dict[str, Tensor] = {
-            "idx": torch.arange(n, device=x.device), "x": x, "y": y,
-            "x_adv": x_adv, "x_prev": x_adv, "grad": grad,
+            "x": x, "y": y, "x_adv": x_adv, "x_prev": x_adv, "grad": grad,
             "x_best": x_adv.clone(), "grad_best": grad.clone(),
             # eta^(0) = 2 eps for both norms, (B, 1, 1, 1)
-            "step": torch.full((n,) + view[1:], 2.0 * self.eps, dtype=x.dtype, device=x.device),
+            "step": torch.full(
+                (len(x),) + (1,) * (x.dim() - 1), 2.0 * self.eps, dtype=x.dtype, device=x.device
+            ),
         }
         if target is not None:
             s["target"] = target
         if loss_target is not None:
             s["loss_target"] = loss_target
-
         for i in range(self.steps + 1):
             # 1. success of the iterate just evaluated, from the logits we already have
             ok = is_success(logits, s["y"], s.get("target"))  # (b,)
-            if self.early_stop:
-                if bool(ok.any()):
-                    hit = s["idx"][ok]
-                    res_adv.index_copy_(0, hit, s["x_adv"][ok])
-                    res_ok.index_fill_(0, hit, True)
-                    keep = (~ok).nonzero().flatten()
-                    if keep.numel() == 0:
-                        return res_adv, res_ok, res_best, res_loss
-                    s = {k: v.index_select(0, keep) for k, v in s.items()}
-                    loss = loss.index_select(0, keep)
-                    rule.select(keep)
-            else:  # every row stays; keep the first adversarial iterate, no host sync
-                new = ok & ~res_ok
-                res_adv = torch.where(new.view(view), s["x_adv"], res_adv)
-                res_ok = res_ok | ok
+            if not self.early_stop:  # every row stays; keep the first adversarial iterate
+                rows.record(ok, s["x_adv"])
+            elif bool(ok.any()):
+                keep = rows.retire(ok, s["x_adv"])
+                if keep.numel() == 0:
+                    return rows.outcome()
+                s = {k: v.index_select(0, keep) for k, v in s.items()}
+                loss = loss.index_select(0, keep)
+                rule.select(keep)
             # 2. step-size rule on the loss of iterate i (the start only seeds the rule)
             if i > 0:
-                improved, halve = rule.update(loss, i)
-                s["x_best"] = torch.where(improved.view(view), s["x_adv"], s["x_best"])
-                s["grad_best"] = torch.where(improved.view(view), s["grad"], s["grad_best"])
-                if halve is not None:  # halve eta and continue from the best point
-                    h = halve.view(view)
-                    s["step"] = torch.where(h, s["step"] / 2, s["step"])
-                    s["x_adv"] = torch.where(h, s["x_best"], s["x_adv"])
-                    s["grad"] = torch.where(h, s["grad_best"], s["grad"])
+                _apply_step_size_rule(s, rule, loss, i)
             if i == self.steps:
                 break
-            # 3. momentum step (Eq. 2 of the paper), with P the projection and x^k the iterate:
-            #    z = P(x^k + eta * dir(grad)); x^{k+1} = P(x^k + a (z - x^k) + (1 - a)(x^k -
-            #    x^{k-1})); a = 1 on the first step, else the momentum 0.75
-            a = 1.0 if i == 0 else self.momentum
-            xc, xa = s["x"], s["x_adv"]
-            z = threat.project(xc, xa + s["step"] * threat.direction(s["grad"]))
-            s["x_prev"], s["x_adv"] = xa, threat.project(
-                xc, xa + a * (z - xa) + (1.0 - a) * (xa - s["x_prev"])
-            )
-            logits, loss, s["grad"] = self._forward(
-                model, s["x_adv"], s["y"], s.get("loss_target")
-            )
-        res_best.index_copy_(0, s["idx"], s["x_best"])
-        res_loss.index_copy_(0, s["idx"], rule.best)
-        return res_adv, res_ok, res_best, res_loss
+            logits, loss = self._momentum_step(model, s, i)
+        rows.finish(s["x_best"], rule.best)
+        return rows.outcome()
+
+    def _momentum_step(self, model: Model, s: dict[str, Tensor], i: int) -> tuple[Tensor, Tensor]:
+        """Step ``i`` of APGD in place on the state ``s``; returns logits and loss at the new
+        iterate (its gradient goes to ``s["grad"]``).
+
+        Eq. 2 of the paper, with P the projection and x^k the iterate:
+        ``z = P(x^k + eta * dir(grad))``; ``x^{k+1} = P(x^k + a (z - x^k) + (1 - a)(x^k -
+        x^{k-1}))``; ``a = 1`` on the first step, else the momentum (0.75).
+        """
+        threat = self.threat
+        a = 1.0 if i == 0 else self.momentum
+        xc, xa = s["x"], s["x_adv"]
+        z = threat.project(xc, xa + s["step"] * threat.direction(s["grad"]))
+        s["x_prev"], s["x_adv"] = xa, threat.project(
+            xc, xa + a * (z - xa) + (1.0 - a) * (xa - s["x_prev"])
+        )
+        logits, loss, s["grad"] = self._forward(model, s["x_adv"], s["y"], s.get("loss_target"))
+        return logits, loss
+
+
+def _apply_step_size_rule(s: dict[str, Tensor], rule: StepSizeRule, loss: Tensor, i: int) -> None:
+    """Feed iterate ``i``'s loss to the rule; track the best point and, where the rule says so,
+    halve the step and continue from the best point (Sec. 3.2 of Croce & Hein, 2020)."""
+    improved, halve = rule.update(loss, i)
+    view = rows_view(improved, s["x_adv"])
+    s["x_best"] = torch.where(view, s["x_adv"], s["x_best"])
+    s["grad_best"] = torch.where(view, s["grad"], s["grad_best"])
+    if halve is not None:  # halve eta and continue from the best point
+        h = rows_view(halve, s["x_adv"])
+        s["step"] = torch.where(h, s["step"] / 2, s["step"])
+        s["x_adv"] = torch.where(h, s["x_best"], s["x_adv"])
+        s["grad"] = torch.where(h, s["grad_best"], s["grad"])
 
 
 @register_attack("apgd-dlr")

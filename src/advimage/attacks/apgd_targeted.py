@@ -19,6 +19,7 @@ from torch import Tensor
 from advimage.attacks.apgd import APGD
 from advimage.attacks.base import Model, check_positive_int
 from advimage.attacks.registry import register_attack
+from advimage.attacks.restarts import attack_remaining
 
 __all__ = ["APGDT"]
 
@@ -54,17 +55,16 @@ class APGDT(APGD):
         x: Tensor,
         y: Tensor,
         target: Tensor | None,
-        generator: torch.Generator | None,
+        generator: torch.Generator,
     ) -> Tensor:
         if target is not None:
             return super()._run(model, x, y, target, generator)
-        out, done, best_loss = self._init_result(model, x, y, None)
+        best = self._start(model, x, y, None)
         with torch.no_grad():
             order = model(x).argsort(dim=1, descending=True)  # (B, K) classes by clean logit
         n_targets = min(self.n_target_classes, order.shape[1] - 1)
         for j in range(1, n_targets + 1):
             # j-th runner-up; differs from y on every point not yet done (there y is top-1)
-            loss_target = order[:, j]  # (B,)
-            for _ in range(self.restarts):
-                self._restart(model, x, y, None, loss_target, generator, out, done, best_loss)
-        return out
+            run = self._runner(model, x, y, None, order[:, j], generator)
+            attack_remaining(best, run, restarts=self.restarts)
+        return best.x

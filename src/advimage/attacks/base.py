@@ -17,23 +17,26 @@ its dtype while the attack's own arithmetic (steps, norms, losses) stays float32
 (:func:`advimage.precision.with_precision`); an attack called inside an autocast region wraps
 the model the same way and runs its own arithmetic and the projection outside it.
 
-Subclasses implement :meth:`Attack._run` only.
+Subclasses implement :meth:`Attack._run` only; ``__call__`` is final. An attack that has more
+to report than its images (Square's queries, AutoAttack's per-stage report) returns it from a
+separate ``run`` method as an :class:`AttackResult`; attacks never keep results on themselves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar, final
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from advimage.attacks.preparation import AtDtype, Model, frozen, model_dtype_device, seeded
 from advimage.errors import UserInputError
 from advimage.precision import AutocastModel, active_precision, full_precision
 from advimage.threat import ThreatModel, is_low_precision
@@ -41,6 +44,7 @@ from advimage.validation import check_images, check_labels
 
 __all__ = [
     "Attack",
+    "AttackResult",
     "Model",
     "check_positive_float",
     "check_positive_int",
@@ -48,82 +52,25 @@ __all__ = [
     "model_dtype_device",
 ]
 
-Model = Callable[[Tensor], Tensor]
-
 # Tolerance (probability units) for "rows sum to one" when detecting softmax outputs.
 _PROB_ATOL = 1e-3
 
 
-@contextmanager
-def frozen(model: Model) -> Iterator[Model]:
-    """Put ``model`` in eval mode with frozen parameters; restore every flag on exit.
+@dataclass(frozen=True)
+class AttackResult:
+    """What one attack run returns: the adversarial images, and in subclasses whatever else
+    the run has to say (Square's queries, AutoAttack's per-stage report).
 
-    Restores each submodule's ``training`` flag and each parameter's ``requires_grad``, so a
-    model that was half in train mode comes back exactly as it was. Freezing parameters means
-    backward passes never write ``.grad`` into the model and skip weight gradients.
-    Non-``nn.Module`` callables pass through untouched.
-    """
-    if not isinstance(model, nn.Module):
-        yield model
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def model_dtype_device(model: Model, x: Tensor) -> tuple[torch.dtype, torch.device]:
-    """The dtype/device the model computes in: its first floating parameter's, else ``x``'s."""
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            if p.is_floating_point():
-                return p.dtype, p.device
-    return x.dtype, x.device
-
-
-class _AtDtype(nn.Module):
-    """``model`` called with inputs cast to its low-precision ``dtype``, logits in float32.
-
-    Attacks on float16/bfloat16 models compute steps, norms and losses in float32 (constants
-    like 1e-12 underflow to zero in float16); only the model's own forward runs in its dtype.
+    Attributes:
+        x_adv: Adversarial images, same shape, dtype and device as the attacked ``x``.
     """
 
-    def __init__(self, model: Model, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.inner = model
-        self.dtype = dtype
-        # declarations attacks look for (EOT's deterministic check) pass through
-        self.is_randomized = getattr(model, "is_randomized", None)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.inner(x.to(self.dtype)).float()
+    x_adv: Tensor
 
 
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[torch.Generator]:
-    """A generator on ``device`` seeded with ``seed``; also seeds the global RNG in a fork.
-
-    Seeding the (forked) global RNG makes randomized models (dropout-style defenses, noise
-    layers) reproducible too, without disturbing the caller's random state.
-    """
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-        yield gen
-        return
-    gen.manual_seed(int(seed))
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(int(seed))
-        yield gen
+R = TypeVar("R", bound=AttackResult)
+# An attack's core on validated inputs: (model, x, y, target, generator) -> result.
+Core = Callable[[Model, Tensor, Tensor, "Tensor | None", torch.Generator], R]
 
 
 @dataclass
@@ -174,31 +121,62 @@ class Attack(ABC):
         except UserInputError as err:
             raise UserInputError(f"{self.name}: {err}") from None
 
+    @final
     def __call__(
         self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
     ) -> Tensor:
         """Attack ``model`` at ``x`` (``(B, C, H, W)`` in ``bounds``) with labels ``y`` ``(B,)``.
 
         Returns adversarial images of the same shape, dtype and device as ``x``, always inside
-        the threat model. ``target`` ``(B,)`` asks for a targeted attack.
+        the threat model. ``target`` ``(B,)`` asks for a targeted attack. Subclasses implement
+        :meth:`_run`; attacks with more to say (queries, a per-stage report) add a ``run``
+        method returning an :class:`AttackResult` built by :meth:`_execute`.
+        """
+        return self._execute(model, x, y, target, self._run_as_result).x_adv
+
+    @final
+    def run_prepared(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """This attack as a member of a composite one (AutoAttack), projected into the threat.
+
+        Skips what the composite's own call already did once for the whole batch: ``x`` is the
+        validated working copy, ``model`` frozen (and wrapped for its precision), ``y`` and
+        ``target`` checked, ``generator`` seeded and shared with the other members.
+        """
+        return self.threat.project(x, self._run(model, x, y, target, generator))
+
+    def _run_as_result(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> AttackResult:
+        return AttackResult(self._run(model, x, y, target, generator))
+
+    def _execute(
+        self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, core: Core[R]
+    ) -> R:
+        """Validate, freeze, seed, run ``core`` and project its ``x_adv`` (see the module doc).
+
+        ``core`` gets the working copy of ``x`` and the checked labels; the result comes back
+        with ``x_adv`` inside the threat model in ``x``'s dtype, device and memory layout.
         """
         threat = self.threat
         check_images(x, "x", bounds=threat.bounds)
         self.check_budget(x)
         if target is not None and not self.supports_targeted:
             raise ValueError(f"attack {self.name!r} does not support targeted attacks")
-        dtype, device = model_dtype_device(model, x)
-        amp = active_precision(device)  # in a caller's autocast: autocast the model only
-        if amp != "fp32":
-            model = AutocastModel(model, amp, device)
-        if is_low_precision(dtype):  # attack arithmetic in float32; the model keeps its dtype
-            model = _AtDtype(model, dtype)
-            dtype = torch.float32
-        xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
-        use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
-        if use_cl and xw.dim() == 4:
-            xw = xw.contiguous(memory_format=torch.channels_last)
-        with frozen(model), _seeded(self.seed, device) as gen, full_precision(device):
+        model, xw = self._working_copy(model, x)
+        device = xw.device
+        with frozen(model), seeded(self.seed, device) as gen, full_precision(device):
             probe = self._probe_input(xw)  # (b, C, H, W), b <= B
             with torch.no_grad():
                 logits = model(probe)
@@ -210,7 +188,28 @@ class Attack(ABC):
                 if bool((tw == yw).any()):
                     raise ValueError("target must differ from y for every sample")
             with torch.enable_grad():  # attacks need input gradients even under no_grad()
-                x_adv = self._run(model, xw, yw, tw, gen)
+                result = core(model, xw, yw, tw, gen)
+        return dataclasses.replace(result, x_adv=self._finish(x, result.x_adv))
+
+    def _working_copy(self, model: Model, x: Tensor) -> tuple[Model, Tensor]:
+        """The model wrapped for autocast/low precision, and ``x`` in its dtype, device and
+        (on the CPU by default) channels-last layout."""
+        dtype, device = model_dtype_device(model, x)
+        amp = active_precision(device)  # in a caller's autocast: autocast the model only
+        if amp != "fp32":
+            model = AutocastModel(model, amp, device)
+        if is_low_precision(dtype):  # attack arithmetic in float32; the model keeps its dtype
+            model = AtDtype(model, dtype)
+            dtype = torch.float32
+        xw = x.detach().to(device=device, dtype=dtype)  # (B, C, H, W) working copy
+        use_cl = self.channels_last if self.channels_last is not None else device.type == "cpu"
+        if use_cl and xw.dim() == 4:
+            xw = xw.contiguous(memory_format=torch.channels_last)
+        return model, xw
+
+    def _finish(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """``x_adv`` projected into the threat model around ``x``, in ``x``'s dtype, device and
+        layout (low precision: projected in float32 and rounded last)."""
         low = is_low_precision(x.dtype)  # project in float32, round to x.dtype last
         x_adv = x_adv.detach().to(device=x.device, dtype=torch.float32 if low else x.dtype)
         fmt = (
@@ -221,7 +220,7 @@ class Attack(ABC):
         if x_adv.dim() == 4:  # back to the caller's layout
             x_adv = x_adv.contiguous(memory_format=fmt)
         with full_precision(x.device):  # fp32 even inside a caller's autocast region
-            x_adv = threat.project(x.detach(), x_adv).detach()
+            x_adv = self.threat.project(x.detach(), x_adv).detach()
         return x_adv.contiguous(memory_format=fmt) if low and x_adv.dim() == 4 else x_adv
 
     def _probe_input(self, x: Tensor) -> Tensor:

@@ -21,18 +21,17 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from advimage.attacks.adam import AdamState, adam_step
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import margin_loss
 from advimage.attacks.registry import register_attack
+from advimage.threat import l2_norms
 
 __all__ = ["CarliniWagnerL2"]
 
 # Keep tanh-space inputs off +-1 so atanh stays finite (unitless).
 _ATANH_CLIP = 1 - 1e-6
-# Adam's numerical epsilon (in gradient units) and moment decays (Kingma & Ba, 2015).
-_ADAM_EPS = 1e-8
-_BETA1, _BETA2 = 0.9, 0.999
 # Upper bound for c before any success: the search multiplies c by 10 until it succeeds.
 _C_GROWTH = 10.0
 
@@ -108,16 +107,15 @@ class CarliniWagnerL2(Attack):
 
         for _ in range(self.binary_steps):
             w = w0.clone()
-            m = torch.zeros_like(w)  # Adam first moment
-            v = torch.zeros_like(w)  # Adam second moment
+            adam = AdamState.zeros_like(w)
             found = torch.zeros(n, dtype=torch.bool, device=x.device)
             objective = partial(self._objective, y=y, target=target, const=const)
-            for t in range(1, self.steps + 1):
+            for _ in range(self.steps):
                 tw = torch.tanh(w)
                 x_adv = lo + (tw + 1) * half  # (B, C, H, W)
                 grad_obj, _, logits = input_gradient(model, x_adv, objective, self.eot)
                 diff = x_adv - x
-                l2 = diff.flatten(1).norm(dim=1)  # (B,)
+                l2 = l2_norms(diff)  # (B,)
                 # success of this iterate (judged before its update) -> keep the closest
                 succ = self._margin(logits, y, target) > kappa
                 better = succ & (l2 < best_l2)
@@ -127,11 +125,7 @@ class CarliniWagnerL2(Attack):
                 # d/dx of ||x'-x||^2 + c f, chained through x' = lo + (tanh(w)+1) * half
                 grad_x = 2 * diff - grad_obj
                 grad_w = grad_x * (1 - tw * tw) * half
-                m = _BETA1 * m + (1 - _BETA1) * grad_w
-                v = _BETA2 * v + (1 - _BETA2) * grad_w * grad_w
-                m_hat = m / (1 - _BETA1**t)
-                v_hat = v / (1 - _BETA2**t)
-                w = w - self.lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+                w, adam = adam_step(w, grad_w, adam, self.lr)
 
             # batched binary search: shrink c where we succeeded, grow it where we failed
             upper = torch.where(found, torch.minimum(upper, const), upper)

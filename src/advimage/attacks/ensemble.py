@@ -15,27 +15,34 @@ point (activations above glibc's 32 MiB mmap threshold are fresh pages on every 
 queries cost 2x per point at 900 points than at 256).
 
 The result per point is the first successful adversarial example found, else the clean point;
-:attr:`AutoAttack.last_report` (or :meth:`AutoAttack.run`) gives robust accuracy and wall time
-after each attack.
+:meth:`AutoAttack.run` also returns robust accuracy and wall time after each attack.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from advimage.attacks.apgd import APGD
 from advimage.attacks.apgd_targeted import APGDT
-from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
+from advimage.attacks.base import (
+    Attack,
+    AttackResult,
+    Model,
+    check_positive_float,
+    check_positive_int,
+)
 from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
+from advimage.attacks.restarts import BestSoFar, RunOutcome, attack_remaining, take
 from advimage.attacks.square import Square
 
-__all__ = ["AttackStage", "AutoAttack", "AutoAttackReport"]
+__all__ = ["AttackStage", "AutoAttack", "AutoAttackReport", "AutoAttackResult"]
 
 VERSIONS = ("standard", "fast")
 
@@ -79,6 +86,18 @@ class AutoAttackReport:
         }
 
 
+@dataclass(frozen=True)
+class AutoAttackResult(AttackResult):
+    """An ensemble run (:meth:`AutoAttack.run`): the images and what each member did.
+
+    Attributes:
+        x_adv: Adversarial images, like the attack's call returns them.
+        report: Accuracy and wall time after each member, per-point outcome.
+    """
+
+    report: AutoAttackReport
+
+
 @register_attack("autoattack")
 @dataclass
 class AutoAttack(Attack):
@@ -95,7 +114,7 @@ class AutoAttack(Attack):
         batch_size: Most points a member attacks at once (the reference's ``bs`` is 250);
             ``None``: all remaining points in one batch.
 
-    After a call, :attr:`last_report` holds an :class:`AutoAttackReport`.
+    :meth:`run` returns the images with an :class:`AutoAttackReport`.
     """
 
     name: ClassVar[str] = "autoattack"
@@ -103,9 +122,6 @@ class AutoAttack(Attack):
     version: str = "standard"
     eot: int = 1
     batch_size: int | None = 256
-    last_report: AutoAttackReport | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,7 +136,9 @@ class AutoAttack(Attack):
 
     def members(self) -> list[Attack]:
         """The member attacks, in the order they run."""
-        common = {"eps": self.eps, "norm": self.norm, "seed": self.seed, "bounds": self.bounds}
+        common: dict[str, Any] = {
+            "eps": self.eps, "norm": self.norm, "seed": self.seed, "bounds": self.bounds,
+        }
         if self.version == "standard":
             steps, targets, queries = 100, 9, 5000  # the paper's budgets
         else:
@@ -133,13 +151,14 @@ class AutoAttack(Attack):
         attacks.append(Square(queries=queries, p_init=0.8, restarts=1, **common))
         return attacks
 
-    def run(self, model: Model, x: Tensor, y: Tensor) -> tuple[Tensor, AutoAttackReport]:
-        """Attack and return ``(x_adv, report)``."""
-        x_adv = self(model, x, y)
-        report = self.last_report
-        if report is None:  # pragma: no cover -- _run always sets it
-            raise RuntimeError("AutoAttack finished without a report")
-        return x_adv, report
+    def run(self, model: Model, x: Tensor, y: Tensor) -> AutoAttackResult:
+        """Attack like ``self(model, x, y)`` and report what each member did.
+
+        Returns:
+            An :class:`AutoAttackResult`: the adversarial images and the
+            :class:`AutoAttackReport`.
+        """
+        return self._execute(model, x, y, None, self._ensemble)
 
     def _run(
         self,
@@ -149,45 +168,63 @@ class AutoAttack(Attack):
         target: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor:
-        n = x.shape[0]
+        return self._ensemble(model, x, y, target, generator).x_adv
+
+    def _ensemble(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> AutoAttackResult:
+        """The members in turn, each on the points no earlier member fooled (core of
+        :meth:`run`)."""
         with torch.no_grad():
-            robust = ~is_success(model(x), y)  # (B,) correctly classified
-        clean_acc = robust.float().mean().item()
-        fooled_by = torch.where(robust, -1, -2).to(device=x.device, dtype=torch.long)  # (B,)
-        out = x.clone()  # (B, C, H, W)
+            best = BestSoFar(x, is_success(model(x), y))  # misclassified points are done
+        clean_acc = (~best.done).float().mean().item()
+        fooled_by = torch.where(best.done, -2, -1).to(device=x.device, dtype=torch.long)  # (B,)
         stages: list[AttackStage] = []
         for k, attack in enumerate(self.members()):
             _sync(x)
             start = time.perf_counter()
-            todo = robust.nonzero().flatten()  # (m,)
-            n_fooled = 0
-            size = self.batch_size or todo.numel()
-            for chunk in todo.split(size) if todo.numel() else ():  # (c,) each; none when done
-                xs, ys = x.index_select(0, chunk), y.index_select(0, chunk)
-                adv = attack.threat.project(xs, attack._run(model, xs, ys, None, generator))
-                with torch.no_grad():
-                    fooled = is_success(model(adv), ys)  # (c,)
-                hit = chunk[fooled]
-                out.index_copy_(0, hit, adv[fooled])
-                robust.index_fill_(0, hit, False)
-                fooled_by.index_fill_(0, hit, k)
-                n_fooled += int(fooled.sum())
+            before = best.done.clone()
+            attack_remaining(best, _member_run(attack, model, x, y, generator),
+                             chunk_size=self.batch_size)
+            hit = best.done & ~before  # (B,) the points this member fooled
+            fooled_by[hit] = k
             _sync(x)
             stages.append(AttackStage(
                 name=attack.name,
-                n_attacked=int(todo.numel()),
-                n_fooled=n_fooled,
-                robust_accuracy=robust.float().mean().item(),
+                n_attacked=int((~before).sum()),
+                n_fooled=int(hit.sum()),
+                robust_accuracy=(~best.done).float().mean().item(),
                 seconds=time.perf_counter() - start,
             ))
-        self.last_report = AutoAttackReport(
+        report = AutoAttackReport(
             clean_accuracy=clean_acc,
-            robust_accuracy=robust.float().mean().item() if n else 0.0,
+            robust_accuracy=(~best.done).float().mean().item() if len(x) else 0.0,
             stages=tuple(stages),
-            robust=robust.cpu(),
+            robust=(~best.done).cpu(),
             fooled_by=fooled_by.cpu(),
         )
-        return out
+        return AutoAttackResult(best.x, report)
+
+
+def _member_run(
+    attack: Attack, model: Model, x: Tensor, y: Tensor, generator: torch.Generator
+) -> Callable[[Tensor], RunOutcome]:
+    """``attack`` on given rows of the batch, judged by one forward pass (no loss: a row is
+    kept only where the member fooled the model)."""
+
+    def run(idx: Tensor) -> RunOutcome:
+        xs, ys = take(x, idx), take(y, idx)
+        adv = attack.run_prepared(model, xs, ys, None, generator)
+        with torch.no_grad():
+            fooled = is_success(model(adv), ys)  # (c,)
+        return adv, fooled, None
+
+    return run
 
 
 def _sync(x: Tensor) -> None:

@@ -11,7 +11,7 @@ so EOT is just that field set to ``n``.
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from advimage.attacks.base import Attack, check_positive_int
 
@@ -36,4 +36,5 @@ def EOT(attack: A, n: int) -> A:  # noqa: N802 -- reads as a wrapper: EOT(PGD(..
         raise ValueError(
             f"attack {attack.name!r} does not use input gradients, so EOT does not apply"
         )
-    return dataclasses.replace(attack, eot=n)
+    changes: dict[str, Any] = {"eot": n}  # a field of every gradient attack, not of Attack
+    return dataclasses.replace(attack, **changes)

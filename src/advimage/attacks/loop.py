@@ -32,6 +32,7 @@ from torch import Tensor
 
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import get_loss, is_success
+from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, attack_remaining, take
 
 __all__ = ["SCHEDULES", "IterativeAttack", "declares_deterministic", "input_gradient"]
 
@@ -72,32 +73,32 @@ def input_gradient(
     check_positive_int(eot, "eot")
     if eot > 1 and declares_deterministic(model):
         eot = 1  # every pass would give the same gradient
-    grad_sum = loss_sum = logits_sum = None
-    for _ in range(eot):
-        xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
-        with torch.enable_grad():
-            logits = model(xg)  # (B, K)
-            loss = objective(logits)  # (B,)
-        (grad,) = torch.autograd.grad(loss.sum(), xg)
-        if grad_sum is None:
-            grad_sum, loss_sum, logits_sum = grad, loss.detach(), logits.detach()
-        else:
-            grad_sum = grad_sum + grad
-            loss_sum = loss_sum + loss.detach()
-            logits_sum = logits_sum + logits.detach()
-    assert grad_sum is not None and loss_sum is not None and logits_sum is not None
+    grad_sum, loss_sum, logits_sum = _one_pass(model, x_adv, objective)
+    for _ in range(eot - 1):
+        grad, loss, logits = _one_pass(model, x_adv, objective)
+        grad_sum = grad_sum + grad
+        loss_sum = loss_sum + loss
+        logits_sum = logits_sum + logits
     if eot > 1:
         return grad_sum / eot, loss_sum / eot, logits_sum / eot
     return grad_sum, loss_sum, logits_sum
 
 
+def _one_pass(
+    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad, loss, logits)`` of one forward/backward pass at ``x_adv``, detached."""
+    xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
+    with torch.enable_grad():
+        logits = model(xg)  # (B, K)
+        loss = objective(logits)  # (B,)
+    (grad,) = torch.autograd.grad(loss.sum(), xg)
+    return grad, loss.detach(), logits.detach()
+
+
 def _subset_state(state: dict[str, Any], idx: Tensor) -> dict[str, Any]:
     """Keep rows ``idx`` of every per-sample tensor in ``state`` (leading dim = batch)."""
-    return {k: v.index_select(0, idx) if isinstance(v, Tensor) else v for k, v in state.items()}
-
-
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
+    return {k: take(v, idx) if isinstance(v, Tensor) else v for k, v in state.items()}
 
 
 @dataclass
@@ -206,23 +207,15 @@ class IterativeAttack(Attack):
     ) -> Tensor:
         if self.restarts == 1:
             return self._run_once(model, x, y, target, generator)[0]
-        best_x = x.clone()  # (B, C, H, W)
-        best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
-        for r in range(self.restarts):
-            idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero()[:, 0]
-            if idx.numel() == 0:
-                break
-            t = None if target is None else target[idx]
-            xs, succ, loss = self._run_once(model, x[idx], y[idx], t, generator)
+
+        def run(idx: Tensor) -> RunOutcome:
+            xs, ys, ts = take(x, idx), take(y, idx), take(target, idx)
+            x_adv, succ, loss = self._run_once(model, xs, ys, ts, generator)
             if succ is None or loss is None:
-                succ, loss = self.evaluate(model, xs, y[idx], t)
-            # idx holds only unsuccessful samples, so success or a higher loss wins
-            better = succ | (loss > best_loss[idx])  # (b,)
-            best_x[idx] = torch.where(_rows(better, xs), xs, best_x[idx])
-            best_loss[idx] = torch.where(better, loss, best_loss[idx])
-            best_succ[idx] = succ
-        return best_x
+                succ, loss = self.evaluate(model, x_adv, ys, ts)
+            return x_adv, succ, loss
+
+        return attack_remaining(BestSoFar(x), run, restarts=self.restarts).x
 
     def _run_once(
         self,
@@ -246,31 +239,24 @@ class IterativeAttack(Attack):
                 x_adv = project(x, self.step(x_adv, grad, x, state, i)).detach()
             return x_adv, None, None
 
-        out = x_adv.clone()  # (B, C, H, W) results, filled as samples finish
-        out_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        out_loss = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        act = torch.arange(len(x), device=x.device)  # rows of x still attacked
+        rows = ActiveRows(x_adv)  # results, filled as samples finish
         xa, ya, ta = x, y, target
         for i in range(self.steps):
             grad, loss, logits = self.gradient(model, x_adv, ya, ta)
             succ = is_success(logits, ya, ta)  # (b,) judged at x_adv, before stepping
             if bool(succ.any()):
-                done = act[succ]
-                out[done] = x_adv[succ]
-                out_succ[done] = True
-                out_loss[done] = loss[succ]
-                keep = (~succ).nonzero()[:, 0]
+                keep = rows.retire(succ, x_adv, loss)
                 if keep.numel() == 0:
-                    return out, out_succ, out_loss
-                act, xa, ya = act[keep], xa[keep], ya[keep]
-                ta = None if ta is None else ta[keep]
-                x_adv, grad = x_adv[keep], grad[keep]
+                    return rows.outcome()
+                xa, ya, ta, x_adv, grad = (
+                    take(xa, keep), take(ya, keep), take(ta, keep), take(x_adv, keep),
+                    take(grad, keep),
+                )
                 state = _subset_state(state, keep)
             x_adv = project(xa, self.step(x_adv, grad, xa, state, i)).detach()
-        out[act] = x_adv
         if self.restarts == 1:  # nobody compares runs: skip the final forward
-            return out, None, None
+            rows.finish(x_adv)
+            return rows.x, None, None
         succ, loss = self.evaluate(model, x_adv, ya, ta)
-        out_succ[act] = succ
-        out_loss[act] = loss
-        return out, out_succ, out_loss
+        rows.finish(x_adv, loss, succ)
+        return rows.outcome()

@@ -10,7 +10,7 @@ schedule, shrinking from ``p_init`` as queries are spent. No gradients are used,
 immune to gradient masking; that is why AutoAttack includes it.
 
 Only samples not yet fooled are queried (each sample's own square position and signs, batched);
-the number of model evaluations per sample is kept in :attr:`Square.last_queries`. On a CPU the
+:meth:`Square.run` reports the number of model evaluations per sample. On a CPU the
 queries run through an inference-optimised trace of the model where it is checked to give the
 model's logits (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x faster queries).
 """
@@ -18,18 +18,34 @@ model's logits (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
+from advimage.attacks.base import (
+    Attack,
+    AttackResult,
+    Model,
+    check_positive_float,
+    check_positive_int,
+)
 from advimage.attacks.fast_forward import inference_forward
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.registry import register_attack
+from advimage.attacks.restarts import (
+    ActiveRows,
+    BestSoFar,
+    RunOutcome,
+    attack_remaining,
+    rows_view,
+    take,
+)
+from advimage.attacks.square_patterns import eta_pattern
+from advimage.threat import l2_norms
 
-__all__ = ["Square", "square_p_schedule"]
+__all__ = ["Square", "SquareResult", "square_p_schedule"]
 
 _LOSSES = ("margin", "ce")
 
@@ -52,6 +68,22 @@ def square_p_schedule(it: int, queries: int, p_init: float) -> float:
     return p_init / 512
 
 
+@dataclass(frozen=True)
+class SquareResult(AttackResult):
+    """A Square Attack run (:meth:`Square.run`).
+
+    Attributes:
+        x_adv: Adversarial images, like the attack's call returns them.
+        queries: ``(B,)`` model evaluations spent per sample over all restarts (zero for samples
+            already misclassified; the clean prediction check is not counted), on the device the
+            attack ran on.
+        forward: Which forward answered the queries: ``"torchscript"`` or ``"eager"``.
+    """
+
+    queries: Tensor
+    forward: str
+
+
 @register_attack("square")
 @dataclass
 class Square(Attack):
@@ -71,9 +103,7 @@ class Square(Attack):
             model where it is safe (CPU, eval mode, deterministic, logits checked against the
             eager model; see :mod:`advimage.attacks.fast_forward`), else the model itself.
 
-    After each call, :attr:`last_queries` holds the queries spent per sample (B,) (zero for
-    samples that were already misclassified; the clean prediction check is not counted) and
-    :attr:`last_forward` says which forward answered them (``"torchscript"`` or ``"eager"``).
+    :meth:`run` returns the queries spent per sample and the forward used with the images.
     """
 
     name: ClassVar[str] = "square"
@@ -82,8 +112,6 @@ class Square(Attack):
     restarts: int = 1
     loss: str = "margin"
     fast_queries: bool = True
-    last_queries: Tensor | None = field(default=None, init=False, repr=False, compare=False)
-    last_forward: str = field(default="eager", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -98,12 +126,23 @@ class Square(Attack):
     def _scores(
         self, logits: Tensor, y: Tensor, target: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        """``(success, loss)``, both (B,); the loss is MINIMISED by the search."""
-        return is_success(logits, y, target), -get_loss(self.loss)(logits, y, target)
+        """``(success, loss)``, both (B,); the search keeps proposals that raise the loss."""
+        return is_success(logits, y, target), get_loss(self.loss)(logits, y, target)
 
     def _random_sign(self, shape: tuple[int, ...], like: Tensor, gen: torch.Generator) -> Tensor:
         bits = torch.randint(0, 2, shape, generator=gen, device=like.device)
         return bits.to(like.dtype) * 2 - 1
+
+    def run(
+        self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
+    ) -> SquareResult:
+        """Attack like ``self(model, x, y, target=target)`` and say what it cost.
+
+        Returns:
+            A :class:`SquareResult`: the adversarial images, the queries spent per sample and
+            which forward answered them.
+        """
+        return self._execute(model, x, y, target, self._search)
 
     def _run(
         self,
@@ -113,32 +152,35 @@ class Square(Attack):
         target: Tensor | None,
         generator: torch.Generator,
     ) -> Tensor:
+        return self._search(model, x, y, target, generator).x_adv
+
+    def _search(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        generator: torch.Generator,
+    ) -> SquareResult:
+        """The random search with restarts on validated inputs (the core of :meth:`run`)."""
         if x.dim() != 4:
             raise ValueError(f"square needs NCHW images, got shape {tuple(x.shape)}")
         with torch.no_grad():
-            done = is_success(model(x), y, target)  # (B,) already fooled: nothing to do
-            out = x.clone()  # (B, C, H, W)
-            best = torch.full(y.shape, math.inf, dtype=x.dtype, device=x.device)  # (B,)
+            best = BestSoFar(x, is_success(model(x), y, target))  # already fooled: done
             used = torch.zeros_like(y)  # (B,) queries per sample
-            query, self.last_forward = model, "eager"
-            if self.fast_queries and not bool(done.all()):
-                query, self.last_forward = inference_forward(model, x[~done])
-            for _ in range(self.restarts):
-                todo = (~done).nonzero().flatten()
-                if todo.numel() == 0:
-                    break
-                tt = None if target is None else target.index_select(0, todo)
+            query, forward = model, "eager"
+            if self.fast_queries and not bool(best.done.all()):
+                query, forward = inference_forward(model, x[~best.done])
+
+            def run(idx: Tensor) -> RunOutcome:
                 xb, ok, lb, nq = self._single_run(
-                    query, x.index_select(0, todo), y.index_select(0, todo), tt, generator
+                    query, take(x, idx), take(y, idx), take(target, idx), generator
                 )
-                take = ok | (lb < best.index_select(0, todo))  # fooled, else lowest loss
-                cur = out.index_select(0, todo)
-                out.index_copy_(0, todo, torch.where(take.view(-1, 1, 1, 1), xb, cur))
-                best.index_copy_(0, todo, torch.minimum(lb, best.index_select(0, todo)))
-                done.index_copy_(0, todo, ok)
-                used.index_add_(0, todo, nq)
-        self.last_queries = used
-        return out
+                used.index_add_(0, idx, nq)
+                return xb, ok, lb
+
+            attack_remaining(best, run, restarts=self.restarts)
+        return SquareResult(best.x, used, forward)
 
     def _single_run(
         self,
@@ -148,50 +190,35 @@ class Square(Attack):
         target: Tensor | None,
         gen: torch.Generator,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One random search.
+        """One random search; a sample is queried until it is fooled.
 
         Returns:
             Best points (B, C, H, W), success (B,), their loss (B,), queries spent (B,).
         """
-        n = x.shape[0]
         x_best = self._init_linf(x, gen) if self.norm == "linf" else self._init_l2(x, gen)
         ok, loss = self._scores(model(x_best), y, target)
-        res_x, res_ok, res_loss = x_best.clone(), ok.clone(), loss.clone()
-        res_q = torch.ones_like(y)
-        idx = torch.arange(n, device=x.device)  # rows of the active samples in the result
-        tgt = target
+        rows = ActiveRows(x_best)
+        queries = torch.ones_like(y)
         for it in range(self.queries - 1):
             if bool(ok.any()):  # drop fooled samples: they are never queried again
-                hit = idx[ok]
-                res_x.index_copy_(0, hit, x_best[ok])
-                res_ok.index_fill_(0, hit, True)
-                res_loss.index_copy_(0, hit, loss[ok])
-                keep = (~ok).nonzero().flatten()
+                keep = rows.retire(ok, x_best, loss)
                 if keep.numel() == 0:
-                    break
-                idx, x, y, x_best, loss, ok = (
-                    t.index_select(0, keep) for t in (idx, x, y, x_best, loss, ok)
-                )
-                tgt = None if tgt is None else tgt.index_select(0, keep)
+                    return rows.x, rows.success, rows.loss, queries
+                x, y, x_best, loss = (take(t, keep) for t in (x, y, x_best, loss))
+                target = take(target, keep)
             p = square_p_schedule(it, self.queries, self.p_init)
-            if self.norm == "linf":
-                x_new = self._propose_linf(x, x_best, p, gen)
-            else:
-                x_new = self._propose_l2(x, x_best, p, gen)
-            ok_new, loss_new = self._scores(model(x_new), y, tgt)
-            better = (loss_new < loss) | ok_new
-            x_best = torch.where(better.view(-1, 1, 1, 1), x_new, x_best)
+            propose = self._propose_linf if self.norm == "linf" else self._propose_l2
+            x_new = propose(x, x_best, p, gen)
+            ok, loss_new = self._scores(model(x_new), y, target)
+            better = (loss_new > loss) | ok
+            x_best = torch.where(rows_view(better, x_best), x_new, x_best)
             loss = torch.where(better, loss_new, loss)
-            ok = ok_new
-            res_q.index_add_(0, idx, torch.ones_like(idx))
-        else:
-            hit = idx[ok]  # successes of the final query
-            res_x.index_copy_(0, hit, x_best[ok])
-            res_ok.index_fill_(0, hit, True)
-        rest = idx[~ok]
-        res_x.index_copy_(0, rest, x_best[~ok])
-        res_loss.index_copy_(0, rest, loss[~ok])
-        return res_x, res_ok, res_loss, res_q
+            queries.index_add_(0, rows.idx, torch.ones_like(rows.idx))
+        if bool(ok.any()):  # successes of the final query
+            keep = rows.retire(ok, x_best, loss)
+            x_best, loss = take(x_best, keep), take(loss, keep)
+        rows.finish(x_best, loss)
+        return rows.x, rows.success, rows.loss, queries
 
     # ------------------------------------------------------------------ windows
     def _windows(self, x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -221,10 +248,11 @@ class Square(Attack):
 
     # ------------------------------------------------------------------ l2
     def _init_l2(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """A grid of s x s :func:`_eta` blocks (s = H // 5) with random signs, rescaled to eps."""
+        """A grid of s x s :func:`~advimage.attacks.square_patterns.eta_pattern` blocks
+        (s = H // 5) with random signs, rescaled to eps."""
         n, c, h, w = x.shape
         s = max(h // 5, 1)
-        eta = _eta(s, x, transpose=False)  # (s, s)
+        eta = eta_pattern(s, x, transpose=False)  # (s, s)
         delta = torch.zeros_like(x)  # (B, C, H, W)
         start = (h - 5 * s) // 2 if h >= 5 * s else 0
         for top in range(start, h, s):  # block positions, not samples: <= 25-64 iterations
@@ -236,7 +264,7 @@ class Square(Attack):
 
     def _on_sphere(self, x: Tensor, delta: Tensor) -> Tensor:
         """``clip(x + eps * delta / ||delta||_2)``: the proposal sits on the eps-sphere."""
-        return self.threat.clamp(x + self.eps * delta / (_l2(delta) + 1e-12))
+        return self.threat.clamp(x + self.eps * delta / (l2_norms(delta).view(-1, 1, 1, 1) + 1e-12))
 
     def _propose_l2(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
         """Move the mass of window 2 into window 1 (Alg. 3 of the paper), batched per sample."""
@@ -246,12 +274,12 @@ class Square(Attack):
         delta = x_best - x  # (b, C, H, W)
         mask1, li, lj = self._windows(x, s, gen)
         mask2, _, _ = self._windows(x, s, gen)
-        norm_img = _l2(delta)  # (b, 1, 1, 1)
-        norm_win = _l2(delta * (mask1 | mask2))  # (b, 1, 1, 1) mass in both windows
+        norm_img = l2_norms(delta).view(-1, 1, 1, 1)  # (b, 1, 1, 1)
+        norm_win = l2_norms(delta * (mask1 | mask2)).view(-1, 1, 1, 1)  # mass in both windows
         in1 = delta * mask1
         norm_in1 = in1.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (b, C, 1, 1)
         # the eta pattern placed at each sample's window 1, randomly transposed per sample
-        etas = torch.stack([_eta(s, x, False), _eta(s, x, True)])  # (2, s, s)
+        etas = torch.stack([eta_pattern(s, x, False), eta_pattern(s, x, True)])  # (2, s, s)
         flip = torch.randint(0, 2, (b, 1, 1), generator=gen, device=x.device)
         eta_img = etas[flip, li[:, :, None], lj[:, None, :]][:, None] * mask1  # (b, 1, H, W)
         new = eta_img * self._random_sign((b, c, 1, 1), x, gen) + in1 / (norm_in1 + 1e-12)
@@ -260,35 +288,3 @@ class Square(Attack):
         new = new / (new_norm + 1e-12) * budget  # (b, C, H, W), zero outside window 1
         delta = torch.where(mask1, new, torch.where(mask2, torch.zeros_like(delta), delta))
         return self._on_sphere(x, delta)
-
-
-def _l2(t: Tensor) -> Tensor:
-    """Per-sample l2 norm, shape (B, 1, 1, 1)."""
-    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-
-
-def _eta(s: int, like: Tensor, transpose: bool) -> Tensor:
-    """The l2 square pattern of the paper, (s, s), unit Frobenius norm.
-
-    Two stacked halves of opposite sign; each half weighs pixel (i, j) by
-    ``sum_{k >= d} 1 / (k + 1)^2`` with ``d`` its Chebyshev distance to the half's centre, so
-    the mass concentrates in the middle of each half.
-    """
-    top = _rect(s // 2, s, like)
-    bottom = _rect(s - s // 2, s, like)
-    eta = torch.cat([top, -bottom], dim=0)
-    eta = eta / eta.norm().clamp_min(1e-12)
-    return eta.t() if transpose else eta
-
-
-def _rect(a: int, b: int, like: Tensor) -> Tensor:
-    """(a, b) block of concentric rectangles around (a // 2, b // 2), unit norm (empty if a=0)."""
-    if a == 0:
-        return torch.zeros(0, b, dtype=like.dtype, device=like.device)
-    i = torch.arange(a, device=like.device)[:, None] - a // 2
-    j = torch.arange(b, device=like.device)[None, :] - b // 2
-    d = torch.maximum(i.abs(), j.abs())  # (a, b) Chebyshev distance
-    k = torch.arange(max(a // 2, b // 2) + 1, device=like.device, dtype=like.dtype)  # rings
-    weights = 1.0 / (k + 1) ** 2
-    r = ((k >= d[..., None]).to(like.dtype) * weights).sum(-1)
-    return r / r.norm().clamp_min(1e-12)

@@ -32,17 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from advimage.attacks.adam import AdamState, adam_step
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import margin_loss
 from advimage.detect.config import DetectorConfig
 from advimage.detect.criteria import random_targets, softmax_l1_change
 from advimage.detect.surrogates import c2t_surrogate_loss, one_step_attack
+from advimage.threat import orthogonal_part
 
 __all__ = ["AdaptiveAttack", "HuAttack"]
-
-# Adam moment decays and epsilon (gradient units), torch.optim.Adam's defaults as in attack.py.
-_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
-
 
 def _hinge_to(logits: Tensor, target: Tensor, margin: float) -> Tensor:
     """``max(max_{j!=t} z_j - z_t + margin, 0)`` per sample ``(B,)`` (official CW loss)."""
@@ -143,30 +141,16 @@ class HuAttack(Attack):
             target = random_targets(label, logits.shape[1], generator)
         st = {"target": target, "dist": _swap_probs(F.softmax(logits, dim=1), label, target)}
         w = x.clone()  # (B, C, H, W)
-        m, v = torch.zeros_like(x), torch.zeros_like(x)
-        lo, hi = self.bounds
-        for t in range(1, self.steps + 1):
+        adam = AdamState.zeros_like(x)
+        threat = self.threat
+        for _ in range(self.steps):
             xv = w.detach().requires_grad_(True)
             with torch.enable_grad():
                 loss = self._loss(model, xv, st, generator)
             (g,) = torch.autograd.grad(loss.sum(), xv)
-            m = _BETA1 * m + (1 - _BETA1) * g
-            v = _BETA2 * v + (1 - _BETA2) * g * g
-            step = self.lr * (m / (1 - _BETA1**t)) / ((v / (1 - _BETA2**t)).sqrt() + _ADAM_EPS)
-            w = w - step
-            w = (w.clamp(lo, hi) - x).clamp(-self.eps, self.eps) + x  # official projection
+            w, adam = adam_step(w, g, adam, self.lr)
+            w = threat.project_box_first(x, w)  # the official order: box, then ball
         return w.detach()
-
-
-def _unit(g: Tensor) -> Tensor:
-    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
-
-
-def _orthogonal(g: Tensor, h: Tensor) -> Tensor:
-    """``g`` minus its projection on ``h``, per sample."""
-    hu = _unit(h)
-    dot = (g * hu).flatten(1).sum(dim=1).view(-1, *([1] * (g.dim() - 1)))
-    return g - dot * hu
 
 
 @dataclass
@@ -255,7 +239,8 @@ class AdaptiveAttack(Attack):
             best_val = torch.where(better, val, best_val)
             confident = cls.detach() <= 0  # margin kappa reached: work on the detector
             direction = torch.where(
-                confident.view(-1, 1, 1, 1), _orthogonal(g_det, g_cls), _orthogonal(g_cls, g_det)
+                confident.view(-1, 1, 1, 1), orthogonal_part(g_det, g_cls),
+                orthogonal_part(g_cls, g_det),
             )
             alpha = base * 0.5 * (1 + math.cos(math.pi * i / self.steps))  # cosine decay
             w = threat.project(x, w - alpha * direction.sign()).detach()
