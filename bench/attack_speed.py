@@ -24,7 +24,16 @@ import time
 from collections.abc import Callable
 
 import torch
-from common import add_common_args, bare_pgd, header, load_cifar, peers, robust_pct, setup_threads
+from common import (
+    add_common_args,
+    bare_pgd,
+    header,
+    load_cifar,
+    peers,
+    robust_pct,
+    setup_threads,
+    sync_device,
+)
 from torch import Tensor
 
 from advimage.attacks import create_attack
@@ -44,8 +53,10 @@ def interleaved(
     for _ in range(repeats):
         for name, fn in contenders.items():
             torch.manual_seed(0)
+            sync_device()
             start = time.perf_counter()
             out[name] = fn()
+            sync_device()  # CUDA runs asynchronously: time the work, not its queueing
             times[name].append(time.perf_counter() - start)
             print(f"  {name}: {times[name][-1]:.2f}s", flush=True)
     return {name: (statistics.median(t), out[name]) for name, t in times.items()}

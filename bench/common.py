@@ -113,6 +113,16 @@ def bare_pgd(
     return x_adv
 
 
+def sync_device() -> None:
+    """Wait for queued CUDA work (no-op on the CPU), so a timer measures work, not its launch.
+
+    Without it a contender that never synchronizes (the bare loop) returns with kernels still
+    queued, and the next contender's first synchronization pays for them.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_time(fn: Callable[[], Tensor], repeats: int, warmup: int = 1) -> tuple[float, Tensor]:
     """Median wall time (s) of ``fn()`` over ``repeats`` runs after ``warmup`` runs; last result."""
     out = None
@@ -120,8 +130,10 @@ def median_time(fn: Callable[[], Tensor], repeats: int, warmup: int = 1) -> tupl
         out = fn()
     times = []
     for _ in range(repeats):
+        sync_device()
         start = time.perf_counter()
         out = fn()
+        sync_device()
         times.append(time.perf_counter() - start)
     assert out is not None
     return statistics.median(times), out
