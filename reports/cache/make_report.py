@@ -2,7 +2,7 @@
 
 Usage (repository root): ``python reports/cache/make_report.py [--runs runs/cache]``.
 Prints the markdown tables; the prose of README.md is written by hand around them.
-Studies: ``python -m advimage.defend.cache_study {accuracy,depth,robust,topm,minimal} ...``.
+Studies: ``python -m advimage.studies.cache.study {accuracy,depth,robust,topm,minimal} ...``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advimage.defend.cache_robust import _min_eps
+from advimage.studies.cache.robust import _min_eps
 from advimage.eval.plots import label_axes, md_row, md_table, save_png, subplots
 
 HERE = Path(__file__).resolve().parent

@@ -12,10 +12,12 @@ import torch
 
 from advimage.cli import main
 from advimage.data import load_dataset
-from advimage.defend import CacheModel
-from advimage.defend.cache_eval import CacheDefense, paired_bootstrap, parse_defense_arg
-from advimage.eval.defenses import build_defense, defense_flags, list_defenses
+from advimage.defend.cache import CacheModel, save_cache
+from advimage.defend.cache.defense import CacheDefense
+from advimage.defend.registry import build_defense, list_defenses, parse_defense_arg
 from advimage.hub import load_model
+from advimage.model_flags import model_flags
+from advimage.studies.cache.stats import paired_bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def digits():
 def saved_cache(digits, tmp_path):
     model, train, _, _ = digits
     cache = CacheModel.build(model, ["relu3"], train, theta=20.0, lam=0.5)
-    cache.save(tmp_path / "c", meta={"theta_cache_only": 10.0})
+    save_cache(cache, tmp_path / "c", meta={"theta_cache_only": 10.0})
     return cache, tmp_path / "c"
 
 
@@ -63,8 +65,8 @@ def test_cache_defense_is_registered_and_reproduces_the_cache(digits, saved_cach
     assert "cache" in list_defenses()
     defended = build_defense("cache", model, {"path": str(path)})
     assert isinstance(defended, CacheDefense)
-    assert defense_flags(defended) == {"is_randomized": False, "is_differentiable": True,
-                                       "uses_bpda": False}
+    assert model_flags(defended).as_row() == {"is_randomized": 0, "is_differentiable": 1,
+                                              "uses_bpda": 0}
     with torch.no_grad():
         torch.testing.assert_close(defended(x), cache(x))
         only = build_defense("cache", model, {"path": str(path), "lam": 1, "theta": 10})
@@ -75,7 +77,7 @@ def test_cache_defense_bpda_uses_the_surrogate_gradient(digits, saved_cache):
     model, _, x, y = digits
     cache, path = saved_cache
     defended = build_defense("cache", model, {"path": str(path), "bpda_theta": 2})
-    assert defense_flags(defended)["uses_bpda"] and not defense_flags(defended)["is_differentiable"]
+    assert model_flags(defended).uses_bpda and not model_flags(defended).is_differentiable
     xa = x[:8].clone().requires_grad_(True)
     out = defended(xa)
     torch.nn.functional.nll_loss(out, y[:8]).backward()
@@ -144,7 +146,7 @@ def test_demo_section_reports_model_cache_and_cache_only(tmp_path):
 
 # ------------------------------------------------------------------ studies
 def test_accuracy_study_tunes_and_bootstraps(digits, tmp_path):
-    from advimage.defend.cache_study import accuracy_study
+    from advimage.studies.cache.study import accuracy_study
 
     model = digits[0]
     res = accuracy_study(model, "cnn", data_root=None, out=tmp_path / "a",
@@ -163,7 +165,7 @@ def test_accuracy_study_tunes_and_bootstraps(digits, tmp_path):
 
 
 def test_depth_study_matches_a_float64_cache(digits, tmp_path):
-    from advimage.defend.cache_study import depth_study
+    from advimage.studies.cache.study import depth_study
 
     model = digits[0]
     res = depth_study(model, "cnn", data_root=None, out=tmp_path, feats_dir=tmp_path / "f",
@@ -184,7 +186,7 @@ def test_depth_study_matches_a_float64_cache(digits, tmp_path):
 
 def test_robustness_study_worst_case_and_min_eps(digits, saved_cache, tmp_path):
     pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import robustness_study
+    from advimage.studies.cache.robust import robustness_study
 
     model = digits[0]
     _, path = saved_cache
@@ -239,7 +241,7 @@ def test_run_harness_with_cache_defenses(digits, saved_cache, tmp_path):
 
 def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, saved_cache):
     pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import ClassTopMCache
+    from advimage.defend.cache.topm import ClassTopMCache
 
     model, _, x, y = digits
     cache, _ = saved_cache
@@ -259,7 +261,7 @@ def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, sa
 
 def test_cache_defense_bpda_in_faiss_mode_uses_class_topm(digits, saved_cache):
     pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import ClassTopMCache
+    from advimage.defend.cache.topm import ClassTopMCache
 
     model, _, x, y = digits
     cache, path = saved_cache

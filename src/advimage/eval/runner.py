@@ -31,12 +31,14 @@ from advimage.attacks.base import Attack, frozen
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.defend.registry import build_defense
 from advimage.errors import ConfigMismatchError, CorruptFileError
 from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
-from advimage.eval.defenses import build_defense, build_detector, defense_flags
+from advimage.eval.defenses import build_detector
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
+from advimage.model_flags import model_flags
 from advimage.oom import oom_guard
 from advimage.precision import check_precision, with_precision
 from advimage.utils import atomic_write_bytes, resolve_device, run_metadata, write_json
@@ -73,7 +75,7 @@ def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[st
 def _defense_rows(config: RunConfig,
                   defended: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
     return [{"defense": label, "name": d.name, "options": json.dumps(d.options),
-             **{k: int(v) for k, v in defense_flags(m).items()}, "position": i}
+             **model_flags(m).as_row(), "position": i}
             for i, ((label, m), d) in enumerate(zip(defended, config.defenses, strict=True))]
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from advimage.defend.nim_io import save_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.io import save_nim
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.errors import ConfigMismatchError
 from advimage.tracking import log_scalars
 from advimage.train.config import check_int, check_range

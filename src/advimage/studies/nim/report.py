@@ -8,10 +8,10 @@ measured numbers, example images, training wall-clock, the harness findings), tr
 images-<defense>.png. Baselines are the ``none`` rows of other runs (e.g. a PGD-adversarially-
 trained classifier) on the same images under the same attacks. Every input is checked before
 anything is written, and the files are built in a staging folder, so a failure leaves no mixed
-report. The run's records live in :mod:`advimage.defend.nim_report_run`, the worst case in
-:mod:`advimage.defend.nim_report_worst`, the figures in
-:mod:`advimage.defend.nim_report_images`, the training table in
-:mod:`advimage.defend.nim_report_train`; ``reports/nim/make_report.py`` is the command line.
+report. The run's records live in :mod:`advimage.studies.nim.report_run`, the worst case in
+:mod:`advimage.studies.nim.report_worst`, the figures in
+:mod:`advimage.studies.nim.report_images`, the training table in
+:mod:`advimage.studies.nim.report_train`; ``reports/nim/make_report.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from advimage.defend.nim_report_images import (
+from advimage.eval.plots import eps_label, md_row, md_table
+from advimage.studies.nim.report_images import (
     Curve,
     image_defaults,
     image_rows,
     tradeoff_plot,
 )
-from advimage.defend.nim_report_run import (
+from advimage.studies.nim.report_run import (
     DASH,
     EPS_TOL,
     Attack,
@@ -41,9 +42,8 @@ from advimage.defend.nim_report_run import (
     pick_attack,
     series,
 )
-from advimage.defend.nim_report_train import check_train, training
-from advimage.defend.nim_report_worst import with_worst, worst_for
-from advimage.eval.plots import eps_label, md_row, md_table
+from advimage.studies.nim.report_train import check_train, training
+from advimage.studies.nim.report_worst import with_worst, worst_for
 
 __all__ = ["PAPER", "build", "claims", "findings", "main_table", "setup_table", "tradeoff",
            "write_report"]

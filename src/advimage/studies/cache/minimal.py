@@ -9,7 +9,7 @@ cache-only), the smallest budget at which each test image is fooled under three 
 - ``surrogate``: PGD through the same cache at a low theta (the adaptive attack: exp(theta cos)
   saturates at the tuned theta and understates the attacker), judged on the real cache;
 - ``transfer``: PGD crafted on the baseline network alone, judged on each classifier;
-- ``topm``: PGD through :class:`~advimage.defend.cache_robust.ClassTopMCache` (every class's
+- ``topm``: PGD through :class:`~advimage.defend.cache.topm.ClassTopMCache` (every class's
   m most similar keys: no class is truncated to ``log p = -inf``, which masks the FAISS copy's
   gradients for confident cache-only predictions).
 
@@ -28,9 +28,8 @@ from torch import nn
 
 from advimage.attacks.pgd import PGD
 from advimage.data import load_dataset
-from advimage.defend.cache import CacheModel
-from advimage.defend.cache_io import read_cache_info
-from advimage.defend.cache_robust import ClassTopMCache
+from advimage.defend.cache.io import load_cache, read_cache_info
+from advimage.defend.cache.topm import ClassTopMCache
 from advimage.eval.minimal import minimal_eps, summarize_minimal
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
@@ -59,7 +58,7 @@ def minimal_study(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
     view = cache.replace(mode="faiss", k=k, query_chunk=50)
     judges: dict[str, nn.Module] = {"baseline": model, "cache": view,
                                     "cache_only": view.replace(lam=1.0, theta=theta_only)}

@@ -31,12 +31,13 @@ from torch import Tensor, nn
 from advimage.attacks.registry import create_attack
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel
-from advimage.defend.cache_io import read_cache_info
-from advimage.defend.cache_ops import mix_log_probs, topk_class_log_sum_exp
+from advimage.defend.cache.io import load_cache, read_cache_info
+from advimage.defend.cache.ops import mix_log_probs
+from advimage.defend.cache.topm import ClassTopMCache
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
 
-__all__ = ["ClassTopMCache", "cache_predictions", "class_topm_attacks", "robustness_study"]
+__all__ = ["cache_predictions", "class_topm_attacks", "robustness_study"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def robustness_study(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
     view = cache.replace(mode="faiss", k=k, query_chunk=50)  # attack copies, top-k gradients
     views: dict[str, nn.Module] = {
         "baseline": model,
@@ -176,51 +177,6 @@ def _min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict
     return res
 
 
-class ClassTopMCache(nn.Module):
-    """Attack copy of a cache: exact search, then each class's ``m`` most similar keys.
-
-    A FAISS top-k copy gives classes with no candidate ``log p = -inf``: a confident cache-only
-    model then has ``p_y = 1`` exactly and a zero loss gradient (masking by truncation, not
-    robustness). Keeping the top ``m`` keys OF EVERY CLASS keeps every class's
-    log-sum-exp finite (at theta >= 20 it is within ~``log(n_c / m)`` nats of the exact one)
-    while only ``K m`` keys per query enter the backward pass.
-
-    Args:
-        cache: the cache (its keys, theta and lambda unless overridden).
-        m: keys kept per class and query.
-        theta, lam: override the cache's inverse temperature / mixing weight.
-        query_chunk: queries per candidate gather (memory ~ ``query_chunk K m D`` floats).
-    """
-
-    def __init__(self, cache: CacheModel, m: int = 20, theta: float | None = None,
-                 lam: float | None = None, query_chunk: int = 25) -> None:
-        super().__init__()
-        self.cache, self.m, self.query_chunk = cache, m, query_chunk
-        self.theta = cache.theta if theta is None else float(theta)
-        self.lam = cache.lam if lam is None else float(lam)
-        labels = cache.key_labels
-        self.class_index = [torch.nonzero(labels == c).flatten()
-                            for c in range(cache.num_classes)]  # K x (n_c,)
-
-    @torch.no_grad()
-    def _candidates(self, phi: Tensor) -> Tensor:
-        sims = torch.cat([phi @ chunk.float().T for chunk in self.cache.keys.split(8192)],
-                         dim=1)  # (B, N)
-        picks = [idx[sims[:, idx].topk(min(self.m, len(idx)), dim=1).indices]
-                 for idx in self.class_index if len(idx)]
-        return torch.cat(picks, dim=1)  # (B, K m) key indices
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits, phi = self.cache.embed(x)  # (B, K), (B, D)
-        blocks = []
-        for q in phi.split(self.query_chunk):
-            idx = self._candidates(q.detach())
-            lse = topk_class_log_sum_exp(q, self.cache.keys, self.cache.key_labels, idx,
-                                         [self.theta], self.cache.num_classes)[0]  # (b, K)
-            blocks.append(lse - torch.logsumexp(lse, dim=1, keepdim=True))
-        return mix_log_probs(F.log_softmax(logits, dim=1), torch.cat(blocks), self.lam)
-
-
 def class_topm_attacks(
     model: ImageClassifier, cache_path: Path, *, data_root: str | None, out: Path,
     data: str = "cifar10", n: int = 200, eps: tuple[float, ...] = (8 / 255, 2 / 255),
@@ -234,7 +190,7 @@ def class_topm_attacks(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
     views = {"cache[topm]": ClassTopMCache(cache, m),
              "cache_only[topm]": ClassTopMCache(cache, m, theta=theta_only, lam=1.0)}
     x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()

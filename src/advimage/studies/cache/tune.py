@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advimage.defend.cache import CacheModel, _check_layers, check_lambda, check_theta
-from advimage.defend.cache_features import features_and_logits
-from advimage.defend.cache_ops import mix_log_probs
+from advimage.defend.cache.features import features_and_logits
+from advimage.defend.cache.model import CacheModel, check_lambda, check_layers, check_theta
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.models.classifier import ImageClassifier
 from advimage.validation import check_images, check_labels
 
@@ -120,7 +120,7 @@ def tune_cache(
         ``(cache, result)``: the cache over the WHOLE training set with the best
         ``theta``/``lam`` (highest validation accuracy, then lowest NLL), and the scores.
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
     thetas = [check_theta(t) for t in thetas]

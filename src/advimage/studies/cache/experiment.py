@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from advimage.data import load_dataset
-from advimage.defend.cache_index import import_faiss
-from advimage.defend.cache_ops import mix_log_probs
-from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, tune_cache
+from advimage.defend.cache.index import import_faiss
+from advimage.defend.cache.io import save_cache
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.models.classifier import ImageClassifier
+from advimage.studies.cache.tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, tune_cache
 from advimage.utils import run_metadata, write_json
 
 __all__ = ["run_cache_experiment"]
@@ -110,7 +111,7 @@ def run_cache_experiment(
     results["seconds_total"] = round(time.perf_counter() - t0, 1)
     results.update(run_metadata(None, seed))
     if cache_out is not None:
-        cache.save(cache_out, meta={"tuning": results["tuning"]})
+        save_cache(cache, cache_out, meta={"tuning": results["tuning"]})
     if out is not None:
         write_json(Path(out) / "results.json", results)
     log.info("cache experiment: baseline %.4f, cache %.4f, cache-only %.4f",

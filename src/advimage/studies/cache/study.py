@@ -7,10 +7,10 @@ Three studies, each writing JSON (and per-image arrays) under an output folder s
   lambda tuned on held-out TRAINING images, with a paired bootstrap of the gain.
 - ``depth``: cache-only accuracy with keys from one layer at a time (the paper: late layers
   but not the output help most).
-- ``robust`` (in :mod:`advimage.defend.cache_robust`): transfer and white-box attacks.
+- ``robust`` (in :mod:`advimage.studies.cache.robust`): transfer and white-box attacks.
 
 Embeddings are cached on disk (``feats_dir``), so reruns skip the network passes.
-Run ``python -m advimage.defend.cache_study {accuracy,depth,robust} --help``.
+Run ``python -m advimage.studies.cache.study {accuracy,depth,robust} --help``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from advimage.data import load_dataset
-from advimage.defend.cache import CacheModel
-from advimage.defend.cache_eval import paired_bootstrap
-from advimage.defend.cache_features import features_and_logits
-from advimage.defend.cache_ops import mix_log_probs
-from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, sweep_grid
+from advimage.defend.cache import CacheModel, save_cache
+from advimage.defend.cache.features import features_and_logits
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.hub import load_model
 from advimage.models.classifier import ImageClassifier
+from advimage.studies.cache.minimal import minimal_study
+from advimage.studies.cache.robust import class_topm_attacks, robustness_study
+from advimage.studies.cache.stats import paired_bootstrap
+from advimage.studies.cache.tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, sweep_grid
 from advimage.utils import run_metadata, write_json
 
 __all__ = ["accuracy_study", "cached_embeddings", "depth_study"]
@@ -127,7 +129,7 @@ def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, 
     np.savez_compressed(out / "correct.npz", **correct)
     write_json(out / "results.json", res)
     if cache_out is not None:
-        cache.save(cache_out, meta={"theta_cache_only": only["theta"], "tuning": "val 10%"})
+        save_cache(cache, cache_out, meta={"theta_cache_only": only["theta"], "tuning": "val 10%"})
     log.info("%s: baseline %.4f cache %.4f cache-only %.4f", name,
              res["baseline_test_accuracy"], res["cache_test_accuracy"],
              res["cache_only_test_accuracy"])
@@ -251,18 +253,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         depth_study(model, a.name, data_root=a.data_root, out=a.out, feats_dir=a.feats,
                     n_test=a.n, n_val=a.n, n_keys=a.keys)
     elif a.study == "topm":
-        from advimage.defend.cache_robust import class_topm_attacks
-
         class_topm_attacks(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
                            steps=a.steps)
     elif a.study == "minimal":
-        from advimage.defend.cache_minimal import minimal_study
-
         minimal_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n, steps=a.steps,
                       grid_255=tuple(float(g) for g in a.grid.split(",")))
     else:
-        from advimage.defend.cache_robust import robustness_study
-
         robustness_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
                          steps=a.steps, curve_steps=a.curve_steps, eval_mode=a.eval_mode,
                          curve_eps=tuple(float(e) / 255 for e in a.curve_eps.split(",")))

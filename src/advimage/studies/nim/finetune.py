@@ -5,7 +5,7 @@ The classifier (``nim-vit``, :mod:`advimage.models.nim_vit`) starts from the NIM
 weights (the head is new) and is trained on what the De^3 defense will feed it: every image gets
 Gaussian noise with its own level ``sigma ~ U(0, sigma_max)`` (0-255 scale; the paper uses
 ``U(0, 30)``), the FROZEN autoencoder reconstructs it exactly as
-:meth:`advimage.defend.nim_defense.De3Defense.purify` does (un-normalized with the clean image's
+:meth:`advimage.defend.nim.defense.De3Defense.purify` does (un-normalized with the clean image's
 patch statistics, clamped to [0, 1]) and the classifier is trained with cross-entropy on that.
 A ``mode="mim"`` autoencoder gives the MIM baseline the same way (its encoder, its denoising).
 
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.data import load_dataset
-from advimage.defend.nim_defense import De3Defense, check_sigma_test
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.defense import De3Defense, check_sigma_test
+from advimage.defend.nim.io import load_nim
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier
 from advimage.models.nim_vit import POOLS
