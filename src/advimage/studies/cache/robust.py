@@ -37,7 +37,7 @@ from advimage.defend.cache.topm import ClassTopMCache
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
 
-__all__ = ["cache_predictions", "class_topm_attacks", "robustness_study"]
+__all__ = ["cache_predictions", "class_topm_attacks", "min_eps", "robustness_study"]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def robustness_study(
                 "n_keys": len(cache.keys),
                 "layers": cache.layers,
                 "clean": {c: float(correct[f"clean/{c}"].mean()) for c in CLASSIFIERS},
-                "attacks": rows, "worst_case": worst, "min_eps": _min_eps(rows, correct),
+                "attacks": rows, "worst_case": worst, "min_eps": min_eps(rows, correct),
                 "seconds": round(time.perf_counter() - t0, 1), **run_metadata(None, seed)}
 
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +157,7 @@ def robustness_study(
     return summary()
 
 
-def _min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict[str, Any]:
+def min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per classifier: the median over images of the smallest budget fooling them (any attack)."""
     budgets = sorted({r["eps"] for r in rows})
     res = {}
