@@ -62,6 +62,25 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[:n_val], perm[n_val:]
 
 
+def _tune(model: ImageClassifier, layers: Sequence[str], train: dict[str, torch.Tensor],
+          val_fraction: float, seed: int, fixed: tuple[float, float, float] | None,
+          ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """``(grid, best, cache-only best)`` on held-out training images, or the ``fixed`` values."""
+    if fixed is not None:
+        return [], {"theta": fixed[0], "lam": fixed[1], "accuracy": None}, \
+            {"theta": fixed[2], "accuracy": None}
+    val, rest = _split(train["labels"].numel(), val_fraction, seed)
+    probe = CacheModel(model, layers, train["phi"][rest], train["labels"][rest], lam=1.0)
+    thetas = list(DEFAULT_THETAS)
+    with torch.no_grad():
+        lp_val = probe.memory_log_probs(train["phi"][val].float(), thetas)  # (T, V, K)
+    grid = sweep_grid(F.log_softmax(train["logits"][val], 1), lp_val, train["labels"][val],
+                      thetas, DEFAULT_LAMBDAS)
+    best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
+    only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: (r["accuracy"], -r["nll"]))
+    return grid, best, only
+
+
 def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, out: Path,
                    feats_dir: Path, layers: Sequence[str] = ("layer3.1", "layer3.2", "pool"),
                    val_fraction: float = 0.1, n_boot: int = 2000, seed: int = 0,
@@ -85,20 +104,7 @@ def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, 
     train = cached_embeddings(model, layers, train_ds,
                               feats_dir / f"{tag}_train{len(train_ds)}.pt")
     test = cached_embeddings(model, layers, test_ds, feats_dir / f"{tag}_test{len(test_ds)}.pt")
-    if fixed is None:
-        val, rest = _split(train["labels"].numel(), val_fraction, seed)
-        probe = CacheModel(model, layers, train["phi"][rest], train["labels"][rest], lam=1.0)
-        thetas = list(DEFAULT_THETAS)
-        with torch.no_grad():
-            lp_val = probe.memory_log_probs(train["phi"][val].float(), thetas)  # (T, V, K)
-        grid = sweep_grid(F.log_softmax(train["logits"][val], 1), lp_val, train["labels"][val],
-                          thetas, DEFAULT_LAMBDAS)
-        best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
-        only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: (r["accuracy"], -r["nll"]))
-    else:
-        grid = []
-        best = {"theta": fixed[0], "lam": fixed[1], "accuracy": None}
-        only = {"theta": fixed[2], "accuracy": None}
+    grid, best, only = _tune(model, layers, train, val_fraction, seed, fixed)
     cache = CacheModel(model, layers, train["phi"], train["labels"], theta=best["theta"],
                        lam=best["lam"])
     scorer = cache.replace(mode="faiss", k=k, query_chunk=64) if test_mode == "faiss" else cache
