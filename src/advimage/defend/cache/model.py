@@ -95,6 +95,8 @@ class CacheModel(Defense):
 
     is_randomized: ClassVar[bool] = False
     uses_bpda: ClassVar[bool] = False
+    keys: Tensor  # (N, D) float16 buffer
+    key_labels: Tensor  # (N,) int64 buffer
 
     def __init__(
         self, model: ImageClassifier, layers: Sequence[str] | str, keys: Tensor, labels: Tensor,
@@ -154,7 +156,7 @@ class CacheModel(Defense):
 
     def replace(self, **changes: Any) -> CacheModel:
         """A copy with some options changed; shares the model, keys and (if valid) the index."""
-        opts = dict(theta=self.theta, lam=self.lam, mode=self.mode, k=self.k,
+        opts: dict[str, Any] = dict(theta=self.theta, lam=self.lam, mode=self.mode, k=self.k,
                     nprobe=self.nprobe, nlist=self.nlist, flip=self.flip,
                     key_chunk=self.key_chunk, query_chunk=self.query_chunk)
         opts.update(changes)
