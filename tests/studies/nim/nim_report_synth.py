@@ -1,4 +1,4 @@
-"""Synthetic De^3 harness runs for the NIM report's tests (tests/defend/test_nim_report*.py):
+"""Synthetic De^3 harness runs for the NIM report's tests (tests/studies/nim/test_nim_report*.py):
 results.json, config.json, samples.csv (per-image rows) and example images, with tiny NIM/MIM
 checkpoints, so every table cell and worst case has a value computed here independently."""
 
