@@ -175,7 +175,8 @@ def robust_tables(runs: Path, name: str, plot: bool, out: Path) -> str:
 
 
 def minimal_table(runs: Path, out: Path, name: str = "resnet20") -> str:
-    """Per-image smallest fooling budgets (``cache_study minimal``): table and CDF plot."""
+    """Per-image smallest fooling budgets (``python -m advimage.studies.cache.study minimal``):
+    table and CDF plot (``out/minimal_eps.png``)."""
     r = _load(runs / "minimal" / name / "minimal.json")
     if r is None:
         return "(no minimal-budget run)"
