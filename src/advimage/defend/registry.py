@@ -7,7 +7,7 @@ Wagner, 2018, "Obfuscated Gradients Give a False Sense of Security").
 
 A new defense is one file with ``@register_defense("name")`` on its builder, which starts with
 ``o = defense_options("name", options, {defaults})``, plus one import line in
-``advimage/defend/__init__.py``; the contract tests (``tests/defend/test_contract.py``) then
+``advimage/defend/__init__.py``; the contract tests (``tests/defend/test_defense_contract.py``) then
 cover it.
 """
 
