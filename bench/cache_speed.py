@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from common import header  # noqa: E402
 
-from advimage.defend.cache_index import FaissKeyIndex, import_faiss  # noqa: E402
-from advimage.defend.cache_ops import class_log_sum_exp, topk_class_log_sum_exp  # noqa: E402
+from advimage.defend.cache.index import FaissKeyIndex, import_faiss  # noqa: E402
+from advimage.defend.cache.ops import class_log_sum_exp, topk_class_log_sum_exp  # noqa: E402
 
 NUM_CLASSES = 10
 BLOCK = 100_000  # keys generated per block

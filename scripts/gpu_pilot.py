@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from advimage.attacks.pgd import PGD
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.models import create_model
 
 

@@ -11,7 +11,7 @@ per-image worst case over the attacks of each budget, examples/). ``--baseline``
 RUN_DIR's data section and, for the attacks both ran, its attack settings; ``--train`` adds
 wall-clock rows of NIM/MIM pretraining (``nim.json``) or classifier (``metrics.jsonl``)
 folders. Writes README.md, tradeoff.png and images-<defense>.png. Inputs are all checked before
-anything is written. The logic is :mod:`advimage.defend.nim_report`.
+anything is written. The logic is :mod:`advimage.studies.nim.report`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advimage.defend.nim_report import write_report
-from advimage.defend.nim_report_run import parse_pairs
+from advimage.studies.nim.report import write_report
+from advimage.studies.nim.report_run import parse_pairs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from torch import nn
 from advimage.attacks import BPDA, EOT, PGD, Attack, CarliniWagnerL2, list_attacks
 from advimage.attacks.loop import declares_deterministic, input_gradient
 from advimage.attacks.registry import create_attack
+from advimage.model_flags import DeclaresFlags
 
 
 class Noisy(nn.Module):
@@ -49,17 +50,30 @@ def test_input_gradient_averages_passes() -> None:
 
 
 class Counting(nn.Module):
-    """Counts forward passes; ``is_randomized`` set only when ``declared`` is not None."""
+    """Counts forward passes; declares nothing (a plain model)."""
 
-    def __init__(self, inner: nn.Module, declared: bool | None = None) -> None:
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner, self.calls = inner, 0
-        if declared is not None:
-            self.is_randomized = declared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.inner(x)
+
+
+class Declared(Counting, DeclaresFlags):
+    """A counting model that declares ``is_randomized`` (model_flags reads it)."""
+
+    is_differentiable = True
+    uses_bpda = False
+
+    def __init__(self, inner: nn.Module, randomized: bool) -> None:
+        super().__init__(inner)
+        self.randomized = randomized
+
+    @property
+    def is_randomized(self) -> bool:
+        return self.randomized
 
 
 def test_eot_takes_one_pass_only_on_a_declared_deterministic_model() -> None:
@@ -70,16 +84,14 @@ def test_eot_takes_one_pass_only_on_a_declared_deterministic_model() -> None:
         return F.cross_entropy(z, y, reduction="none")
 
     want = input_gradient(net, x, objective, eot=1)
-    declared = Counting(net, declared=False)
+    declared = Declared(net, randomized=False)
     got = input_gradient(declared, x, objective, eot=8)
     assert declared.calls == 1 and declares_deterministic(declared)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
-    # undeclared, declared random, or hiding a random submodule: every pass runs
-    random_inside = Counting(Counting(net, declared=True), declared=False)
-    undeclared_inside = Counting(Counting(net, declared=None), declared=False)
-    undeclared_inside.inner.is_randomized = None  # a nested wrapper left undeclared
-    for model in (Counting(net), Counting(net, declared=True), random_inside, undeclared_inside):
+    # undeclared, declared random, or hiding a random declared submodule: every pass runs
+    random_inside = Declared(Declared(net, randomized=True), randomized=False)
+    for model in (Counting(net), Declared(net, randomized=True), random_inside):
         input_gradient(model, x, objective, eot=8)
         assert model.calls == 8 and not declares_deterministic(model)
     assert not declares_deterministic(lambda z: z)  # a plain callable declares nothing

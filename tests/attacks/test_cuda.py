@@ -71,8 +71,8 @@ def test_evaluate_accuracy_on_cuda(pair) -> None:
 
 
 def test_de3_defense_on_cuda() -> None:
-    from advimage.defend.nim_defense import De3Defense
-    from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+    from advimage.defend.nim.defense import De3Defense
+    from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 
     torch.manual_seed(0)
     nim = NIMAutoencoder(NIMConfig(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=32,

@@ -1,5 +1,5 @@
 """CacheModel on CIFAR-10 with the reference ResNet-20 (../shared): a 2,000-image balanced cache
-(the full 50k-key run is `advimage.defend.cache_experiment`, too slow for tests)."""
+(the full 50k-key run is `advimage.studies.cache.experiment`, too slow for tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from advimage.data import load_dataset
-from advimage.defend import CacheModel
+from advimage.defend.cache import CacheModel, save_cache
 from advimage.hub import load_model
 
 pytestmark = pytest.mark.shared
@@ -70,10 +70,10 @@ def test_mixture_output_and_faiss_agreement(cifar):
 
 
 def test_minimal_budget_study(cifar, cifar10_root, tmp_path):
-    from advimage.defend.cache_minimal import minimal_study
+    from advimage.studies.cache.minimal import minimal_study
 
     model, cache, *_ = cifar
-    path = cache.save(tmp_path / "c", meta={"theta_cache_only": 20.0})
+    path = save_cache(cache, tmp_path / "c", meta={"theta_cache_only": 20.0})
     res = minimal_study(model, path, data_root=str(cifar10_root), out=tmp_path / "m", n=20,
                         grid_255=(1, 2, 4, 8, 16), steps=3, k=50)
     s, per = res["summary"], res["per_image_255"]

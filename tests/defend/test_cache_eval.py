@@ -1,21 +1,21 @@
-"""Cache evaluation glue (Orhan, 2018) on the bundled digits model: the ``cache`` harness
-defense (and its BPDA surrogate), ``--defense`` in ``advimage eval robust``, the paired
-bootstrap, the demo section, and the accuracy / depth / robustness studies on tiny caches."""
+"""The ``cache`` harness defense (Orhan, 2018) on the bundled digits model: its BPDA surrogate,
+``--defense`` in ``advimage eval robust`` and the run harness on tiny caches.
+The studies' tests are in ``tests/studies/cache``."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from advimage.cli import main
 from advimage.data import load_dataset
-from advimage.defend import CacheModel
-from advimage.defend.cache_eval import CacheDefense, paired_bootstrap, parse_defense_arg
-from advimage.eval.defenses import build_defense, defense_flags, list_defenses
+from advimage.defend.cache import CacheModel, save_cache
+from advimage.defend.cache.defense import CacheDefense
+from advimage.defend.registry import build_defense, list_defenses, parse_defense_arg
 from advimage.hub import load_model
+from advimage.model_flags import model_flags
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +30,8 @@ def digits():
 def saved_cache(digits, tmp_path):
     model, train, _, _ = digits
     cache = CacheModel.build(model, ["relu3"], train, theta=20.0, lam=0.5)
-    cache.save(tmp_path / "c", meta={"theta_cache_only": 10.0})
+    save_cache(cache, tmp_path / "c", meta={"theta_cache_only": 10.0})
     return cache, tmp_path / "c"
-
-
-# ------------------------------------------------------------------ paired bootstrap
-def test_paired_bootstrap_matches_the_normal_approximation():
-    rng = np.random.default_rng(1)
-    a = rng.random(4000) < 0.80  # (N,) correct under model a
-    b = np.where(rng.random(4000) < 0.9, a, ~a)  # 10% of outcomes flipped
-    res = paired_bootstrap(a, b, n_boot=4000, seed=0)
-    d = a.astype(float) - b.astype(float)
-    se = d.std(ddof=1) / np.sqrt(d.size)  # independent: CLT standard error of the mean gain
-    assert res["gain"] == pytest.approx(a.mean() - b.mean())
-    assert res["lo"] == pytest.approx(d.mean() - 1.96 * se, abs=0.25 * se)
-    assert res["hi"] == pytest.approx(d.mean() + 1.96 * se, abs=0.25 * se)
-
-
-def test_paired_bootstrap_identical_models_and_errors():
-    a = np.array([1, 0, 1, 1], bool)
-    assert paired_bootstrap(a, a) == {"gain": 0.0, "lo": 0.0, "hi": 0.0, "n": 4, "n_boot": 2000}
-    with pytest.raises(ValueError, match="equal non-empty"):
-        paired_bootstrap(a, a[:3])
-    with pytest.raises(ValueError, match="n_boot"):
-        paired_bootstrap(a, a, n_boot=0)
 
 
 # ------------------------------------------------------------------ harness defense
@@ -63,8 +41,8 @@ def test_cache_defense_is_registered_and_reproduces_the_cache(digits, saved_cach
     assert "cache" in list_defenses()
     defended = build_defense("cache", model, {"path": str(path)})
     assert isinstance(defended, CacheDefense)
-    assert defense_flags(defended) == {"is_randomized": False, "is_differentiable": True,
-                                       "uses_bpda": False}
+    assert model_flags(defended).as_row() == {"is_randomized": 0, "is_differentiable": 1,
+                                              "uses_bpda": 0}
     with torch.no_grad():
         torch.testing.assert_close(defended(x), cache(x))
         only = build_defense("cache", model, {"path": str(path), "lam": 1, "theta": 10})
@@ -75,7 +53,7 @@ def test_cache_defense_bpda_uses_the_surrogate_gradient(digits, saved_cache):
     model, _, x, y = digits
     cache, path = saved_cache
     defended = build_defense("cache", model, {"path": str(path), "bpda_theta": 2})
-    assert defense_flags(defended)["uses_bpda"] and not defense_flags(defended)["is_differentiable"]
+    assert model_flags(defended).uses_bpda and not model_flags(defended).is_differentiable
     xa = x[:8].clone().requires_grad_(True)
     out = defended(xa)
     torch.nn.functional.nll_loss(out, y[:8]).backward()
@@ -122,68 +100,6 @@ def test_eval_robust_cli_attacks_the_defended_model(digits, saved_cache, tmp_pat
     assert "needs options.path" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ studies
-def test_accuracy_study_tunes_and_bootstraps(digits, tmp_path):
-    from advimage.defend.cache_study import accuracy_study
-
-    model = digits[0]
-    res = accuracy_study(model, "cnn", data_root=None, out=tmp_path / "a",
-                         feats_dir=tmp_path / "f", layers=["relu3"], data="digits",
-                         train_limit=300, test_limit=100, n_boot=200)
-    correct = np.load(tmp_path / "a" / "correct.npz")
-    for kind in ("baseline", "cache", "cache_only"):
-        assert res[f"{kind}_test_accuracy"] == pytest.approx(correct[kind].mean())
-    assert res["gain_cache"]["gain"] == pytest.approx(
-        correct["cache"].mean() - correct["baseline"].mean())
-    x, y = load_dataset("digits", "test").balanced(100).tensors()
-    with torch.no_grad():  # independent: the network's own predictions
-        assert res["baseline_test_accuracy"] == pytest.approx(
-            float((model(x).argmax(1) == y).float().mean()))
-    assert len(res["grid"]) == 9 * 21 and res["n_keys"] == 300
-
-
-def test_depth_study_matches_a_float64_cache(digits, tmp_path):
-    from advimage.defend.cache_study import depth_study
-
-    model = digits[0]
-    res = depth_study(model, "cnn", data_root=None, out=tmp_path, feats_dir=tmp_path / "f",
-                      layers=("relu1", "fc2"), n_test=50, n_val=50, n_keys=300, data="digits")
-    assert [r["layer"] for r in res["rows"]] == ["relu1", "fc2"]
-    row = res["rows"][1]  # keys = logits
-    train = load_dataset("digits", "train").balanced(300)
-    xt, yt = train.tensors()
-    xq, yq = load_dataset("digits", "test").balanced(50).tensors()
-    with torch.no_grad():
-        k = torch.nn.functional.normalize(model(xt).double(), dim=1)  # (N, K) unit logits
-        q = torch.nn.functional.normalize(model(xq).double(), dim=1)
-    w = torch.exp(row["theta"] * (q @ k.T - 1))  # (B, N), float64 cache weights
-    p = torch.zeros(len(yq), 10, dtype=torch.float64).index_add_(1, yt, w)
-    assert row["test_accuracy"] == pytest.approx(float((p.argmax(1) == yq).double().mean()),
-                                                  abs=1 / 50 + 1e-9)
-
-
-def test_robustness_study_worst_case_and_min_eps(digits, saved_cache, tmp_path):
-    pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import robustness_study
-
-    model = digits[0]
-    _, path = saved_cache
-    res = robustness_study(model, path, data_root=None, out=tmp_path / "r", data="digits",
-                           n=20, eps=0.2, curve_eps=(0.05,), steps=3, curve_steps=2,
-                           eval_mode="exact", k=50)
-    saved = json.loads((tmp_path / "r" / "robust.json").read_text())
-    assert saved["attacks"] == res["attacks"] and len(res["attacks"]) == 9 + 3
-    for e, worst in res["worst_case"].items():
-        rows = [r for r in res["attacks"] if f"{r['eps']:.6g}" == e]
-        for c, acc in worst.items():
-            assert acc <= min(r[c] for r in rows) + 1e-9  # worst case over attacks
-    assert res["worst_case"]["0.2"]["baseline"] < res["clean"]["baseline"]
-    for c, m in res["min_eps"].items():
-        need = np.array(m["per_image_eps_255"]) / 255
-        assert ((need == 0).mean()) == pytest.approx(1 - res["clean"][c])
-        assert m["survive_all"] <= round(res["worst_case"]["0.2"][c] * 20)
-
-
 def test_run_harness_with_cache_defenses(digits, saved_cache, tmp_path):
     """`advimage run` machinery: cache, cache-only and BPDA rows; flags recorded; clean
     accuracy of the cache row equals the cache's own accuracy on the same images."""
@@ -219,7 +135,7 @@ def test_run_harness_with_cache_defenses(digits, saved_cache, tmp_path):
 
 def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, saved_cache):
     pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import ClassTopMCache
+    from advimage.defend.cache.topm import ClassTopMCache
 
     model, _, x, y = digits
     cache, _ = saved_cache
@@ -239,7 +155,7 @@ def test_class_topm_copy_is_exact_with_all_keys_and_unmasks_gradients(digits, sa
 
 def test_cache_defense_bpda_in_faiss_mode_uses_class_topm(digits, saved_cache):
     pytest.importorskip("faiss")
-    from advimage.defend.cache_robust import ClassTopMCache
+    from advimage.defend.cache.topm import ClassTopMCache
 
     model, _, x, y = digits
     cache, path = saved_cache

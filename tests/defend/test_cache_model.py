@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from advimage.attacks import create_attack
-from advimage.defend import CacheModel, load_cache, tune_cache
-from advimage.defend.cache_tune import sweep_grid
+from advimage.defend.cache import CacheModel, load_cache, save_cache
 from advimage.models import wrap_model
+from advimage.studies.cache.tune import sweep_grid, tune_cache
 
 K = 4  # classes
 
@@ -123,7 +123,7 @@ def test_wraps_only_image_classifiers(setup):
 
 def test_save_load_roundtrip_and_wrong_model(setup, tmp_path):
     model, cache, x, _ = setup
-    path = cache.save(tmp_path / "c", meta={"note": "t"})
+    path = save_cache(cache, tmp_path / "c", meta={"note": "t"})
     info = json.loads((tmp_path / "c.json").read_text())
     assert path.name == "c.safetensors"
     assert info["layers"] == ["0", "2"] and info["theta"] == 20.0 and info["lam"] == 0.4
@@ -132,7 +132,7 @@ def test_save_load_roundtrip_and_wrong_model(setup, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x[:10]), cache(x[:10]))
     with pytest.raises(ValueError, match="built for another model"):
-        CacheModel.load(tmp_path / "c.safetensors", _model(seed=1))
+        load_cache(tmp_path / "c.safetensors", _model(seed=1))
 
 
 def test_surrogate_gives_useful_gradients_where_large_theta_masks_them(setup):

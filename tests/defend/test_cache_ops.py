@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advimage.defend.cache_ops import class_log_sum_exp, mix_log_probs, topk_class_log_sum_exp
+from advimage.defend.cache.ops import class_log_sum_exp, mix_log_probs, topk_class_log_sum_exp
 
 
 def _np_class_lse(q: np.ndarray, keys: np.ndarray, labels: np.ndarray, theta: float, k: int):

@@ -6,17 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from advimage.defend.nim_defense import De3Defense, build_nim_defense
-from advimage.defend.nim_io import load_nim, save_nim
-from advimage.defend.nim_model import (
+from advimage.defend.nim.defense import De3Defense, build_nim_defense
+from advimage.defend.nim.io import load_nim, save_nim
+from advimage.defend.nim.model import (
     NIMAutoencoder,
     NIMConfig,
     normalized_patches,
     patchify,
     unpatchify,
 )
-from advimage.defend.nim_train import pretrain
-from advimage.eval.defenses import build_defense, defense_flags, list_defenses
+from advimage.defend.registry import build_defense, list_defenses
+from advimage.model_flags import model_flags
+from advimage.studies.nim.train import pretrain
 
 TINY = dict(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=32, enc_depth=2,
             enc_heads=2, dec_dim=32, dec_depth=1, dec_heads=2)
@@ -106,7 +107,7 @@ def test_pretrain_loss_decreases(tmp_path, mode) -> None:
 
 
 def test_resume_is_exact(tmp_path, monkeypatch) -> None:
-    import advimage.defend.nim_train as nt
+    import advimage.studies.nim.train as nt
 
     cfg = NIMConfig(**TINY)
     x = _digits(32)
@@ -145,11 +146,11 @@ def test_de3_shape_randomness_and_seed(tmp_path) -> None:
         assert not torch.allclose(a, b)
         p = d.purify(x)
     assert float(p.min()) >= 0 and float(p.max()) <= 1
-    flags = defense_flags(d)
-    assert flags["is_randomized"] and flags["is_differentiable"] and not flags["uses_bpda"]
+    flags = model_flags(d)
+    assert flags.is_randomized and flags.is_differentiable and not flags.uses_bpda
     seeded = _defense(tmp_path, sigma_test=40.0, noise_seed=7)
     seeded.load_state_dict(d.state_dict())
-    assert not defense_flags(seeded)["is_randomized"]  # a fixed draw: deterministic
+    assert not model_flags(seeded).is_randomized  # a fixed draw: deterministic
     with torch.no_grad():
         assert torch.equal(seeded(x), seeded(x))
         # one (C, H, W) draw shared by every image, made on the CPU from the seed

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from advimage.cli import main
-from advimage.defend.nim_io import load_nim
+from advimage.defend.nim.io import load_nim
 
 TINY = ["--data", "digits", "--limit", "64", "--patch-size", "2", "--enc-dim", "32",
         "--enc-depth", "1", "--enc-heads", "2", "--dec-dim", "32", "--dec-depth", "1",
@@ -39,7 +39,7 @@ def test_eval_robust_cli_attacks_de3(tmp_path, capsys) -> None:
     import torch
 
     from advimage.data import load_dataset
-    from advimage.defend.nim_defense import De3Defense
+    from advimage.defend.nim.defense import De3Defense
     from advimage.hub import load_model
 
     torch.set_num_threads(1)

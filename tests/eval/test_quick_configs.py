@@ -119,9 +119,9 @@ def test_nim_quick(checkout) -> None:
     import torch
 
     from advimage.data import load_dataset
-    from advimage.defend.nim_finetune import finetune
-    from advimage.defend.nim_model import NIMConfig
-    from advimage.defend.nim_train import pretrain
+    from advimage.defend.nim.model import NIMConfig
+    from advimage.studies.nim.finetune import finetune
+    from advimage.studies.nim.train import pretrain
     from advimage.train import TrainConfig
 
     images = load_dataset("cifar10", "train", data_root="../shared/data/cifar10").balanced(

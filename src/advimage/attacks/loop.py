@@ -12,8 +12,9 @@ Adversarial Attacks", written once with the practical details every iterative at
   (successful, else highest loss);
 * Expectation over Transformation (Athalye et al., 2018): ``eot > 1`` averages the input
   gradient over that many passes, for randomized models; a model that *declares* itself
-  deterministic (``is_randomized`` False on the model and True on none of its submodules, e.g.
-  a noise defense at sigma 0 or with its draw fixed) gets one pass, the same gradient;
+  deterministic (:func:`advimage.model_flags.model_flags`: ``is_randomized`` False on the model
+  and on every flag-declaring submodule, e.g. a noise defense at sigma 0 or with its draw
+  fixed) gets one pass, the same gradient;
 * memory grows with the batch only; no iterate history is kept.
 
 Subclasses customise the hooks :meth:`init`, :meth:`init_state`, :meth:`loss_fn`,
@@ -32,7 +33,10 @@ from torch import Tensor
 
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.losses import get_loss, is_success
+from advimage.attacks.preparation import AtDtype
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, attack_remaining, take
+from advimage.model_flags import DeclaresFlags, model_flags
+from advimage.precision import AutocastModel
 
 __all__ = ["SCHEDULES", "IterativeAttack", "declares_deterministic", "input_gradient"]
 
@@ -43,16 +47,22 @@ _STEP_MILESTONES = (0.5, 0.75)
 
 
 def declares_deterministic(model: Model) -> bool:
-    """True only if ``model`` says ``is_randomized`` is False and so does every submodule that
-    carries the attribute (a nested wrapper left undeclared, ``None``, counts as random).
+    """True only if ``model`` declares ``is_randomized`` False and so does every flag-declaring
+    submodule (a deterministic wrapper around a random defense stays random).
 
-    Models that declare nothing count as possibly random: only an explicit declaration lets EOT
-    skip its repeated passes, so an undeclared random model is never attacked with fewer draws.
+    Flags are read by :func:`advimage.model_flags.model_flags`, as the evaluation harness reads
+    them: a model that declares nothing (a plain classifier, a callable) counts as possibly
+    random, so EOT skips its repeated passes only on an explicit declaration. The precision
+    wrappers an attack puts around the model itself (``AutocastModel``, ``AtDtype``) are
+    seen through.
     """
-    if getattr(model, "is_randomized", None) is not False:
+    while isinstance(model, (AutocastModel, AtDtype)):
+        model = model.inner
+    if model_flags(model).is_randomized is not False:
         return False
     if isinstance(model, torch.nn.Module):
-        return all(getattr(m, "is_randomized", False) is False for m in model.modules())
+        return all(model_flags(m).is_randomized is False for m in model.modules()
+                   if isinstance(m, DeclaresFlags))
     return True
 
 

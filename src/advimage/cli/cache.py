@@ -28,7 +28,7 @@ def _cache_inputs(
     a: argparse.Namespace,
 ) -> tuple[nn.Module, list[str], ImageDataset, list[float], list[float]]:
     """``(model, layers, data, thetas, lambdas)`` of ``cache build|tune``'s options."""
-    from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS
+    from advimage.studies.cache.tune import DEFAULT_LAMBDAS, DEFAULT_THETAS
 
     check_out_arg(a, "prefix")
     layers = [n.strip() for n in a.layers.split(",") if n.strip()]
@@ -44,12 +44,12 @@ def _cache_inputs(
 
 def cmd_cache_build(a: argparse.Namespace) -> int:
     """Build a cache at fixed theta/lambda and save it."""
-    from advimage.defend import CacheModel
+    from advimage.defend.cache import CacheModel, save_cache
 
     model, layers, ds, _, _ = _cache_inputs(a)
     cache = CacheModel.build(model, layers, ds, flip=a.flip, batch_size=a.batch_size,
                              theta=a.theta, lam=a.lam)
-    path = cache.save(a.out, meta={"data": a.data, "split": a.split, "limit": a.limit})
+    path = save_cache(cache, a.out, meta={"data": a.data, "split": a.split, "limit": a.limit})
     print(f"cache of {cache.keys.shape[0]} keys (dim {cache.keys.shape[1]}), "
           f"theta={cache.theta:g} lambda={cache.lam:g} -> {path}")
     return 0
@@ -57,12 +57,13 @@ def cmd_cache_build(a: argparse.Namespace) -> int:
 
 def cmd_cache_tune(a: argparse.Namespace) -> int:
     """Pick theta/lambda by held-out accuracy, then build and save the cache."""
-    from advimage.defend import tune_cache
+    from advimage.defend.cache import save_cache
+    from advimage.studies.cache.tune import tune_cache
 
     model, layers, ds, thetas, lambdas = _cache_inputs(a)
     cache, res = tune_cache(model, layers, ds, val_fraction=a.val_fraction, thetas=thetas,
                             lambdas=lambdas, flip=a.flip, batch_size=a.batch_size, seed=a.seed)
-    path = cache.save(a.out, meta={"data": a.data, "split": a.split, "limit": a.limit,
+    path = save_cache(cache, a.out, meta={"data": a.data, "split": a.split, "limit": a.limit,
                                    "tuning": res.as_dict()})
     print(f"theta={res.theta:g} lambda={res.lam:g}: validation accuracy {res.val_accuracy:.4f} "
           f"(model alone {res.base_val_accuracy:.4f}, cache only "

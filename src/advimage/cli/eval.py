@@ -31,7 +31,7 @@ __all__ = ["add_eval_parser", "cmd_eval_detection", "cmd_eval_robust", "cmd_eval
 
 def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]) -> RunConfig:
     """The run config of ``eval robust``'s options: no checks, no examples, one defense."""
-    from advimage.defend.cache_eval import parse_defense_arg
+    from advimage.defend.registry import parse_defense_arg
     from advimage.eval.config import parse_config
 
     attacks = []

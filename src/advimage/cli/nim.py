@@ -5,7 +5,7 @@ or its masked-image-modeling baseline on a registered dataset's training split.
 The run folder holds per-epoch ``state.*`` (resumed when present) and the final ``nim.*``
 checkpoint that the ``nim`` harness defense loads (``options: {path: RUN/nim}``).
 ``advimage nim finetune`` trains a ``nim-vit`` classifier from that checkpoint's encoder on
-De^3 reconstructions (:mod:`advimage.defend.nim_finetune`).
+De^3 reconstructions (:mod:`advimage.studies.nim.finetune`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ _FINETUNE_HELP = {
 def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     """Load the data, pre-train, print the last epoch's loss and the checkpoint path."""
     from advimage.data import load_dataset
-    from advimage.defend.nim_model import NIMConfig
-    from advimage.defend.nim_train import pretrain
+    from advimage.defend.nim.model import NIMConfig
+    from advimage.studies.nim.train import pretrain
 
     check_out_arg(a, "dir")
     ds = load_dataset(a.data, "train", data_root=a.data_root)
@@ -68,7 +68,7 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
 
 def cmd_nim_finetune(a: argparse.Namespace) -> int:
     """Fine-tune on De^3 reconstructions; print test accuracies and the checkpoint path."""
-    from advimage.defend.nim_finetune import finetune
+    from advimage.studies.nim.finetune import finetune
 
     check_out_arg(a, "dir")
     cfg = train_config(a, model="nim-vit")  # the same recipe plumbing as `advimage train`

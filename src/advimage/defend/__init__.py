@@ -1,40 +1,52 @@
-"""advimage.defend: defenses that wrap a classifier.
+"""advimage.defend: defenses, each a :class:`Defense` over a classifier (images in [0, 1] ->
+logits), registered by name for run configs (:mod:`advimage.defend.registry`).
 
-- :class:`CacheModel`: Orhan (2018), "A Simple Cache Model for Image Recognition": a
-  key-value memory of the training set's late-layer features mixed with the network's output.
-- :class:`NIMAutoencoder` / :class:`De3Defense`: You et al. (2023), noisy image modeling and
-  its denoise-then-classify defense (``nim`` in the run harness).
+Registered defenses (one import line each below registers one file's defenses):
+
+- ``none``, ``quantize`` (Xu, Evans & Qi, 2018), ``gaussian-noise`` (Cohen et al., 2019):
+  :mod:`advimage.defend.baselines`;
+- ``jpeg``: JPEG compression (Guo et al., 2018), :mod:`advimage.defend.jpeg`;
+- ``cache``: Orhan (2018), "A Simple Cache Model for Image Recognition",
+  :mod:`advimage.defend.cache`;
+- ``nim``: You et al. (2023), noisy image modeling's denoise-then-classify De^3 defense,
+  :mod:`advimage.defend.nim`.
+
+Studies built on these defenses live in :mod:`advimage.studies`; nothing here imports the
+evaluation harness.
 """
 
-from advimage.defend.cache import CacheModel, check_lambda, check_theta
-from advimage.defend.cache_index import FaissKeyIndex
-from advimage.defend.cache_io import load_cache, save_cache
-from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, TuneResult, tune_cache
-from advimage.defend.nim_defense import De3Defense
-from advimage.defend.nim_finetune import finetune as nim_finetune
-from advimage.defend.nim_io import load_nim, save_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
-from advimage.defend.nim_train import pretrain as nim_pretrain
+from advimage.defend import baselines, cache, jpeg, nim  # noqa: F401 -- registers the defenses
+from advimage.defend.base import Defense, TransformDefense
+from advimage.defend.baselines import NoDefense
+from advimage.defend.cache import CacheDefense, CacheModel, FaissKeyIndex, load_cache, save_cache
+from advimage.defend.nim import De3Defense, NIMAutoencoder, NIMConfig, load_nim, save_nim
+from advimage.defend.registry import (
+    DEFENSES,
+    build_defense,
+    defense_options,
+    list_defenses,
+    parse_defense_arg,
+    register_defense,
+)
 
 __all__ = [
+    "DEFENSES",
+    "CacheDefense",
     "CacheModel",
-    "DEFAULT_LAMBDAS",
-    "DEFAULT_THETAS",
     "De3Defense",
+    "Defense",
     "FaissKeyIndex",
     "NIMAutoencoder",
     "NIMConfig",
-    "TuneResult",
-    "check_lambda",
-    "check_theta",
+    "NoDefense",
+    "TransformDefense",
+    "build_defense",
+    "defense_options",
+    "list_defenses",
     "load_cache",
     "load_nim",
-    "nim_finetune",
-    "nim_pretrain",
+    "parse_defense_arg",
+    "register_defense",
     "save_cache",
     "save_nim",
-    "tune_cache",
 ]
-
-# registers the ``cache`` defense of the run harness (advimage.eval.defenses)
-import advimage.defend.cache_eval  # noqa: E402,F401

@@ -2,10 +2,11 @@
 
 A run config names the model, the data, the attack grid (each attack with its threat model:
 norm and a list of budgets), defenses and detectors (by registry name, see
-:mod:`advimage.eval.defenses`), the report's metrics and the gradient-masking checks. Every
-section is validated by a small schema: an unknown key or a wrong type is a one-line
-``ValueError`` naming the key and the allowed keys or values, so a typo never silently falls
-back to a default. Relative paths resolve against the config file's folder, then the cwd.
+:mod:`advimage.defend.registry` and :mod:`advimage.detect.registry`), the report's metrics and
+the gradient-masking checks. Every section is validated by a small schema: an unknown key or
+a wrong type is a one-line ``ValueError`` naming the key and the allowed keys or values, so a
+typo never silently falls back to a default. Relative paths resolve against the config file's
+folder, then the cwd.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from advimage.defend.registry import list_defenses
 from advimage.detect.registry import list_detectors
 from advimage.eval.config_schema import Key, positive_int, resolve_path, section
 from advimage.validation import parse_fraction
@@ -181,8 +183,6 @@ def _components(where: str, items: object, registry_names: Callable[[], Sequence
 
 def parse_config(raw: object, base: Path | None = None) -> RunConfig:
     """Validate a config mapping (as loaded from YAML) and resolve its paths against ``base``."""
-    from advimage.eval.defenses import list_defenses
-
     top = section("", raw, {
         "name": Key((str,)),
         "description": Key((str,), ""),

@@ -29,14 +29,15 @@ from advimage.attacks.base import Attack
 from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
+from advimage.defend.registry import build_defense
 from advimage.detect.registry import build_detector
 from advimage.errors import ConfigMismatchError, CorruptFileError
 from advimage.eval.batch import batch_seed
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
-from advimage.eval.defenses import build_defense, defense_flags
 from advimage.eval.run_batch import RunParts, run_batch
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.hub import load_model
+from advimage.model_flags import model_flags
 from advimage.oom import oom_guard
 from advimage.precision import check_precision, with_precision
 from advimage.utils import resolve_device, run_metadata, write_json
@@ -72,7 +73,7 @@ def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[st
 def _defense_rows(config: RunConfig,
                   defended: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
     return [{"defense": label, "name": d.name, "options": json.dumps(d.options),
-             **{k: int(v) for k, v in defense_flags(m).items()}, "position": i}
+             **model_flags(m).as_row(), "position": i}
             for i, ((label, m), d) in enumerate(zip(defended, config.defenses, strict=True))]
 
 

@@ -1,10 +1,10 @@
 """ViT classifier whose trunk is a NIM / MIM encoder (You et al., NeurIPS 2023, "Beyond
 Pretrained Features: Noisy Image Modeling Provides Adversarial Defense").
 
-``nim-vit`` has exactly the encoder of :class:`advimage.defend.nim_model.NIMAutoencoder`
+``nim-vit`` has exactly the encoder of :class:`advimage.defend.nim.model.NIMAutoencoder`
 (conv patch embedding, class token, learned position embeddings, pre-norm blocks, final
 LayerNorm; same parameter names and shapes) plus a fresh linear head, so the encoder's
-weights copy in one-to-one (:func:`advimage.defend.nim_finetune.finetune`).
+weights copy in one-to-one (:func:`advimage.studies.nim.finetune.finetune`).
 
 Pooling: ``pool="mean"`` (default) averages the patch tokens (class token excluded) and
 LayerNorms the average, as MAE's fine-tuning does (He et al., 2022, ``global_pool``) and as the
@@ -13,7 +13,7 @@ One deviation from MAE: the pooled feature's LayerNorm is the encoder's final ``
 (initialized from the pre-trained one) rather than a new ``fc_norm`` at identity.
 
 Inputs are [0, 1] images and there is no normalization inside the model: the NIM encoder was
-pre-trained on raw [0, 1] pixels (plus noise), see :mod:`advimage.defend.nim_train`.
+pre-trained on raw [0, 1] pixels (plus noise), see :mod:`advimage.studies.nim.train`.
 """
 
 from __future__ import annotations

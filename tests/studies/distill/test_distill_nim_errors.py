@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from advimage.cli import main
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_train import pretrain
+from advimage.defend.nim.io import load_nim
 from advimage.errors import CorruptFileError, TrainingDivergedError, UserInputError
 from advimage.studies.distill import DistillConfig
+from advimage.studies.nim.train import pretrain
 from cli_helpers import error_message
 
 QUICK = ["--quick", "--epochs", "1", "--train-limit", "128", "--test-limit", "64", "--no-progress",
@@ -91,7 +91,7 @@ def test_nim_pretrain_refuses_bad_numbers_and_divergence(argv, needle, tmp_path,
 
 
 def test_nim_pretrain_library_divergence_keeps_last_good_state(tmp_path, monkeypatch) -> None:
-    from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+    from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 
     torch.manual_seed(0)
     images = torch.rand(32, 1, 8, 8)

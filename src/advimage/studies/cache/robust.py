@@ -31,12 +31,13 @@ from torch import Tensor, nn
 from advimage.attacks.registry import create_attack
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel
-from advimage.defend.cache_io import read_cache_info
-from advimage.defend.cache_ops import mix_log_probs, topk_class_log_sum_exp
+from advimage.defend.cache.io import load_cache, read_cache_info
+from advimage.defend.cache.ops import mix_log_probs
+from advimage.defend.cache.topm import ClassTopMCache
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
 
-__all__ = ["ClassTopMCache", "cache_predictions", "class_topm_attacks", "robustness_study"]
+__all__ = ["cache_predictions", "class_topm_attacks", "min_eps", "robustness_study"]
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +97,67 @@ def robustness_study(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
+    views = _views(model, cache, k, surrogate_theta, theta_only)
+    scorer = cache if eval_mode == "exact" else views["cache"]
+    x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()
+    clean = cache_predictions(scorer, theta_only, x)
+    correct: dict[str, np.ndarray] = {f"clean/{c}": (clean[c] == y).numpy() for c in CLASSIFIERS}
+    rows: list[dict[str, Any]] = []
+
+    def summary() -> dict[str, Any]:
+        return {"n": n, "eps": eps, "steps": steps, "curve_steps": curve_steps,
+                "surrogate_theta": surrogate_theta, "k": k, "theta": cache.theta,
+                "lam": cache.lam, "theta_cache_only": theta_only, "eval_mode": eval_mode,
+                "n_keys": len(cache.keys),
+                "layers": cache.layers,
+                "clean": {c: float(correct[f"clean/{c}"].mean()) for c in CLASSIFIERS},
+                "attacks": rows, "worst_case": _worst_case(rows, correct),
+                "min_eps": min_eps(rows, correct),
+                "seconds": round(time.perf_counter() - t0, 1), **run_metadata(None, seed)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, source, e, n_steps in _plan(eps, steps, curve_eps, curve_steps):
+        t1 = time.perf_counter()
+        x_adv = _attack(name, e, n_steps, seed)(views[source], x, y)
+        t_attack = time.perf_counter() - t1
+        rows.append(_score(cache_predictions(scorer, theta_only, x_adv), x_adv, x, y, correct,
+                           {"attack": name, "steps": n_steps, "crafted_on": source, "eps": e,
+                            "seconds": round(t_attack, 1)}))
+        write_json(out / "robust.json", summary())
+        np.savez_compressed(out / "robust_correct.npz", **correct)
+    return summary()
+
+
+def _score(pred: dict[str, Tensor], x_adv: Tensor, x: Tensor, y: Tensor,
+           correct: dict[str, np.ndarray], spec: dict[str, Any]) -> dict[str, Any]:
+    """One attack's result row; records each classifier's per-image outcome in ``correct``."""
+    name, n_steps, e = spec["attack"], spec["steps"], spec["eps"]
+    label = f"{name}{'' if name == 'fgsm' else n_steps}:{spec['crafted_on']}@{e * 255:.3g}/255"
+    row = {"label": label, **spec, "linf": float((x_adv - x).abs().amax())}
+    for c in CLASSIFIERS:
+        correct[f"{label}/{c}"] = (pred[c] == y).numpy()
+        row[c] = float(correct[f"{label}/{c}"].mean())
+    log.info("%s: %s (%.0fs)", label, {c: row[c] for c in CLASSIFIERS}, spec["seconds"])
+    return row
+
+
+def _views(model: ImageClassifier, cache: CacheModel, k: int, surrogate_theta: float,
+           theta_only: float) -> dict[str, nn.Module]:
+    """The attacked models: baseline, FAISS top-``k`` cache copies and their surrogates."""
     view = cache.replace(mode="faiss", k=k, query_chunk=50)  # attack copies, top-k gradients
-    views: dict[str, nn.Module] = {
+    return {
         "baseline": model,
         "cache": view,
         "cache@surrogate": view.replace(theta=surrogate_theta),
         "cache_only": view.replace(lam=1.0, theta=theta_only),
         "cache_only@surrogate": view.replace(lam=1.0, theta=surrogate_theta),
     }
-    scorer = cache if eval_mode == "exact" else view
-    x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()
-    clean = cache_predictions(scorer, theta_only, x)
-    correct: dict[str, np.ndarray] = {f"clean/{c}": (clean[c] == y).numpy() for c in CLASSIFIERS}
-    rows: list[dict[str, Any]] = []
+
+
+def _plan(eps: float, steps: int, curve_eps: tuple[float, ...],
+          curve_steps: int) -> list[tuple[str, str, float, int]]:
+    """``(attack, crafted on, eps, steps)`` in run order: main budget first, then the curve."""
     plan = [("fgsm", "baseline", eps, 1), ("pgd", "baseline", eps, steps),
             ("apgd-ce", "baseline", eps, steps)]
     for target in ("cache", "cache_only"):
@@ -117,46 +165,23 @@ def robustness_study(
                  ("apgd-ce", target, eps, steps)]
     for e in curve_eps:
         plan += [("pgd", v, e, curve_steps) for v in ("baseline", "cache", "cache_only")]
-
-    def summary() -> dict[str, Any]:
-        budgets = sorted({r["eps"] for r in rows})
-        worst = {}
-        for e in budgets:
-            keys = [f"{r['label']}/{c}" for r in rows if r["eps"] == e for c in CLASSIFIERS]
-            worst[f"{e:.6g}"] = {
-                c: float(np.logical_and.reduce(
-                    [correct[key] for key in keys if key.endswith("/" + c)]
-                    + [correct[f"clean/{c}"]]).mean()) for c in CLASSIFIERS}
-        return {"n": n, "eps": eps, "steps": steps, "curve_steps": curve_steps,
-                "surrogate_theta": surrogate_theta, "k": k, "theta": cache.theta,
-                "lam": cache.lam, "theta_cache_only": theta_only, "eval_mode": eval_mode,
-                "n_keys": len(cache.keys),
-                "layers": cache.layers,
-                "clean": {c: float(correct[f"clean/{c}"].mean()) for c in CLASSIFIERS},
-                "attacks": rows, "worst_case": worst, "min_eps": _min_eps(rows, correct),
-                "seconds": round(time.perf_counter() - t0, 1), **run_metadata(None, seed)}
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, source, e, n_steps in plan:
-        t1 = time.perf_counter()
-        x_adv = _attack(name, e, n_steps, seed)(views[source], x, y)
-        t_attack = time.perf_counter() - t1
-        pred = cache_predictions(scorer, theta_only, x_adv)
-        label = f"{name}{'' if name == 'fgsm' else n_steps}:{source}@{e * 255:.3g}/255"
-        row = {"label": label, "attack": name, "steps": n_steps, "crafted_on": source,
-               "eps": e, "seconds": round(t_attack, 1),
-               "linf": float((x_adv - x).abs().amax())}
-        for c in CLASSIFIERS:
-            correct[f"{label}/{c}"] = (pred[c] == y).numpy()
-            row[c] = float(correct[f"{label}/{c}"].mean())
-        rows.append(row)
-        log.info("%s: %s (%.0fs)", label, {c: row[c] for c in CLASSIFIERS}, t_attack)
-        write_json(out / "robust.json", summary())
-        np.savez_compressed(out / "robust_correct.npz", **correct)
-    return summary()
+    return plan
 
 
-def _min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict[str, Any]:
+def _worst_case(rows: list[dict[str, Any]],
+                correct: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per budget and classifier: the share of images surviving every attack at that budget."""
+    worst = {}
+    for e in sorted({r["eps"] for r in rows}):
+        keys = [f"{r['label']}/{c}" for r in rows if r["eps"] == e for c in CLASSIFIERS]
+        worst[f"{e:.6g}"] = {
+            c: float(np.logical_and.reduce(
+                [correct[key] for key in keys if key.endswith("/" + c)]
+                + [correct[f"clean/{c}"]]).mean()) for c in CLASSIFIERS}
+    return worst
+
+
+def min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per classifier: the median over images of the smallest budget fooling them (any attack)."""
     budgets = sorted({r["eps"] for r in rows})
     res = {}
@@ -176,51 +201,6 @@ def _min_eps(rows: list[dict[str, Any]], correct: dict[str, np.ndarray]) -> dict
     return res
 
 
-class ClassTopMCache(nn.Module):
-    """Attack copy of a cache: exact search, then each class's ``m`` most similar keys.
-
-    A FAISS top-k copy gives classes with no candidate ``log p = -inf``: a confident cache-only
-    model then has ``p_y = 1`` exactly and a zero loss gradient (masking by truncation, not
-    robustness). Keeping the top ``m`` keys OF EVERY CLASS keeps every class's
-    log-sum-exp finite (at theta >= 20 it is within ~``log(n_c / m)`` nats of the exact one)
-    while only ``K m`` keys per query enter the backward pass.
-
-    Args:
-        cache: the cache (its keys, theta and lambda unless overridden).
-        m: keys kept per class and query.
-        theta, lam: override the cache's inverse temperature / mixing weight.
-        query_chunk: queries per candidate gather (memory ~ ``query_chunk K m D`` floats).
-    """
-
-    def __init__(self, cache: CacheModel, m: int = 20, theta: float | None = None,
-                 lam: float | None = None, query_chunk: int = 25) -> None:
-        super().__init__()
-        self.cache, self.m, self.query_chunk = cache, m, query_chunk
-        self.theta = cache.theta if theta is None else float(theta)
-        self.lam = cache.lam if lam is None else float(lam)
-        labels = cache.key_labels
-        self.class_index = [torch.nonzero(labels == c).flatten()
-                            for c in range(cache.num_classes)]  # K x (n_c,)
-
-    @torch.no_grad()
-    def _candidates(self, phi: Tensor) -> Tensor:
-        sims = torch.cat([phi @ chunk.float().T for chunk in self.cache.keys.split(8192)],
-                         dim=1)  # (B, N)
-        picks = [idx[sims[:, idx].topk(min(self.m, len(idx)), dim=1).indices]
-                 for idx in self.class_index if len(idx)]
-        return torch.cat(picks, dim=1)  # (B, K m) key indices
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits, phi = self.cache.embed(x)  # (B, K), (B, D)
-        blocks = []
-        for q in phi.split(self.query_chunk):
-            idx = self._candidates(q.detach())
-            lse = topk_class_log_sum_exp(q, self.cache.keys, self.cache.key_labels, idx,
-                                         [self.theta], self.cache.num_classes)[0]  # (b, K)
-            blocks.append(lse - torch.logsumexp(lse, dim=1, keepdim=True))
-        return mix_log_probs(F.log_softmax(logits, dim=1), torch.cat(blocks), self.lam)
-
-
 def class_topm_attacks(
     model: ImageClassifier, cache_path: Path, *, data_root: str | None, out: Path,
     data: str = "cifar10", n: int = 200, eps: tuple[float, ...] = (8 / 255, 2 / 255),
@@ -234,7 +214,7 @@ def class_topm_attacks(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
     views = {"cache[topm]": ClassTopMCache(cache, m),
              "cache_only[topm]": ClassTopMCache(cache, m, theta=theta_only, lam=1.0)}
     x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()

@@ -17,7 +17,7 @@ import gzip
 from collections.abc import Sequence
 from pathlib import Path
 
-from advimage.defend.nim_report_run import EPS_TOL, WORST, Attack, Run
+from advimage.studies.nim.report_run import EPS_TOL, WORST, Attack, Run
 
 __all__ = ["read_samples", "with_worst", "worst_columns", "worst_for"]
 

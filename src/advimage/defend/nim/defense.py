@@ -10,7 +10,7 @@ same for every image and call) or :meth:`De3Defense.set_noise`; the defense then
 deterministic (``is_randomized`` False), as it does at ``sigma_test = 0``.
 
 The harness defense ``nim`` (options ``path``, ``sigma_test``, ``noise_seed``) wraps the run's
-classifier with a checkpoint written by :func:`advimage.defend.nim_train.pretrain`.
+classifier with a checkpoint written by :func:`advimage.studies.nim.train.pretrain`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_model import NIMAutoencoder
-from advimage.eval.defenses import register_defense
+from advimage.defend.base import Defense
+from advimage.defend.nim.io import load_nim
+from advimage.defend.nim.model import NIMAutoencoder
+from advimage.defend.registry import defense_options, register_defense
 from advimage.hub import load_model
 
 __all__ = ["De3Defense", "build_nim_defense", "check_sigma_test"]
@@ -42,7 +43,7 @@ def check_sigma_test(sigma: object) -> float:
     return s
 
 
-class De3Defense(nn.Module):
+class De3Defense(Defense):
     """Noise, reconstruct with a NIM model, clamp to [0, 1], classify.
 
     Args:
@@ -123,11 +124,12 @@ class De3Defense(nn.Module):
         return self.nim.reconstruct(noisy, x).clamp(0.0, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1] -> the classifier's logits ``(B, K)``."""
         return self.classifier(self.purify(x))  # (B, K)
 
 
 @register_defense("nim")
-def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module:
+def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> Defense:
     """The ``nim`` (De^3) defense: options ``path`` (required), ``sigma_test``, ``noise_seed``,
     ``classifier``.
 
@@ -136,11 +138,7 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> nn.Module
     different reconstructions (NIM vs MIM). The checkpoint's image size must match the
     classifier's ``input_shape`` when it has one; the autoencoder goes to the classifier's device.
     """
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for defense 'nim'; allowed: "
-                         f"{', '.join(_OPTIONS)}")
-    o = {**_OPTIONS, **options}
+    o = defense_options("nim", options, _OPTIONS)
     if not o["path"]:
         raise ValueError("defense 'nim' needs options.path: a checkpoint from nim pretrain")
     device = next(iter(model.parameters()), torch.empty(0)).device  # the run's model's

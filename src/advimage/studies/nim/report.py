@@ -8,10 +8,10 @@ measured numbers, example images, training wall-clock, the harness findings), tr
 images-<defense>.png. Baselines are the ``none`` rows of other runs (e.g. a PGD-adversarially-
 trained classifier) on the same images under the same attacks. Every input is checked before
 anything is written, and the files are built in a staging folder, so a failure leaves no mixed
-report. The run's records live in :mod:`advimage.defend.nim_report_run`, the worst case in
-:mod:`advimage.defend.nim_report_worst`, the figures in
-:mod:`advimage.defend.nim_report_images`, the training table in
-:mod:`advimage.defend.nim_report_train`; ``reports/nim/make_report.py`` is the command line.
+report. The run's records live in :mod:`advimage.studies.nim.report_run`, the worst case in
+:mod:`advimage.studies.nim.report_worst`, the figures in
+:mod:`advimage.studies.nim.report_images`, the training table in
+:mod:`advimage.studies.nim.report_train`; ``reports/nim/make_report.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -22,43 +22,31 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from advimage.defend.nim_report_images import (
+from advimage.eval.plots import eps_label, md_row, md_table
+from advimage.studies.nim.report_claims import KNOWN, PAPER, claims
+from advimage.studies.nim.report_images import (
     Curve,
     image_defaults,
     image_rows,
     tradeoff_plot,
 )
-from advimage.defend.nim_report_run import (
+from advimage.studies.nim.report_run import (
     DASH,
     EPS_TOL,
     Attack,
     Defense,
     Run,
     check_baseline,
-    diff,
     load_run,
     pct,
     pick_attack,
     series,
 )
-from advimage.defend.nim_report_train import check_train, training
-from advimage.defend.nim_report_worst import with_worst, worst_for
-from advimage.eval.plots import eps_label, md_row, md_table
+from advimage.studies.nim.report_train import check_train, training
+from advimage.studies.nim.report_worst import with_worst, worst_for
 
 __all__ = ["PAPER", "build", "claims", "findings", "main_table", "setup_table", "tradeoff",
            "write_report"]
-
-# the paper's statements the "claims" tables sit beside (abstract; ImageNet, ViT-B, not CIFAR)
-PAPER = {
-    "mim": "NIM is superior to MIM in adversarial robustness, thanks to its denoising.",
-    "at": "De^3 with NIM performs on par with adversarial training, with a tunable "
-          "accuracy/robustness trade-off (sigma_test).",
-    "known": "Attacks with the noise known vs unknown to the attacker are compared in the "
-             "paper's Fig. 3(a) (see configs/nim-cifar10.yaml).",
-}
-# what "noise known" (a noise_seed) means since commit 0a5754b: one CPU draw for every image
-KNOWN = "one fixed (C, H, W) noise pattern shared by all images (a single noise realization)"
-
 
 def main_table(run: Run, baselines: Mapping[str, Run]) -> list[str]:
     """Accuracy (%) per defense (baselines' ``none`` rows last) and attack, a worst-case column
@@ -172,53 +160,6 @@ def tradeoff(run: Run, baselines: Mapping[str, Run], out: Path, spec: str | None
                      for n, r in refs]
     tradeoff_plot(curves, refs, att, worst, out / "tradeoff.png")
     return [*lines, "", "![trade-off](tradeoff.png)", ""]
-
-
-def claims(run: Run, baselines: Mapping[str, Run], spec: str | None) -> list[str]:
-    """The paper's three claims beside the run: (a) NIM vs MIM, (b) best NIM vs the baselines
-    (adversarial training), (c) noise known vs unknown to the attacker; each under the chosen
-    attack, its EOT version (when run) and the worst case at its budget."""
-    att, eot = pick_attack(run, spec)
-    cols = [a for a in (att, eot, worst_for(run, att)) if a is not None]
-    s = series(run)
-    nim, mim = s.get("NIM", {}), s.get("MIM", {})
-    known = s.get("NIM, noise known", {})
-
-    def rob(d: Defense, a: Attack) -> float | None:
-        return run.robust(d.label, a.key)
-
-    lines = ["## Claims beside the paper", "", "Robust accuracy under "
-             + ", ".join(a.title for a in cols) + ", in %; differences in percentage points.", "",
-             "**(a) NIM vs MIM** (same sigma_test, noise unknown). Paper: " + PAPER["mim"], "",
-             *md_table(["attack", "sigma_test", "NIM", "MIM", "NIM - MIM"],
-                       [[a.title, f"{x:g}", pct(rob(nim[x], a)), pct(rob(mim[x], a)),
-                         diff(rob(nim[x], a), rob(mim[x], a))]
-                        for a in cols for x in sorted(set(nim) & set(mim))]),
-             "", "**(b) Best NIM vs adversarial training.** Paper: " + PAPER["at"], ""]
-    rows = []
-    for a in cols:
-        scored = [d for d in nim.values() if rob(d, a) is not None]
-        if not scored:
-            continue
-        best = max(scored, key=lambda d: (rob(d, a), run.clean(d.label)))
-        for n, b in baselines.items():
-            rows.append([a.title, f"{best.label} (sigma {best.sigma:g})", pct(rob(best, a)),
-                         pct(run.clean(best.label)), n, pct(b.robust("none", a.key)),
-                         pct(b.clean("none")), diff(rob(best, a), b.robust("none", a.key)),
-                         diff(run.clean(best.label), b.clean("none"))])
-    lines += md_table(["attack", "best NIM", "robust", "clean", "baseline", "robust", "clean",
-                       "robust diff", "clean diff"], rows)
-    if not baselines:
-        lines.append("(no --baseline given)")
-    pts = [x for x in sorted(set(nim) & set(known)) if known[x] is not nim[x]]
-    lines += ["", f"**(c) Noise known vs unknown to the attacker** (NIM; known: {KNOWN}). "
-              "Paper: " + PAPER["known"], "",
-              *md_table(["attack", "sigma_test", "unknown", "known", "known - unknown",
-                         "clean unknown", "clean known"],
-                        [[a.title, f"{x:g}", pct(rob(nim[x], a)), pct(rob(known[x], a)),
-                          diff(rob(known[x], a), rob(nim[x], a)), pct(run.clean(nim[x].label)),
-                          pct(run.clean(known[x].label))] for a in cols for x in pts]), ""]
-    return lines
 
 
 def findings(run: Run) -> list[str]:

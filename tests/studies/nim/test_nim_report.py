@@ -1,5 +1,5 @@
 """The De^3 report (You et al., NeurIPS 2023) on synthetic harness runs: the library
-(advimage.defend.nim_report*) and, end to end, the script reports/nim/make_report.py."""
+(advimage.studies.nim.report*) and, end to end, the script reports/nim/make_report.py."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from nim_report_synth import (
 from PIL import Image
 from torch import nn
 
-import advimage.defend.nim_report as report
-from advimage.defend.nim_defense import De3Defense
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_report_images import CELL_IN, IMG_DPI, image_stack
-from advimage.defend.nim_report_run import load_run, parse_pairs, pick_attack
+import advimage.studies.nim.report as report
+from advimage.defend.nim.defense import De3Defense
+from advimage.defend.nim.io import load_nim
+from advimage.studies.nim.report_images import CELL_IN, IMG_DPI, image_stack
+from advimage.studies.nim.report_run import load_run, parse_pairs, pick_attack
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_failure_mid_build_leaves_no_report(setup: dict, tmp_path: Path,
 
 
 def test_config_paths_are_shown_relative_to_the_working_directory(tmp_path, monkeypatch) -> None:
-    from advimage.defend.nim_report import _shown
+    from advimage.studies.nim.report import _shown
 
     monkeypatch.chdir(tmp_path)
     assert _shown(str(tmp_path / "runs" / "m.safetensors")) == "runs/m.safetensors"

@@ -7,10 +7,10 @@ Three studies, each writing JSON (and per-image arrays) under an output folder s
   lambda tuned on held-out TRAINING images, with a paired bootstrap of the gain.
 - ``depth``: cache-only accuracy with keys from one layer at a time (the paper: late layers
   but not the output help most).
-- ``robust`` (in :mod:`advimage.defend.cache_robust`): transfer and white-box attacks.
+- ``robust`` (in :mod:`advimage.studies.cache.robust`): transfer and white-box attacks.
 
 Embeddings are cached on disk (``feats_dir``), so reruns skip the network passes.
-Run ``python -m advimage.defend.cache_study {accuracy,depth,robust} --help``.
+Run ``python -m advimage.studies.cache.study {accuracy,depth,robust} --help``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from advimage.data import load_dataset
-from advimage.defend.cache import CacheModel
-from advimage.defend.cache_eval import paired_bootstrap
-from advimage.defend.cache_features import features_and_logits
-from advimage.defend.cache_ops import mix_log_probs
-from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, sweep_grid
+from advimage.defend.cache import CacheModel, save_cache
+from advimage.defend.cache.features import features_and_logits
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.hub import load_model
 from advimage.models.classifier import ImageClassifier
+from advimage.studies.cache.minimal import minimal_study
+from advimage.studies.cache.robust import class_topm_attacks, robustness_study
+from advimage.studies.cache.stats import paired_bootstrap
+from advimage.studies.cache.tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, sweep_grid
 from advimage.utils import run_metadata, write_json
 
 __all__ = ["accuracy_study", "cached_embeddings", "depth_study"]
@@ -60,6 +62,25 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[:n_val], perm[n_val:]
 
 
+def _tune(model: ImageClassifier, layers: Sequence[str], train: dict[str, torch.Tensor],
+          val_fraction: float, seed: int, fixed: tuple[float, float, float] | None,
+          ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """``(grid, best, cache-only best)`` on held-out training images, or the ``fixed`` values."""
+    if fixed is not None:
+        return [], {"theta": fixed[0], "lam": fixed[1], "accuracy": None}, \
+            {"theta": fixed[2], "accuracy": None}
+    val, rest = _split(train["labels"].numel(), val_fraction, seed)
+    probe = CacheModel(model, layers, train["phi"][rest], train["labels"][rest], lam=1.0)
+    thetas = list(DEFAULT_THETAS)
+    with torch.no_grad():
+        lp_val = probe.memory_log_probs(train["phi"][val].float(), thetas)  # (T, V, K)
+    grid = sweep_grid(F.log_softmax(train["logits"][val], 1), lp_val, train["labels"][val],
+                      thetas, DEFAULT_LAMBDAS)
+    best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
+    only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: (r["accuracy"], -r["nll"]))
+    return grid, best, only
+
+
 def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, out: Path,
                    feats_dir: Path, layers: Sequence[str] = ("layer3.1", "layer3.2", "pool"),
                    val_fraction: float = 0.1, n_boot: int = 2000, seed: int = 0,
@@ -83,20 +104,7 @@ def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, 
     train = cached_embeddings(model, layers, train_ds,
                               feats_dir / f"{tag}_train{len(train_ds)}.pt")
     test = cached_embeddings(model, layers, test_ds, feats_dir / f"{tag}_test{len(test_ds)}.pt")
-    if fixed is None:
-        val, rest = _split(train["labels"].numel(), val_fraction, seed)
-        probe = CacheModel(model, layers, train["phi"][rest], train["labels"][rest], lam=1.0)
-        thetas = list(DEFAULT_THETAS)
-        with torch.no_grad():
-            lp_val = probe.memory_log_probs(train["phi"][val].float(), thetas)  # (T, V, K)
-        grid = sweep_grid(F.log_softmax(train["logits"][val], 1), lp_val, train["labels"][val],
-                          thetas, DEFAULT_LAMBDAS)
-        best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
-        only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: (r["accuracy"], -r["nll"]))
-    else:
-        grid = []
-        best = {"theta": fixed[0], "lam": fixed[1], "accuracy": None}
-        only = {"theta": fixed[2], "accuracy": None}
+    grid, best, only = _tune(model, layers, train, val_fraction, seed, fixed)
     cache = CacheModel(model, layers, train["phi"], train["labels"], theta=best["theta"],
                        lam=best["lam"])
     scorer = cache.replace(mode="faiss", k=k, query_chunk=64) if test_mode == "faiss" else cache
@@ -127,7 +135,7 @@ def accuracy_study(model: ImageClassifier, name: str, *, data_root: str | None, 
     np.savez_compressed(out / "correct.npz", **correct)
     write_json(out / "results.json", res)
     if cache_out is not None:
-        cache.save(cache_out, meta={"theta_cache_only": only["theta"], "tuning": "val 10%"})
+        save_cache(cache, cache_out, meta={"theta_cache_only": only["theta"], "tuning": "val 10%"})
     log.info("%s: baseline %.4f cache %.4f cache-only %.4f", name,
              res["baseline_test_accuracy"], res["cache_test_accuracy"],
              res["cache_only_test_accuracy"])
@@ -251,18 +259,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         depth_study(model, a.name, data_root=a.data_root, out=a.out, feats_dir=a.feats,
                     n_test=a.n, n_val=a.n, n_keys=a.keys)
     elif a.study == "topm":
-        from advimage.defend.cache_robust import class_topm_attacks
-
         class_topm_attacks(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
                            steps=a.steps)
     elif a.study == "minimal":
-        from advimage.defend.cache_minimal import minimal_study
-
         minimal_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n, steps=a.steps,
                       grid_255=tuple(float(g) for g in a.grid.split(",")))
     else:
-        from advimage.defend.cache_robust import robustness_study
-
         robustness_study(model, a.cache, data_root=a.data_root, out=a.out, n=a.n,
                          steps=a.steps, curve_steps=a.curve_steps, eval_mode=a.eval_mode,
                          curve_eps=tuple(float(e) / 255 for e in a.curve_eps.split(",")))

@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from advimage.defend.nim_defense import De3Defense
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_report_run import Attack, Defense, Run, series
+from advimage.defend.nim.defense import De3Defense
+from advimage.defend.nim.io import load_nim
 from advimage.eval.plots import label_axes, save_png, subplots
+from advimage.studies.nim.report_run import Attack, Defense, Run, series
 
 __all__ = ["CELL_IN", "IMG_DPI", "NOISE_SCHEME", "REPORT_NOISE_SEED", "Curve", "exact_noise",
            "image_defaults", "image_rows", "image_stack", "tradeoff_plot"]

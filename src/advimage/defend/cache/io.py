@@ -18,7 +18,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from advimage.defend.cache import CacheModel
+from advimage.defend.cache.model import CacheModel
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import atomic_write_text
 

@@ -1,4 +1,4 @@
-"""Synthetic De^3 harness runs for the NIM report's tests (tests/defend/test_nim_report*.py):
+"""Synthetic De^3 harness runs for the NIM report's tests (tests/studies/nim/test_nim_report*.py):
 results.json, config.json, samples.csv (per-image rows) and example images, with tiny NIM/MIM
 checkpoints, so every table cell and worst case has a value computed here independently."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from advimage.defend.nim_io import save_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.io import save_nim
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 
 EPS4, EPS8 = 4 / 255, 8 / 255
 N = 40  # test images of the synthetic run

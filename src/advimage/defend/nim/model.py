@@ -13,7 +13,7 @@ Output images: the decoder predicts *normalized* patches, so an image needs a pe
 and standard deviation. The official code (``NIM_MAE_ViT.forward_loss``, called as
 ``model(imgs, noisy_imgs)`` at test time) takes them from the image that was handed to the
 defense *before* noise was added; :meth:`NIMAutoencoder.reconstruct` does the same with its
-``reference`` argument (see :class:`advimage.defend.nim_defense.De3Defense`).
+``reference`` argument (see :class:`advimage.defend.nim.defense.De3Defense`).
 """
 
 from __future__ import annotations

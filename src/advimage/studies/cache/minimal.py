@@ -9,7 +9,7 @@ cache-only), the smallest budget at which each test image is fooled under three 
 - ``surrogate``: PGD through the same cache at a low theta (the adaptive attack: exp(theta cos)
   saturates at the tuned theta and understates the attacker), judged on the real cache;
 - ``transfer``: PGD crafted on the baseline network alone, judged on each classifier;
-- ``topm``: PGD through :class:`~advimage.defend.cache_robust.ClassTopMCache` (every class's
+- ``topm``: PGD through :class:`~advimage.defend.cache.topm.ClassTopMCache` (every class's
   m most similar keys: no class is truncated to ``log p = -inf``, which masks the FAISS copy's
   gradients for confident cache-only predictions).
 
@@ -28,9 +28,9 @@ from torch import nn
 
 from advimage.attacks.pgd import PGD
 from advimage.data import load_dataset
-from advimage.defend.cache import CacheModel
-from advimage.defend.cache_io import read_cache_info
-from advimage.defend.cache_robust import ClassTopMCache
+from advimage.defend.cache.io import load_cache, read_cache_info
+from advimage.defend.cache.model import CacheModel
+from advimage.defend.cache.topm import ClassTopMCache
 from advimage.eval.minimal import minimal_eps, summarize_minimal
 from advimage.models.classifier import ImageClassifier
 from advimage.utils import run_metadata, write_json
@@ -38,6 +38,27 @@ from advimage.utils import run_metadata, write_json
 __all__ = ["minimal_study"]
 
 log = logging.getLogger(__name__)
+
+
+def _settings(model: ImageClassifier, cache: CacheModel, view: CacheModel, theta_only: float,
+              surrogate_theta: float, m: int) -> dict[str, dict[str, tuple[nn.Module, nn.Module]]]:
+    """Per judged classifier: threat model -> (attacked copy, judging copy)."""
+    judges: dict[str, nn.Module] = {"baseline": model, "cache": view,
+                                    "cache_only": view.replace(lam=1.0, theta=theta_only)}
+    surrogates: dict[str, nn.Module] = {"cache": view.replace(theta=surrogate_theta),
+                                        "cache_only": view.replace(lam=1.0,
+                                                                   theta=surrogate_theta)}
+    topm: dict[str, nn.Module] = {"cache": ClassTopMCache(cache, m),
+                                  "cache_only": ClassTopMCache(cache, m, theta=theta_only,
+                                                               lam=1.0)}
+    plans = {}
+    for name, judge in judges.items():
+        settings = {"white-box": (judge, judge), "transfer": (model, judge)}
+        if name in surrogates:
+            settings["surrogate"] = (surrogates[name], judge)
+            settings["topm"] = (topm[name], judge)
+        plans[name] = settings
+    return plans
 
 
 def minimal_study(
@@ -59,16 +80,9 @@ def minimal_study(
     t0 = time.perf_counter()
     info = read_cache_info(cache_path)
     theta_only = float(info.get("meta", {}).get("theta_cache_only", info["theta"]))
-    cache = CacheModel.load(cache_path, model)
+    cache = load_cache(cache_path, model)
     view = cache.replace(mode="faiss", k=k, query_chunk=50)
-    judges: dict[str, nn.Module] = {"baseline": model, "cache": view,
-                                    "cache_only": view.replace(lam=1.0, theta=theta_only)}
-    surrogates: dict[str, nn.Module] = {"cache": view.replace(theta=surrogate_theta),
-                                        "cache_only": view.replace(lam=1.0,
-                                                                   theta=surrogate_theta)}
-    topm: dict[str, nn.Module] = {"cache": ClassTopMCache(cache, m),
-                                  "cache_only": ClassTopMCache(cache, m, theta=theta_only,
-                                                               lam=1.0)}
+    plans = _settings(model, cache, view, theta_only, surrogate_theta, m)
     x, y = load_dataset(data, "test", data_root=data_root).balanced(n).tensors()
     grid = [g / 255 for g in grid_255]
 
@@ -78,11 +92,7 @@ def minimal_study(
     out.mkdir(parents=True, exist_ok=True)
     per_image: dict[str, list[float]] = {}
     summary: dict[str, Any] = {}
-    for name, judge in judges.items():
-        settings = {"white-box": (judge, judge), "transfer": (model, judge)}
-        if name in surrogates:
-            settings["surrogate"] = (surrogates[name], judge)
-            settings["topm"] = (topm[name], judge)
+    for name, settings in plans.items():
         needs = []
         for setting, (attacked, judged) in settings.items():
             if name == "baseline" and setting == "transfer":

@@ -19,21 +19,20 @@ gradients, a lower-theta exact copy gives attackers useful ones).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from advimage.defend.cache_features import collect_keys, features_and_logits
-from advimage.defend.cache_index import FaissKeyIndex
-from advimage.defend.cache_ops import class_log_sum_exp, mix_log_probs, topk_class_log_sum_exp
+from advimage.defend.base import Defense
+from advimage.defend.cache.features import collect_keys, features_and_logits
+from advimage.defend.cache.index import FaissKeyIndex
+from advimage.defend.cache.ops import class_log_sum_exp, mix_log_probs, topk_class_log_sum_exp
 from advimage.models.classifier import ImageClassifier
 
-__all__ = ["CacheModel", "check_lambda", "check_theta"]
+__all__ = ["CacheModel", "check_lambda", "check_layers", "check_theta"]
 
 MODES = ("exact", "faiss")
 _LOG_FLOOR = -1e4  # log-probability floor for classes absent from a query's top-k (nats)
@@ -61,7 +60,8 @@ def check_lambda(lam: object) -> float:
     return value
 
 
-def _check_layers(model: ImageClassifier, layers: Sequence[str] | str) -> list[str]:
+def check_layers(model: ImageClassifier, layers: Sequence[str] | str) -> list[str]:
+    """``layers`` as a list of names of ``model.layer_names()``, else ``ValueError``."""
     names = [layers] if isinstance(layers, str) else [str(n) for n in layers]
     if not names:
         raise ValueError("layers must name at least one layer; see model.layer_names()")
@@ -72,8 +72,10 @@ def _check_layers(model: ImageClassifier, layers: Sequence[str] | str) -> list[s
     return names
 
 
-class CacheModel(nn.Module):
+class CacheModel(Defense):
     """A classifier plus a cache of its training set; ``forward`` returns log-probabilities.
+
+    Deterministic; differentiable in exact mode only; no BPDA (see :class:`CacheDefense`).
 
     Args:
         model: the wrapped :class:`ImageClassifier` (images in [0, 1]).
@@ -92,6 +94,9 @@ class CacheModel(nn.Module):
     """
 
     is_randomized: ClassVar[bool] = False
+    uses_bpda: ClassVar[bool] = False
+    keys: Tensor  # (N, D) float16 buffer
+    key_labels: Tensor  # (N,) int64 buffer
 
     def __init__(
         self, model: ImageClassifier, layers: Sequence[str] | str, keys: Tensor, labels: Tensor,
@@ -105,7 +110,7 @@ class CacheModel(nn.Module):
                 f"CacheModel wraps an ImageClassifier, got {type(model).__name__}; use wrap_model"
             )
         self.model = model
-        self.layers = _check_layers(model, layers)
+        self.layers = check_layers(model, layers)
         if not isinstance(keys, Tensor) or keys.dim() != 2 or keys.shape[0] < 1:
             raise ValueError("keys must be a non-empty (N, D) tensor")
         labels = torch.as_tensor(labels)
@@ -144,14 +149,14 @@ class CacheModel(nn.Module):
         ``flip=True`` also stores each image's horizontal mirror (as in the paper).
         ``options`` go to the constructor (``theta``, ``lam``, ``mode``, ``k``, ...).
         """
-        layers = _check_layers(model, layers)
+        layers = check_layers(model, layers)
         batches = data.batches(batch_size) if hasattr(data, "batches") else data
         keys, labels = collect_keys(model, layers, batches, flip=flip)
         return cls(model, layers, keys, labels, flip=flip, **options)
 
     def replace(self, **changes: Any) -> CacheModel:
         """A copy with some options changed; shares the model, keys and (if valid) the index."""
-        opts = dict(theta=self.theta, lam=self.lam, mode=self.mode, k=self.k,
+        opts: dict[str, Any] = dict(theta=self.theta, lam=self.lam, mode=self.mode, k=self.k,
                     nprobe=self.nprobe, nlist=self.nlist, flip=self.flip,
                     key_chunk=self.key_chunk, query_chunk=self.query_chunk)
         opts.update(changes)
@@ -178,22 +183,9 @@ class CacheModel(nn.Module):
         """A FAISS-mode copy (top-``k`` keys per query) sharing the keys."""
         return self.replace(mode="faiss", k=k or self.k, nprobe=nprobe or self.nprobe)
 
-    def save(self, path: str | os.PathLike, *, meta: dict | None = None) -> Path:
-        """Save keys (safetensors) and settings (JSON sidecar); see ``cache_io.save_cache``."""
-        from advimage.defend.cache_io import save_cache
-
-        return save_cache(self, path, meta=meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, model: ImageClassifier, **overrides: Any) -> CacheModel:
-        """Load a saved cache for ``model`` (refused for any other model)."""
-        from advimage.defend.cache_io import load_cache
-
-        return load_cache(path, model, **overrides)
-
     # ------------------------------------------------------------------ properties
     @property
-    def is_differentiable(self) -> bool:  # type: ignore[override]
+    def is_differentiable(self) -> bool:
         """True in exact mode; FAISS's discrete neighbour search has no useful gradient."""
         return self.mode == "exact"
 

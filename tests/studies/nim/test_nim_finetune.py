@@ -12,19 +12,19 @@ from torch import nn
 
 from advimage.cli import main
 from advimage.data import load_dataset
-from advimage.defend.nim_defense import De3Defense, build_nim_defense
-from advimage.defend.nim_finetune import (
+from advimage.defend.nim.defense import De3Defense, build_nim_defense
+from advimage.defend.nim.io import load_nim, save_nim
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
+from advimage.hub import load_model
+from advimage.models import create_model
+from advimage.studies.nim.finetune import (
     NIMFinetuneLoss,
     copy_encoder,
     encoder_kwargs,
     finetune,
     nim_fingerprint,
 )
-from advimage.defend.nim_io import load_nim, save_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
-from advimage.defend.nim_train import pretrain
-from advimage.hub import load_model
-from advimage.models import create_model
+from advimage.studies.nim.train import pretrain
 from advimage.train.config import TrainConfig
 
 TINY = dict(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=32, enc_depth=2, enc_heads=2,

@@ -7,7 +7,7 @@ by its resolved options (sigma_test, noise_seed: "noise known to the attacker", 
 path) and the autoencoder's sidecar ``<stem>.json`` (``config.mode``: NIM or the MIM baseline);
 labels are never parsed. :func:`check_baseline` makes sure a baseline run attacked the same
 images with the same attacks. Every problem is a one-line ``ValueError`` naming the file or flag, so
-the report can check all its inputs before it writes anything (:mod:`advimage.defend.nim_report`).
+the report can check all its inputs before it writes anything (:mod:`advimage.studies.nim.report`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advimage.defend.nim_defense import De3Defense
+from advimage.defend.nim.defense import De3Defense
 from advimage.eval.plots import eps_label
 from advimage.validation import parse_fraction
 

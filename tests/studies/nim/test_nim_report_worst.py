@@ -22,10 +22,10 @@ from nim_report_synth import (
     write_run,
 )
 
-import advimage.defend.nim_report as report
-from advimage.defend.nim_report_images import NOISE_SCHEME, exact_noise
-from advimage.defend.nim_report_run import load_run, series
-from advimage.defend.nim_report_worst import with_worst
+import advimage.studies.nim.report as report
+from advimage.studies.nim.report_images import NOISE_SCHEME, exact_noise
+from advimage.studies.nim.report_run import load_run, series
+from advimage.studies.nim.report_worst import with_worst
 
 AT = {"none": (None, None, None, 0.75, {"fgsm": 0.45, "pgd": 0.35, "pgd-eot8": 0.35})}
 

@@ -5,7 +5,7 @@ The paper pretrains a NIM (or the MIM baseline) autoencoder, then fine-tunes a c
 its encoder; the report compares De^3 with PGD adversarial training, so the cost of each step
 matters. A training folder is either a NIM/MIM pretraining (``nim.json``: per-epoch history and
 settings) or a classifier run (``metrics.jsonl`` and ``config.json``); :func:`training` sums the
-per-epoch seconds and states the recipe. Used by :mod:`advimage.defend.nim_report`.
+per-epoch seconds and states the recipe. Used by :mod:`advimage.studies.nim.report`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advimage.defend.nim_report_run import DASH, pct, read_json
 from advimage.eval.plots import eps_label, md_table
+from advimage.studies.nim.report_run import DASH, pct, read_json
 
 __all__ = ["check_train", "training"]
 

@@ -18,15 +18,67 @@ import torch
 import torch.nn.functional as F
 
 from advimage.data import load_dataset
-from advimage.defend.cache_index import import_faiss
-from advimage.defend.cache_ops import mix_log_probs
-from advimage.defend.cache_tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, tune_cache
+from advimage.defend.cache.index import import_faiss
+from advimage.defend.cache.io import save_cache
+from advimage.defend.cache.model import CacheModel
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.models.classifier import ImageClassifier
+from advimage.studies.cache.tune import DEFAULT_LAMBDAS, DEFAULT_THETAS, embed_dataset, tune_cache
 from advimage.utils import run_metadata, write_json
 
 __all__ = ["run_cache_experiment"]
 
 log = logging.getLogger(__name__)
+
+
+def _faiss_check(cache: CacheModel, q: torch.Tensor, exact: torch.Tensor,
+                 k: int) -> dict[str, Any]:
+    """FAISS top-``k`` cache-only scores of queries ``q`` against the exact ones."""
+    try:
+        import_faiss()
+    except ImportError as exc:
+        return {"skipped": str(exc)}
+    t1 = time.perf_counter()
+    approx = cache.approximate(k=k)
+    build = time.perf_counter() - t1
+    with torch.no_grad():
+        a = approx.memory_log_probs(q)
+        b = exact[: q.shape[0]]
+    return {
+        "n": int(q.shape[0]), "k": k, "nprobe": approx.nprobe,
+        "nlist": approx.index.nlist, "build_seconds": round(build, 1),
+        "agreement_cache_only": float((a.argmax(1) == b.argmax(1)).float().mean()),
+        "max_abs_prob_diff_cache_only": float((a.exp() - b.exp()).abs().max()),
+    }
+
+
+def _subsets(data: str, data_root: str | Path | None, train_limit: int | None,
+             test_limit: int | None) -> tuple[Any, Any]:
+    """The (class-balanced, when limited) train and test splits."""
+    train = load_dataset(data, "train", data_root=data_root)
+    test = load_dataset(data, "test", data_root=data_root)
+    if train_limit is not None:
+        train = train.balanced(train_limit)
+    if test_limit is not None:
+        test = test.balanced(test_limit)
+    return train, test
+
+
+def _accuracies(cache: CacheModel, y: torch.Tensor, log_p_model: torch.Tensor,
+                log_p_mem: torch.Tensor, theta_only: float) -> dict[str, Any]:
+    """Cache settings and the test accuracy of baseline, cache and cache-only."""
+
+    def accuracy(logp: torch.Tensor) -> float:
+        return float((logp.argmax(1) == y).float().mean())
+
+    return {
+        "n_keys": int(cache.keys.shape[0]), "key_dim": int(cache.keys.shape[1]),
+        "n_test": int(y.numel()), "theta": cache.theta, "lam": cache.lam,
+        "theta_cache_only": theta_only,
+        "baseline_test_accuracy": accuracy(log_p_model),
+        "cache_test_accuracy": accuracy(mix_log_probs(log_p_model, log_p_mem[0], cache.lam)),
+        "cache_only_test_accuracy": accuracy(log_p_mem[1]),
+    }
 
 
 def run_cache_experiment(
@@ -55,12 +107,7 @@ def run_cache_experiment(
         cache_out: where to save the tuned cache (optional).
     """
     t0 = time.perf_counter()
-    train = load_dataset(data, "train", data_root=data_root)
-    test = load_dataset(data, "test", data_root=data_root)
-    if train_limit is not None:
-        train = train.balanced(train_limit)
-    if test_limit is not None:
-        test = test.balanced(test_limit)
+    train, test = _subsets(data, data_root, train_limit, test_limit)
     cache, tuned = tune_cache(model, layers, train, val_fraction=val_fraction, thetas=thetas,
                               lambdas=lambdas, flip=flip, batch_size=batch_size, seed=seed)
     t_tune = time.perf_counter() - t0
@@ -73,44 +120,17 @@ def run_cache_experiment(
     with torch.no_grad():
         log_p_mem = cache.memory_log_probs(emb["phi"].float(), [cache.theta, theta_only])
 
-    def accuracy(logp: torch.Tensor) -> float:
-        return float((logp.argmax(1) == y).float().mean())
-
-    results: dict[str, Any] = {
-        "data": data, "layers": list(cache.layers), "flip": flip,
-        "n_keys": int(cache.keys.shape[0]), "key_dim": int(cache.keys.shape[1]),
-        "n_test": int(y.numel()), "theta": cache.theta, "lam": cache.lam,
-        "theta_cache_only": theta_only,
-        "baseline_test_accuracy": accuracy(log_p_model),
-        "cache_test_accuracy": accuracy(mix_log_probs(log_p_model, log_p_mem[0], cache.lam)),
-        "cache_only_test_accuracy": accuracy(log_p_mem[1]),
-        "tuning": {k: v for k, v in tuned.as_dict().items() if k != "grid"},
-        "grid": tuned.grid,
-        "seconds_tune_and_build": round(t_tune, 1),
-    }
+    results = _accuracies(cache, y, log_p_model, log_p_mem, theta_only)
+    results = {"data": data, "layers": list(cache.layers), "flip": flip, **results,
+               "tuning": {k: v for k, v in tuned.as_dict().items() if k != "grid"},
+               "grid": tuned.grid, "seconds_tune_and_build": round(t_tune, 1)}
     if faiss_check > 0:
-        try:
-            import_faiss()
-        except ImportError as exc:
-            results["faiss"] = {"skipped": str(exc)}
-        else:
-            q = emb["phi"][:faiss_check].float()
-            t1 = time.perf_counter()
-            approx = cache.approximate(k=faiss_k)
-            build = time.perf_counter() - t1
-            with torch.no_grad():
-                a = approx.memory_log_probs(q)
-                b = log_p_mem[0][: q.shape[0]]
-            results["faiss"] = {
-                "n": int(q.shape[0]), "k": faiss_k, "nprobe": approx.nprobe,
-                "nlist": approx.index.nlist, "build_seconds": round(build, 1),
-                "agreement_cache_only": float((a.argmax(1) == b.argmax(1)).float().mean()),
-                "max_abs_prob_diff_cache_only": float((a.exp() - b.exp()).abs().max()),
-            }
+        results["faiss"] = _faiss_check(cache, emb["phi"][:faiss_check].float(), log_p_mem[0],
+                                        faiss_k)
     results["seconds_total"] = round(time.perf_counter() - t0, 1)
     results.update(run_metadata(None, seed))
     if cache_out is not None:
-        cache.save(cache_out, meta={"tuning": results["tuning"]})
+        save_cache(cache, cache_out, meta={"tuning": results["tuning"]})
     if out is not None:
         write_json(Path(out) / "results.json", results)
     log.info("cache experiment: baseline %.4f, cache %.4f, cache-only %.4f",

@@ -5,7 +5,7 @@ The classifier (``nim-vit``, :mod:`advimage.models.nim_vit`) starts from the NIM
 weights (the head is new) and is trained on what the De^3 defense will feed it: every image gets
 Gaussian noise with its own level ``sigma ~ U(0, sigma_max)`` (0-255 scale; the paper uses
 ``U(0, 30)``), the FROZEN autoencoder reconstructs it exactly as
-:meth:`advimage.defend.nim_defense.De3Defense.purify` does (un-normalized with the clean image's
+:meth:`advimage.defend.nim.defense.De3Defense.purify` does (un-normalized with the clean image's
 patch statistics, clamped to [0, 1]) and the classifier is trained with cross-entropy on that.
 A ``mode="mim"`` autoencoder gives the MIM baseline the same way (its encoder, its denoising).
 
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advimage.data import load_dataset
-from advimage.defend.nim_defense import De3Defense, check_sigma_test
-from advimage.defend.nim_io import load_nim
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.defense import De3Defense, check_sigma_test
+from advimage.defend.nim.io import load_nim
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier
 from advimage.models.nim_vit import POOLS
@@ -137,6 +137,42 @@ def check_sigma_max(sigma_max: object) -> float:
     return float(sigma_max)
 
 
+def _load(nim_path_or_model: str | os.PathLike | NIMAutoencoder,
+          ) -> tuple[NIMAutoencoder, Path | None]:
+    """The autoencoder, and the checkpoint path it came from (None for a model given)."""
+    if isinstance(nim_path_or_model, NIMAutoencoder):
+        return nim_path_or_model, None
+    path = Path(nim_path_or_model).expanduser()
+    return load_nim(path), path
+
+
+def _architecture(c: NIMConfig, train_cfg: TrainConfig, pool: str) -> dict[str, Any]:
+    """The ``nim-vit`` kwargs of the encoder, checked against the dataset and ``train_cfg``."""
+    data = load_dataset(train_cfg.dataset, "test", data_root=train_cfg.data_root)
+    shape = tuple(data.image_shape)
+    if shape != (c.in_channels, *c.image_size):
+        raise ValueError(f"NIM checkpoint is for {c.in_channels}x{c.image_size[0]}x"
+                         f"{c.image_size[1]} images, {train_cfg.dataset} has "
+                         f"{'x'.join(map(str, shape))}")
+    kwargs = encoder_kwargs(c, pool)
+    if train_cfg.model_kwargs and train_cfg.model_kwargs != kwargs:
+        raise ValueError("train_cfg.model_kwargs must be empty: nim finetune takes the "
+                         "architecture from the NIM checkpoint")
+    return kwargs
+
+
+def _score_de3(nim: NIMAutoencoder, model: ImageClassifier, cfg: TrainConfig,
+               sigma_test: float, dev: torch.device) -> dict[str, Any]:
+    """Test accuracy of the fine-tuned model inside De^3 (noise seed ``cfg.seed``)."""
+    test_ds = load_dataset(cfg.dataset, "test", data_root=cfg.data_root)
+    if cfg.test_limit is not None:
+        test_ds = test_ds.balanced(cfg.test_limit)
+    de3 = De3Defense(nim, model.to(dev).eval(), sigma_test=sigma_test, noise_seed=cfg.seed)
+    with torch.no_grad():
+        accuracy = evaluate_accuracy(de3, test_ds.batches(512), dev)
+    return {"de3_accuracy": accuracy, "de3_sigma_test": sigma_test}
+
+
 def finetune(
     nim_path_or_model: str | os.PathLike | NIMAutoencoder,
     train_cfg: TrainConfig,
@@ -170,30 +206,15 @@ def finetune(
         sigma_test = check_sigma_test(sigma_test)
     if train_cfg.adv_eps > 0:
         raise ValueError("nim finetune trains on De^3 reconstructions; adv_eps must be 0")
-    path = None
-    if isinstance(nim_path_or_model, NIMAutoencoder):
-        nim = nim_path_or_model
-    else:
-        path = Path(nim_path_or_model).expanduser()
-        nim = load_nim(path)
-    c = nim.config
-    data = load_dataset(train_cfg.dataset, "test", data_root=train_cfg.data_root)
-    shape = tuple(data.image_shape)
-    if shape != (c.in_channels, *c.image_size):
-        raise ValueError(f"NIM checkpoint is for {c.in_channels}x{c.image_size[0]}x"
-                         f"{c.image_size[1]} images, {train_cfg.dataset} has "
-                         f"{'x'.join(map(str, shape))}")
-    kwargs = encoder_kwargs(c, pool)
-    if train_cfg.model_kwargs and train_cfg.model_kwargs != kwargs:
-        raise ValueError("train_cfg.model_kwargs must be empty: nim finetune takes the "
-                         "architecture from the NIM checkpoint")
+    nim, path = _load(nim_path_or_model)
+    kwargs = _architecture(nim.config, train_cfg, pool)
     cfg = dataclasses.replace(train_cfg, model="nim-vit", model_kwargs=kwargs)
     dev = resolve_device(device)
     nim.to(dev)
     hook = NIMFinetuneLoss(nim, sigma_max, cfg.label_smoothing)
     run_info = {"nim_fingerprint": nim_fingerprint(nim),
                 "nim_path": str(path) if path is not None else None,
-                "nim_mode": c.mode, "nim_sigma_max": sigma_max, "nim_pool": pool}
+                "nim_mode": nim.config.mode, "nim_sigma_max": sigma_max, "nim_pool": pool}
 
     def model_init(model: ImageClassifier) -> None:
         copied = copy_encoder(nim, model)
@@ -202,13 +223,7 @@ def finetune(
     model, metrics = train(cfg, out_dir, device=dev, resume=resume, progress=progress,
                            loss_hook=hook, run_info=run_info, model_init=model_init)
     if sigma_test is not None:
-        test_ds = load_dataset(cfg.dataset, "test", data_root=cfg.data_root)
-        if cfg.test_limit is not None:
-            test_ds = test_ds.balanced(cfg.test_limit)
-        de3 = De3Defense(nim, model.to(dev).eval(), sigma_test=sigma_test, noise_seed=cfg.seed)
-        with torch.no_grad():
-            metrics["de3_accuracy"] = evaluate_accuracy(de3, test_ds.batches(512), dev)
-        metrics["de3_sigma_test"] = sigma_test
+        metrics.update(_score_de3(nim, model, cfg, sigma_test, dev))
         model.cpu()
         write_json(Path(out_dir) / "metrics.json", metrics)
     return model, metrics

@@ -14,7 +14,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from advimage.defend.nim_model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.errors import UserInputError
 from advimage.jsonfile import read_json_object
 from advimage.models.checkpoint import check_state_dict

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advimage.defend.cache import CacheModel, _check_layers, check_lambda, check_theta
-from advimage.defend.cache_features import features_and_logits
-from advimage.defend.cache_ops import mix_log_probs
+from advimage.defend.cache.features import features_and_logits
+from advimage.defend.cache.model import CacheModel, check_lambda, check_layers, check_theta
+from advimage.defend.cache.ops import mix_log_probs
 from advimage.models.classifier import ImageClassifier
 from advimage.validation import check_images, check_labels
 
@@ -96,6 +96,37 @@ def sweep_grid(
     return rows
 
 
+def _search(model: ImageClassifier, layers: list[str], emb: dict[str, Tensor],
+            val_fraction: float, thetas: list[float], lambdas: list[float], flip: bool,
+            seed: int, chunks: dict[str, Any]) -> TuneResult:
+    """The grid search of :func:`tune_cache` on a seeded validation split of ``emb``."""
+    n = emb["labels"].numel()
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise ValueError(f"val_fraction={val_fraction} leaves no training image for the cache")
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(emb["phi"].device)
+    val, rest = perm[:n_val], perm[n_val:]
+    keys = [emb["phi"][rest]] + ([emb["phi_flip"][rest]] if flip else [])
+    labels = [emb["labels"][rest]] * len(keys)
+    probe = CacheModel(model, layers, torch.cat(keys), torch.cat(labels), theta=thetas[0],
+                       lam=1.0, **chunks)
+    y_val = emb["labels"][val]
+    log_p_model = F.log_softmax(emb["logits"][val], dim=1)  # (V, K)
+    with torch.no_grad():
+        log_p_mem = probe.memory_log_probs(emb["phi"][val].float(), thetas)  # (T, V, K)
+    grid = sweep_grid(log_p_model, log_p_mem, y_val, thetas, lambdas)
+    best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
+    cache_only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: r["accuracy"],
+                     default={"accuracy": math.nan})
+    return TuneResult(
+        theta=best["theta"], lam=best["lam"], val_accuracy=best["accuracy"],
+        val_nll=best["nll"],
+        base_val_accuracy=float((log_p_model.argmax(1) == y_val).float().mean()),
+        cache_only_val_accuracy=cache_only["accuracy"], n_keys=int(probe.keys.shape[0]),
+        n_val=n_val, grid=grid,
+    )
+
+
 def tune_cache(
     model: ImageClassifier, layers: Sequence[str] | str, train: Any, *,
     val_fraction: float = 0.1, thetas: Sequence[float] = DEFAULT_THETAS,
@@ -120,7 +151,7 @@ def tune_cache(
         ``(cache, result)``: the cache over the WHOLE training set with the best
         ``theta``/``lam`` (highest validation accuracy, then lowest NLL), and the scores.
     """
-    layers = _check_layers(model, layers)
+    layers = check_layers(model, layers)
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
     thetas = [check_theta(t) for t in thetas]
@@ -129,31 +160,8 @@ def tune_cache(
         raise ValueError("thetas and lambdas must each hold at least one value")
     batches = train.batches(batch_size) if hasattr(train, "batches") else train
     emb = embed_dataset(model, layers, batches, flip=flip)
-    n = emb["labels"].numel()
-    n_val = max(1, round(n * float(val_fraction)))
-    if n_val >= n:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training image for the cache")
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(emb["phi"].device)
-    val, rest = perm[:n_val], perm[n_val:]
-    keys = [emb["phi"][rest]] + ([emb["phi_flip"][rest]] if flip else [])
-    labels = [emb["labels"][rest]] * len(keys)
-    probe = CacheModel(model, layers, torch.cat(keys), torch.cat(labels), theta=thetas[0],
-                       lam=1.0, **{k: v for k, v in options.items() if "chunk" in k})
-    y_val = emb["labels"][val]
-    log_p_model = F.log_softmax(emb["logits"][val], dim=1)  # (V, K)
-    with torch.no_grad():
-        log_p_mem = probe.memory_log_probs(emb["phi"][val].float(), thetas)  # (T, V, K)
-    grid = sweep_grid(log_p_model, log_p_mem, y_val, thetas, lambdas)
-    best = max(grid, key=lambda r: (r["accuracy"], -r["nll"]))
-    cache_only = max((r for r in grid if r["lam"] == 1.0), key=lambda r: r["accuracy"],
-                     default={"accuracy": math.nan})
-    result = TuneResult(
-        theta=best["theta"], lam=best["lam"], val_accuracy=best["accuracy"],
-        val_nll=best["nll"],
-        base_val_accuracy=float((log_p_model.argmax(1) == y_val).float().mean()),
-        cache_only_val_accuracy=cache_only["accuracy"], n_keys=int(probe.keys.shape[0]),
-        n_val=n_val, grid=grid,
-    )
+    result = _search(model, layers, emb, float(val_fraction), thetas, lambdas, flip, seed,
+                     {k: v for k, v in options.items() if "chunk" in k})
     log.info("cache tuning: theta=%g lam=%g val acc %.4f (base %.4f)", result.theta,
              result.lam, result.val_accuracy, result.base_val_accuracy)
     all_keys = torch.cat([emb["phi"]] + ([emb["phi_flip"]] if flip else []))
