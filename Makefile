@@ -27,6 +27,8 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Peers for differential tests and benchmarks; torchattacks without its torchvision pin.
 peers: setup

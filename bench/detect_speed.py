@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from advimage.data import load_dataset
 from advimage.detect import NoiseSignatureDetector, get_preset
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 TARGET_SPEEDUP = 5.0  # required images/s ratio, batched / per-image
 
@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     parser.add_argument("--model", default=None,
-                        help="model spec for advimage.hub.load_model (default: shared resnet20)")
+                        help="model spec for models.hub.load_model (default: shared resnet20)")
     parser.add_argument("--n", type=int, default=256, help="images (one batch)")
     parser.add_argument("--ref-n", type=int, default=64,
                         help="images the per-image reference runs on (evenly spaced subset)")

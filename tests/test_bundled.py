@@ -6,7 +6,7 @@ import pytest
 
 from advimage.data import load_dataset
 from advimage.eval.accuracy import evaluate_accuracy
-from advimage.hub import list_bundled, load_model
+from advimage.models.hub import list_bundled, load_model
 
 
 def test_bundled_listed() -> None:

@@ -54,13 +54,13 @@ def test_user_errors_stay_value_errors() -> None:
 
 def _command_raising(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
     """Make `advimage models list` warn once, then raise ``exc``."""
-    import advimage.hub
+    import advimage.models.hub
 
     def boom() -> list[str]:
         warnings.warn("a library warning\nwith a second line", UserWarning, stacklevel=1)
         raise exc
 
-    monkeypatch.setattr(advimage.hub, "list_bundled", boom)
+    monkeypatch.setattr(advimage.models.hub, "list_bundled", boom)
 
 
 def test_cli_prints_one_line_and_warnings_without_source(monkeypatch, capsys) -> None:
@@ -91,7 +91,7 @@ def test_an_error_clears_live_progress_bars_first(monkeypatch, capsys) -> None:
     """A command failing inside a progress bar: the bar is closed before the error line."""
     from tqdm import tqdm
 
-    import advimage.hub
+    import advimage.models.hub
 
     bars = []
 
@@ -101,7 +101,7 @@ def test_an_error_clears_live_progress_bars_first(monkeypatch, capsys) -> None:
         next(iter(bar))
         raise errors.UserInputError("stopped mid-bar")
 
-    monkeypatch.setattr(advimage.hub, "list_bundled", fail_mid_bar)
+    monkeypatch.setattr(advimage.models.hub, "list_bundled", fail_mid_bar)
     assert main(["models", "list"]) == 2
     assert bars[0] not in getattr(tqdm, "_instances", set())
     assert capsys.readouterr().err.splitlines()[-1] == "advimage: error: stopped mid-bar"

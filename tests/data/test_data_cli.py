@@ -37,7 +37,7 @@ def test_sizes_and_counts_fail_at_parse_time(command, option, value, capsys, mon
     def no_model(*_a, **_k):  # parse-time: the model is never loaded
         pytest.fail("the model was loaded before the option was checked")
 
-    monkeypatch.setattr("advimage.hub.load_model", no_model)
+    monkeypatch.setattr("advimage.models.hub.load_model", no_model)
     err = _one_line_error(capsys, *command, "--model", "bundled", option, value)
     assert err == f"advimage: error: {option} must be a positive integer" + (
         f", got {value!r}" if value == "abc" else f" (>= 1), got {value}")

@@ -9,7 +9,7 @@ import torch
 
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel, save_cache
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 pytestmark = pytest.mark.shared
 LAYERS = ["layer3.2", "pool"]

@@ -9,7 +9,7 @@ import pytest
 
 from advimage.cli import main
 from advimage.defend import load_cache
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 
 def test_cache_build_writes_a_loadable_cache(tmp_path, capsys):

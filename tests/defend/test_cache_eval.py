@@ -14,8 +14,8 @@ from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel, save_cache
 from advimage.defend.cache.defense import CacheDefense
 from advimage.defend.registry import build_defense, list_defenses, parse_defense_arg
-from advimage.hub import load_model
 from advimage.model_flags import model_flags
+from advimage.models.hub import load_model
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from advimage.data import load_dataset
 from advimage.defend import Defense, build_defense, list_defenses
 from advimage.defend.cache import CacheModel, save_cache
 from advimage.defend.nim import NIMAutoencoder, NIMConfig, save_nim
-from advimage.hub import load_model
 from advimage.model_flags import model_flags
+from advimage.models.hub import load_model
 
 TINY_NIM = dict(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=16, enc_depth=1,
                 enc_heads=2, dec_dim=16, dec_depth=1, dec_heads=2)

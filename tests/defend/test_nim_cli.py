@@ -40,7 +40,7 @@ def test_eval_robust_cli_attacks_de3(tmp_path, capsys) -> None:
 
     from advimage.data import load_dataset
     from advimage.defend.nim.defense import De3Defense
-    from advimage.hub import load_model
+    from advimage.models.hub import load_model
 
     torch.set_num_threads(1)
     run = tmp_path / "run"

@@ -11,7 +11,7 @@ from advimage.demo import SECTIONS, DemoContext, run_demo
 from advimage.demo.cache_section import cache_section
 from advimage.demo.detect_section import detection_section
 from advimage.eval.report import HtmlReport
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from advimage.data import load_dataset
 from advimage.detect import DetectorConfig
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 # Larger steps than the CIFAR preset (8x8 digits need ~70 steps at lr 5e-4) and small caps.
 FAST = DetectorConfig(

@@ -63,8 +63,8 @@ def test_calibrate_errors(args, message, tmp_path, capsys):
 
 
 def test_score_with_another_model_is_refused(detector_file, tmp_path, capsys):
-    from advimage.hub import load_model
     from advimage.models import save_checkpoint
+    from advimage.models.hub import load_model
 
     model, _ = load_model("bundled")
     with torch.no_grad():

@@ -9,7 +9,7 @@ import torch
 
 from advimage.attacks import create_attack
 from advimage.detect import NoiseSignatureDetector, get_preset
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from advimage.eval.checks import (
 from advimage.eval.config import parse_config
 from advimage.eval.runner import run_evaluation
 from advimage.eval.store import ResultStore
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 
 def row(acc: float, eps: float = 0.1, *, label: str = "pgd", name: str | None = None,

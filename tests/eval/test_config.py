@@ -75,7 +75,7 @@ def test_bad_config_names_key_and_allowed(patch, needles) -> None:
 
 
 def test_relative_model_path_resolves_against_config_folder(tmp_path, write_config) -> None:
-    from advimage.hub import bundled_path
+    from advimage.models.hub import bundled_path
 
     (tmp_path / "m").mkdir()
     target = tmp_path / "m" / "model.safetensors"

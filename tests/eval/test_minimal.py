@@ -8,7 +8,7 @@ import torch
 from advimage.attacks import FGSM, PGD
 from advimage.data import load_dataset
 from advimage.eval.minimal import minimal_eps, summarize_minimal
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 GRID = [0.02, 0.05, 0.1, 0.2, 0.3]
 

@@ -18,7 +18,7 @@ from advimage.eval.batch import BatchOutcome, attack_batch, batch_seed, predict
 from advimage.eval.config import parse_config
 from advimage.eval.robust import AttackSpec, evaluate_robustness, rows_from_run
 from advimage.eval.runner import run_evaluation
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 SEED = 7
 N, BATCH = 40, 10  # 4 batches

@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 from advimage.cli import main  # noqa: E402
 from advimage.errors import CorruptFileError, UserInputError  # noqa: E402
 from advimage.eval.config import resolve_path  # noqa: E402
-from advimage.hub import load_model  # noqa: E402
+from advimage.models.hub import load_model  # noqa: E402
 
 LABELS = {0: "apple", 1: "banana", 2: "cherry"}
 VIT_MEAN, VIT_STD = [0.1, 0.2, 0.3], [0.5, 0.6, 0.7]
@@ -181,8 +181,8 @@ def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_importing_advimage_does_not_import_transformers() -> None:
-    code = ("import sys, advimage, advimage.hub, advimage.models, advimage.cli, advimage.eval; "
-            "print('transformers' in sys.modules)")
+    code = ("import sys, advimage, advimage.models.hub, advimage.models, advimage.cli, "
+            "advimage.eval; print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 
 from advimage.cli import main
 from advimage.errors import CorruptFileError, UserInputError
-from advimage.hub import load_model
 from advimage.models import CheckpointError, create_model, load_checkpoint, save_checkpoint
+from advimage.models.hub import load_model
 
 
 def _error(capsys: pytest.CaptureFixture[str]) -> str:

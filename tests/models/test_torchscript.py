@@ -12,7 +12,7 @@ from torch import nn
 from advimage.cli import main
 from advimage.errors import CorruptFileError, UserInputError
 from advimage.eval.config import resolve_path
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 from cli_helpers import error_message
 
 # torch 2.13 deprecates writing TorchScript (torch.jit.script/save); loading stays supported

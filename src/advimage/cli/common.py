@@ -112,7 +112,7 @@ def add_model_data_args(p: argparse.ArgumentParser, model_required: bool = True)
 def load_model_on_device(a: argparse.Namespace) -> tuple[nn.Module, dict, torch.device]:
     """``(model, meta, device)`` for ``--model`` on ``--device`` (pass the model on to
     :func:`load_data`, which labels the data for it)."""
-    from advimage.hub import load_model
+    from advimage.models.hub import load_model
     from advimage.utils import resolve_device
 
     dev = resolve_device(a.device)

@@ -20,8 +20,8 @@ __all__ = ["add_models_parser", "cmd_models_eval", "cmd_models_import", "cmd_mod
 
 def cmd_models_list(a: argparse.Namespace) -> int:
     """Print the registered architectures and the bundled weights."""
-    from advimage.hub import list_bundled
     from advimage.models import list_models
+    from advimage.models.hub import list_bundled
 
     print("architectures: " + ", ".join(list_models()))
     print("bundled weights: " + ", ".join(list_bundled()))

@@ -39,7 +39,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_distill(a: argparse.Namespace) -> int:
     """Train one student arm; print its test accuracy and the checkpoint path."""
-    from advimage.hub import load_model
+    from advimage.models.hub import load_model
     from advimage.studies.distill import DistillConfig, distill
 
     check_out_arg(a, "dir")

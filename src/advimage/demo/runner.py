@@ -23,7 +23,7 @@ from advimage.demo.context import DemoContext, Section
 from advimage.demo.detect_section import detection_section
 from advimage.eval.report import HtmlReport, image_grid_figure
 from advimage.eval.robust import AttackSpec, Examples, RobustRow, evaluate_robustness
-from advimage.hub import BUNDLED_DEFAULT, load_model
+from advimage.models.hub import BUNDLED_DEFAULT, load_model
 from advimage.utils import resolve_device, run_metadata, seed_everything, write_json
 
 __all__ = ["SECTIONS", "run_demo"]

@@ -27,7 +27,7 @@ def check_criteria(names: object) -> tuple[str, ...]:
     if isinstance(names, str):
         names = [n for n in names.split(",")]
     try:
-        items = [str(n).strip().lower() for n in names]  # type: ignore[union-attr]
+        items = [str(n).strip().lower() for n in names]  # type: ignore[attr-defined]
     except TypeError:
         raise ValueError(
             f"criteria must be names from {', '.join(CRITERIA)}, got {names!r}"

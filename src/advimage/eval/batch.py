@@ -67,7 +67,7 @@ def _with_seed(attack: Callable[..., Tensor], seed: int | None) -> Callable[...,
         return attack
     if "seed" not in {f.name for f in dataclasses.fields(attack)}:
         return attack
-    return dataclasses.replace(attack, seed=seed)  # type: ignore[type-var]
+    return dataclasses.replace(attack, seed=seed)
 
 
 @dataclass
@@ -140,5 +140,6 @@ def attack_batch(
         x_adv = _with_seed(attack, seed)(source if source is not None else model, x, y)
     pred_adv = predict(model, x_adv, seed=seed)  # (B,)
     seconds = time.perf_counter() - t0
-    distance = ThreatModel(norm or "linf", math.inf).distance(x, x_adv)  # (B,)
+    threat = ThreatModel(norm or "linf", math.inf)  # type: ignore[arg-type]  # checked there
+    distance = threat.distance(x, x_adv)  # (B,)
     return BatchOutcome(y, pred_clean, x_adv, pred_adv, distance, seconds)

@@ -41,8 +41,8 @@ _LEGACY = ("tensors/batch_*.safetensors", "summary.json")
 
 
 def _png(img: torch.Tensor, path: Path) -> None:
-    arr = (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    arr = arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+    u8 = (img.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)  # (C, H, W)
+    arr = u8[0].numpy() if u8.shape[0] == 1 else u8.permute(1, 2, 0).numpy()
     Image.fromarray(np.ascontiguousarray(arr)).save(path)
 
 

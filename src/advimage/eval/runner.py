@@ -36,8 +36,8 @@ from advimage.eval.batch import batch_seed
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
 from advimage.eval.run_batch import RunParts, run_batch
 from advimage.eval.store import DB_NAME, ResultStore
-from advimage.hub import load_model
 from advimage.model_flags import model_flags
+from advimage.models.hub import load_model
 from advimage.oom import oom_guard
 from advimage.precision import check_precision, with_precision
 from advimage.utils import resolve_device, run_metadata, write_json

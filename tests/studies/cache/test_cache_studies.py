@@ -11,7 +11,7 @@ import torch
 
 from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel, save_cache
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 from advimage.studies.cache.stats import paired_bootstrap
 
 

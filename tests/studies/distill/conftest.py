@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from advimage.hub import load_model
 from advimage.models import ImageClassifier
+from advimage.models.hub import load_model
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from advimage.hub import load_model
 from advimage.models import create_model, load_checkpoint
+from advimage.models.hub import load_model
 from advimage.studies.distill import DistillConfig, distill
 from advimage.train import TrainConfig, train
 

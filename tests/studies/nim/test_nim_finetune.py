@@ -15,8 +15,8 @@ from advimage.data import load_dataset
 from advimage.defend.nim.defense import De3Defense, build_nim_defense
 from advimage.defend.nim.io import load_nim, save_nim
 from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
-from advimage.hub import load_model
 from advimage.models import create_model
+from advimage.models.hub import load_model
 from advimage.studies.nim.finetune import (
     NIMFinetuneLoss,
     copy_encoder,

@@ -26,7 +26,7 @@ from advimage.defend.base import Defense
 from advimage.defend.nim.io import load_nim
 from advimage.defend.nim.model import NIMAutoencoder
 from advimage.defend.registry import defense_options, register_defense
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 
 __all__ = ["De3Defense", "build_nim_defense", "check_sigma_test"]
 
@@ -133,8 +133,8 @@ def build_nim_defense(model: nn.Module, options: Mapping[str, Any]) -> Defense:
     """The ``nim`` (De^3) defense: options ``path`` (required), ``sigma_test``, ``noise_seed``,
     ``classifier``.
 
-    ``classifier`` (a checkpoint for :func:`advimage.hub.load_model`) replaces the run's model
-    behind the purifier, so one run can compare pipelines whose classifiers were fine-tuned on
+    ``classifier`` (a checkpoint for :func:`~advimage.models.hub.load_model`) replaces the run's
+    model behind the purifier, so one run can compare pipelines whose classifiers were fine-tuned on
     different reconstructions (NIM vs MIM). The checkpoint's image size must match the
     classifier's ``input_shape`` when it has one; the autoencoder goes to the classifier's device.
     """

@@ -30,8 +30,8 @@ from advimage.data import load_dataset
 from advimage.defend.cache import CacheModel, save_cache
 from advimage.defend.cache.features import features_and_logits
 from advimage.defend.cache.ops import mix_log_probs
-from advimage.hub import load_model
 from advimage.models.classifier import ImageClassifier
+from advimage.models.hub import load_model
 from advimage.studies.cache.minimal import minimal_study
 from advimage.studies.cache.robust import class_topm_attacks, robustness_study
 from advimage.studies.cache.stats import paired_bootstrap

@@ -32,7 +32,7 @@ from advimage.detect.registry import build_detector
 from advimage.detect.signature_detector import SignatureDetector
 from advimage.eval.config_schema import resolve_path
 from advimage.eval.detection import AttackFn, DetectionAttack, DetectionJob, run_detection
-from advimage.hub import load_model
+from advimage.models.hub import load_model
 from advimage.utils import resolve_device
 from advimage.validation import parse_fraction
 

@@ -1,8 +1,9 @@
 """The ``advimage eval transfer`` command's library side (Ojha et al., NeurIPS 2023).
 
 :func:`run_transfer` loads the teacher, the KD and independent students (and optionally the
-control's foreign network) from ``advimage.hub.load_model`` specs, takes a class-balanced slice of
-a dataset, runs :func:`~advimage.studies.distill.transfer.transfer_probes` and writes
+control's foreign network) from ``advimage.models.hub.load_model`` specs, takes a
+class-balanced slice of a dataset, runs :func:`~advimage.studies.distill.transfer.transfer_probes`
+and writes
 ``transfer.json`` (results, resolved arguments, each model's fingerprint and sidecar facts, run
 metadata) and ``gradcam.png``, the inputs of ``reports/distill``.
 """
@@ -17,8 +18,8 @@ from typing import Any
 from torch import Tensor
 
 from advimage.data import ImageDataset, load_dataset
-from advimage.hub import load_model
 from advimage.models import ImageClassifier
+from advimage.models.hub import load_model
 from advimage.studies.distill.gradcam import save_gradcam_grid
 from advimage.studies.distill.transfer import roles, transfer_probes
 from advimage.utils import resolve_device, run_metadata, write_json
