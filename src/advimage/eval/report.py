@@ -34,6 +34,7 @@ td:first-child,th:first-child{text-align:left}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:.5em 1em}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}
+table.sortable{display:block;overflow-x:auto;max-width:100%}table.sortable td{white-space:nowrap}
 .read{background:#eef4fb;border-left:4px solid #4a7fc1;padding:.5em 1em;font-size:.95em}
 """
 
