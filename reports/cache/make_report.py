@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from advimage.studies.cache.report import build_report
+from advimage.studies.cache.report_html import write_html
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,8 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--robust", default="resnet20_n500,resnet20",
                    help="robustness run folders under runs/cache/robust (first one plotted)")
     p.add_argument("-o", "--out", type=Path, default=HERE, help="folder for the PNG plots")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html (one self-contained page) into --out")
     a = p.parse_args(argv)
-    sys.stdout.write(build_report(a.runs, a.out, a.robust.split(",")))
+    text = build_report(a.runs, a.out, a.robust.split(","))
+    sys.stdout.write(text)
+    if a.html:
+        write_html(text, a.runs, a.out, a.robust.split(","))
     return 0
 
 

@@ -17,8 +17,8 @@ HERE = Path(__file__).parent
 
 
 def main(run: Path, suffix: str = "", plots: bool = True,
-         plot_names: tuple[str, ...] = PLOTS) -> None:
-    write_report(run, HERE, suffix, plot_names if plots else ())
+         plot_names: tuple[str, ...] = PLOTS, html: bool = False) -> None:
+    write_report(run, HERE, suffix, plot_names if plots else (), html=html)
 
 
 if __name__ == "__main__":
@@ -28,5 +28,8 @@ if __name__ == "__main__":
     ap.add_argument("--no-plots", action="store_true", help="tables only")
     ap.add_argument("--plots", default=",".join(PLOTS),
                     help="comma-separated attack names to draw ROC curves for")
+    ap.add_argument("--html", action="store_true",
+                    help="also write report[-SUFFIX].html (one self-contained page)")
     a = ap.parse_args()
-    main(a.run, a.suffix, plots=not a.no_plots, plot_names=tuple(a.plots.split(",")))
+    main(a.run, a.suffix, plots=not a.no_plots, plot_names=tuple(a.plots.split(",")),
+         html=a.html)

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from advimage.studies.distill.report import build_report
+from advimage.studies.distill.report_html import write_html
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +30,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="folders holding training model.json sidecars (default: RUNS)")
     p.add_argument("--preface", type=Path, default=None,
                    help="markdown inserted after the title (setup, deviations, findings)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html (one self-contained page) into --out")
     a = p.parse_args(argv)
     try:
         build_report(a.runs, a.out, train_runs=a.train_runs, preface=a.preface)
+        if a.html:
+            write_html(a.out)
     except ValueError as err:
         raise SystemExit(str(err)) from None
     return 0

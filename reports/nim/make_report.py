@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from advimage.studies.nim.report import write_report
+from advimage.studies.nim.report_html import write_html
 from advimage.studies.nim.report_run import parse_pairs
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="trade-off/claims attack, e.g. pgd@8/255 (default: strongest PGD 8/255)")
     p.add_argument("--image-defense", action="append", metavar="LABEL",
                    help="defense(s) for image grids (default: NIM and MIM at the middle sigma)")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html (one self-contained page) into --out")
     a = p.parse_args(argv)
     try:
         baselines = parse_pairs(a.baseline, "--baseline")
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         preface = a.preface.read_text(encoding="utf-8").strip() if a.preface else None
         write_report(a.run, a.out, baselines=baselines, trains=trains, preface=preface,
                      attack=a.attack, image_defenses=a.image_defense, n_images=a.images)
+        if a.html:
+            write_html(a.out)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     return 0

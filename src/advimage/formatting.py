@@ -11,8 +11,8 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["WILSON_Z", "budget_label", "display_path", "format_eps", "format_rate",
-           "rate_interval", "wilson_interval"]
+__all__ = ["WILSON_Z", "budget_label", "display_model", "display_path", "display_value",
+           "format_eps", "format_rate", "rate_interval", "wilson_interval"]
 
 WILSON_Z = 1.959963984540054  # two-sided 95% normal quantile
 _K255_TOLERANCE = 1e-6
@@ -79,3 +79,25 @@ def display_path(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> 
         return Path(os.path.relpath(p, Path(base).resolve())).as_posix()
     except ValueError:  # no relative path between them (Windows drives)
         return p.name
+
+
+def display_model(spec: str, base: str | os.PathLike[str]) -> str:
+    """A model as a report in ``base`` should name it: ``bundled``/``bundled:X``/``hf:X`` as
+    given, a file (also behind ``torchscript:``) through :func:`display_path`."""
+    prefix = "torchscript:" if spec.startswith("torchscript:") else ""
+    bare = spec.removeprefix(prefix)
+    if bare == "bundled" or bare.startswith(("bundled:", "hf:")):
+        return spec
+    return prefix + display_path(bare, base)
+
+
+def display_value(value: object, base: str | os.PathLike[str]) -> object:
+    """``value`` with every absolute path string inside it (also in nested dicts and lists)
+    made relative to ``base`` by :func:`display_path`; other values unchanged."""
+    if isinstance(value, str):
+        return display_path(value, base) if Path(value).is_absolute() else value
+    if isinstance(value, dict):
+        return {k: display_value(v, base) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [display_value(v, base) for v in value]
+    return value

@@ -41,12 +41,30 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_html_is_self_contained_with_all_sections(run_dir) -> None:
     html = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert "http://" not in html and "https://" not in html and "src=\"http" not in html
+    assert html.count("<script>") == 1 and 'class="sortable"' in html  # inline sorting only
     assert html.count("data:image/png;base64,") >= 5  # curves x2, ROC x2, grids
     for needle in ("Gradient-masking checks", "Clean and robust accuracy", "Detectors (ROC)",
                    "Examples", "Timings", "torch_version", "git_hash", "[zero-gradients] quantize",
-                   "[bpda] quantize", "fgsm@0.2", "unbounded-pgd@1"):
+                   "[bpda] quantize", "unbounded", "How to read this"):
         assert needle in html, needle
+    table = html.split("<h2>Clean and robust accuracy</h2>")[1].split("<h2>")[0]
+    assert "fgsm@0.2" not in table  # attacks by label and budget, not by internal id
+    assert html.count("How to read this") >= 6  # one per section
+
+
+def test_rates_carry_wilson_intervals_and_paths_are_relative(run_dir) -> None:
+    from scipy.stats import binomtest
+
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    for r in results:  # an independent Wilson interval (scipy) beside every rate
+        for key in ("clean_accuracy", "robust_accuracy"):
+            k = round(r[key] * r["n"])
+            ci = binomtest(k, r["n"]).proportion_ci(0.95, method="wilson")
+            text = f"{100 * r[key]:.1f}% [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+            assert text in html, text
+    assert str(Path.cwd().resolve()) not in html and str(run_dir.resolve()) not in html
 
 
 def test_exports_agree_with_per_sample_rows(run_dir) -> None:
@@ -90,8 +108,25 @@ def test_accuracy_vs_eps_figure_draws_one_line_per_attack() -> None:
     rows.append({"label": "fgsm", "norm": "linf", "eps": 0.1, "robust_accuracy": 0.6,
                  "clean_accuracy": 0.9})
     fig = accuracy_vs_eps_figure(rows)
-    pgd = next(line for line in fig.axes[0].lines if line.get_label() == "pgd (linf)")
-    assert list(pgd.get_xdata()) == [0.1, 0.2] and list(pgd.get_ydata()) == [0.5, 0.1]
+    ax = fig.axes[0]
+    pgd = next(c for c in ax.containers if c.get_label() == "pgd (linf)")
+    line = pgd.lines[0]
+    assert list(line.get_xdata()) == [0.1, 0.2] and list(line.get_ydata()) == [0.5, 0.1]
+    segs = pgd.lines[2][0].get_segments()  # no n: zero-length error bars
+    assert all(seg[0][1] == seg[1][1] for seg in segs)
+
+
+def test_accuracy_curves_have_wilson_error_bars_and_k255_ticks() -> None:
+    from scipy.stats import binomtest
+
+    rows = [{"label": "pgd", "norm": "linf", "eps": k / 255, "robust_accuracy": a,
+             "clean_accuracy": 0.9, "n": 40} for k, a in ((2, 0.5), (8, 0.1))]
+    ax = accuracy_vs_eps_figure(rows).axes[0]
+    bars = ax.containers[0].lines[2][0].get_segments()
+    for seg, r in zip(bars, rows, strict=True):
+        ci = binomtest(round(r["robust_accuracy"] * 40), 40).proportion_ci(method="wilson")
+        assert seg[0][1] == pytest.approx(ci.low) and seg[1][1] == pytest.approx(ci.high)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2/255", "8/255"]
 
 
 def test_cli_report_writes_to_out(run_dir, tmp_path, capsys) -> None:

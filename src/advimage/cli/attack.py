@@ -117,7 +117,15 @@ def _source(a: argparse.Namespace) -> dict[str, Any]:
 
 def add_demo_parser(sub: Any) -> None:
     """Add ``demo`` to the ``advimage`` sub-command parsers."""
-    d = sub.add_parser("demo", help="attack the bundled digits model and write an HTML report")
+    d = sub.add_parser("demo",
+        description=("Attack the bundled digits model with FGSM and PGD, score the images with the "
+                     "detector and the cache defense, and write one self-contained HTML report; "
+                     "needs no downloads."),
+        epilog=("examples:\n"
+                "  advimage demo --out demo\n"
+                "  advimage demo --eps 0.2 --steps 40"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="attack the bundled digits model and write an HTML report")
     d.add_argument("--out", default="advimage-demo", help="output folder (default: advimage-demo)")
     d.add_argument("--eps", type=lambda s: eps_list(s)[0], default=0.1, help="L-inf budget")
     d.add_argument("--steps", type=int, default=20, help="PGD steps")
@@ -127,7 +135,13 @@ def add_demo_parser(sub: Any) -> None:
 
 def add_attack_parser(sub: Any) -> None:
     """Add ``attack`` to the ``advimage`` sub-command parsers."""
-    at = sub.add_parser("attack", help="craft adversarial images and save them losslessly")
+    at = sub.add_parser("attack",
+        description=("Craft adversarial images of a model's test images with one attack and save "
+                     "them losslessly with their predictions."),
+        epilog=("examples:\n"
+                "  advimage attack --model bundled --data digits --attack pgd --eps 0.1 --out adv"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="craft adversarial images and save them losslessly")
     add_model_data_args(at)
     at.add_argument("--attack", default="pgd", help="attack name (advimage.attacks.list_attacks)")
     at.add_argument("--norm", default="linf", help="linf|l2")

@@ -74,11 +74,23 @@ def cmd_cache_tune(a: argparse.Namespace) -> int:
 
 def add_cache_parser(sub: Any) -> None:
     """Add ``cache build|tune`` to the ``advimage`` sub-command parsers."""
-    ca = sub.add_parser("cache", help="cache memory defense (Orhan 2018): build or tune a cache")
+    ca = sub.add_parser("cache",
+        description=("The cache memory defense of Orhan (2018), 'A Simple Cache Model for Image "
+                     "Recognition': embed a training set into a cache of keys, or pick "
+                     "theta/lambda by held-out accuracy first."),
+        epilog=("examples:\n"
+                "  advimage cache build --model bundled --layers fc1 --out cache\n"
+                "  advimage cache tune --model bundled --layers fc1 --out cache"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="cache memory defense (Orhan 2018): build or tune a cache")
     csub = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     for name, func, text in (("build", cmd_cache_build, "embed a training set into a cache"),
                              ("tune", cmd_cache_tune, "grid-search theta/lambda, then build")):
-        c = csub.add_parser(name, help=text)
+        c = csub.add_parser(
+            name, help=text, description=f"Cache model of Orhan (2018): {text}.",
+            epilog=f"examples:\n  advimage cache {name} --model bundled --data digits "
+                   "--layers fc1 --out cache",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_model_data_args(c)
         c.set_defaults(split="train")
         c.add_argument("--layers", required=True, help="comma-separated layer names")

@@ -56,9 +56,23 @@ def cmd_detect_score(a: argparse.Namespace) -> int:
 
 def add_detect_parser(sub: Any) -> None:
     """Add ``detect calibrate|score`` to the ``advimage`` sub-command parsers."""
-    de = sub.add_parser("detect", help="noise-signature detector (Hu, Yu et al., 2019)")
+    de = sub.add_parser("detect",
+        description=("Noise-signature detector of Hu, Yu et al. (NeurIPS 2019): calibrate "
+                     "thresholds on clean images, then score images."),
+        epilog=("examples:\n"
+                "  advimage detect calibrate --model bundled --data digits --out det.json\n"
+                "  advimage detect score --detector det.json --model bundled adv/"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="noise-signature detector (Hu, Yu et al., 2019)")
     dsub = de.add_subparsers(dest="detect_command", required=True, metavar="ACTION")
-    dc = dsub.add_parser("calibrate", help="thresholds at a target FPR on clean images")
+    dc = dsub.add_parser("calibrate",
+        description=("Calibrate the detector's thresholds so that a target share of clean images "
+                     "is flagged (the false-positive rate)."),
+        epilog=("examples:\n"
+                "  advimage detect calibrate --model bundled --data digits --fpr 0.05 --out "
+                "det.json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="thresholds at a target FPR on clean images")
     add_model_data_args(dc)
     dc.add_argument("--fpr", type=float, default=0.05, help="target combined false-positive rate")
     dc.add_argument("--preset", default="cifar10", help="cifar10|imagenet|imagenet-inception")
@@ -68,7 +82,13 @@ def add_detect_parser(sub: Any) -> None:
     dc.add_argument("--out", required=True, help="detector JSON path")
     add_common_args(dc)
     dc.set_defaults(func=cmd_detect_calibrate)
-    ds = dsub.add_parser("score", help="per-image scores and verdicts")
+    ds = dsub.add_parser("score",
+        description=("Score images with a calibrated detector: per image the criteria's scores and "
+                     "whether it is flagged as adversarial."),
+        epilog=("examples:\n"
+                "  advimage detect score --detector det.json --model bundled adv/ more.png"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="per-image scores and verdicts")
     ds.add_argument("--detector", required=True, help="detector JSON from `detect calibrate`")
     ds.add_argument("--model", required=True, help="the model the detector was calibrated for")
     ds.add_argument("images", nargs="+", help="PNG files, .safetensors files or attack folders")

@@ -173,9 +173,24 @@ def cmd_eval_transfer(a: argparse.Namespace) -> int:
 
 def add_eval_parser(sub: Any) -> None:
     """Add ``eval robust|detection|transfer`` to the ``advimage`` sub-command parsers."""
-    ev = sub.add_parser("eval", help="robust accuracy grids, detection rates, KD transfer probes")
+    ev = sub.add_parser("eval",
+        description=("Measure robustness: accuracy under an attack grid, detection rates of a "
+                     "detector, or what knowledge distillation transfers."),
+        epilog=("examples:\n"
+                "  advimage eval robust --model bundled --data digits --eps 0.05,0.1\n"
+                "  advimage eval detection --config configs/detection-resnet20.yaml --out "
+                "runs/det"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="robust accuracy grids, detection rates, KD transfer probes")
     esub = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
-    er = esub.add_parser("robust", help="clean and robust accuracy per attack and eps")
+    er = esub.add_parser("robust",
+        description=("Clean and robust accuracy of a model for each attack and budget (a quick "
+                     "grid; `advimage run` is the full harness)."),
+        epilog=("examples:\n"
+                "  advimage eval robust --model bundled --data digits --attacks fgsm,pgd --eps "
+                "0.05,0.1"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="clean and robust accuracy per attack and eps")
     add_model_data_args(er)
     er.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
     er.add_argument("--norm", default="linf")
@@ -196,7 +211,14 @@ def add_eval_parser(sub: Any) -> None:
     add_common_args(er)
     er.set_defaults(func=cmd_eval_robust)
 
-    ed = esub.add_parser("detection", help="detection rates at FPR of a detector (resumable)")
+    ed = esub.add_parser("detection",
+        description=("Detection rates at fixed false-positive rates of the Hu, Yu et al. (2019) "
+                     "detector for the attacks of a config; resumable."),
+        epilog=("examples:\n"
+                "  advimage eval detection --config configs/detection-resnet20.yaml --out "
+                "runs/det"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="detection rates at FPR of a detector (resumable)")
     ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
     ed.add_argument("--out", required=True,
                     help="run folder: results.sqlite (one batch per scored set of images), "
@@ -210,7 +232,14 @@ def add_eval_parser(sub: Any) -> None:
     ed.add_argument("-v", "--verbose", action="store_true", help="log more")
     ed.set_defaults(func=cmd_eval_detection)
 
-    et = esub.add_parser("transfer", help="what KD transfers (Ojha et al. 2023): 4 probes")
+    et = esub.add_parser("transfer",
+        description=("The probes of Ojha et al. (NeurIPS 2023) of what knowledge distillation "
+                     "transfers: adversarial vulnerability, agreement, localization, invariance."),
+        epilog=("examples:\n"
+                "  advimage eval transfer --teacher t.safetensors --kd kd.safetensors "
+                "--independent ind.safetensors --out runs/tr"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="what KD transfers (Ojha et al. 2023): 4 probes")
     et.add_argument("--teacher", required=True,
                     help="teacher: any --model spec (checkpoint, reference file, "
                          "bundled[:NAME], hf:ORG/NAME, torchscript:PATH)")

@@ -81,12 +81,31 @@ def cmd_models_eval(a: argparse.Namespace) -> int:
 
 def add_models_parser(sub: Any) -> None:
     """Add ``models list|import|eval`` to the ``advimage`` sub-command parsers."""
-    m = sub.add_parser("models", help="list, import and evaluate models")
+    m = sub.add_parser("models",
+        description=("List the registered architectures and bundled weights, import reference "
+                     "checkpoints, measure clean accuracy."),
+        epilog=("examples:\n"
+                "  advimage models list\n"
+                "  advimage models eval --model bundled --data digits"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="list, import and evaluate models")
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    ml = msub.add_parser("list", help="registered architectures and bundled weights")
+    ml = msub.add_parser("list",
+        description=("The registered architectures and the bundled weights, which need no "
+                     "download."),
+        epilog=("examples:\n"
+                "  advimage models list"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="registered architectures and bundled weights")
     add_common_args(ml)
     ml.set_defaults(func=cmd_models_list)
-    mi = msub.add_parser("import", help="convert a reference .th/.pt model into a safe checkpoint")
+    mi = msub.add_parser("import",
+        description=("Convert a reference .th/.pt model file into a safe checkpoint (safetensors "
+                     "and a JSON sidecar)."),
+        epilog=("examples:\n"
+                "  advimage models import resnet20-12fca82f.th --out resnet20.safetensors"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="convert a reference .th/.pt model into a safe checkpoint")
     mi.add_argument("source")
     mi.add_argument("--arch", default=None, help="architecture (inferred from the file name)")
     mi.add_argument("--dataset", default=None,
@@ -97,7 +116,12 @@ def add_models_parser(sub: Any) -> None:
     mi.add_argument("--out", required=True, help="output .safetensors path")
     add_common_args(mi)
     mi.set_defaults(func=cmd_models_import)
-    me = msub.add_parser("eval", help="clean accuracy of a model")
+    me = msub.add_parser("eval",
+        description=("Clean accuracy of a model on a dataset split."),
+        epilog=("examples:\n"
+                "  advimage models eval --model bundled --data digits"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="clean accuracy of a model")
     add_model_data_args(me)
     add_speed_args(me)
     add_common_args(me)

@@ -86,9 +86,23 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
 
 def add_nim_parser(sub: Any) -> None:
     """Add ``nim pretrain`` / ``nim finetune`` to the ``advimage`` sub-command parsers."""
-    n = sub.add_parser("nim", help="noisy image modeling (You et al. 2023): pre-train, fine-tune")
+    n = sub.add_parser("nim",
+        description=("Noisy image modeling of You et al. (NeurIPS 2023): pre-train a denoising "
+                     "autoencoder, then fine-tune a classifier from its encoder for the De^3 "
+                     "defense."),
+        epilog=("examples:\n"
+                "  advimage nim pretrain --data digits --out runs/nim\n"
+                "  advimage nim finetune --nim runs/nim/nim --data digits --out runs/nim-cls"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="noisy image modeling (You et al. 2023): pre-train, fine-tune")
     nsub = n.add_subparsers(dest="nim_command", required=True, metavar="ACTION")
-    p = nsub.add_parser("pretrain", help="pre-train a NIM (or MIM) autoencoder, resumable")
+    p = nsub.add_parser("pretrain",
+        description=("Pre-train a NIM (noisy image) or MIM (masked image) autoencoder; resumable."),
+        epilog=("examples:\n"
+                "  advimage nim pretrain --data digits --out runs/nim\n"
+                "  advimage nim pretrain --mode mim --data digits --out runs/mim"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="pre-train a NIM (or MIM) autoencoder, resumable")
     p.add_argument("--data", default="digits", help="dataset name (default: digits)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--limit", type=int, default=None, help="use N training images, class-balanced")
@@ -108,7 +122,13 @@ def add_nim_parser(sub: Any) -> None:
     add_track_arg(p)
     add_common_args(p)  # --device, --seed, --no-progress, --threads, -v as every command
     p.set_defaults(func=cmd_nim_pretrain)
-    f = nsub.add_parser("finetune", help="fine-tune a classifier from a NIM encoder on De^3 "
+    f = nsub.add_parser("finetune",
+        description=("Fine-tune a classifier from a NIM encoder on De^3 reconstructions of noised "
+                     "images; resumable."),
+        epilog=("examples:\n"
+                "  advimage nim finetune --nim runs/nim/nim --data digits --out runs/nim-cls"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="fine-tune a classifier from a NIM encoder on De^3 "
                                          "reconstructions, resumable")
     f.add_argument("--nim", required=True, help="NIM/MIM checkpoint from nim pretrain (RUN/nim)")
     add_train_args(f, presets=False, skip=("momentum",), defaults=_FINETUNE_DEFAULTS,

@@ -85,7 +85,14 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def add_run_parser(sub: Any) -> None:
     """Add ``run`` to the ``advimage`` sub-command parsers."""
-    ru = sub.add_parser("run", help="run a declarative evaluation config (resumable)")
+    ru = sub.add_parser("run",
+        description=("Run a declarative evaluation config (model, data, defenses, attacks, "
+                     "budgets, checks) into a run directory; resumable and shardable."),
+        epilog=("examples:\n"
+                "  advimage run configs/quick-digits.yaml --out runs/quick\n"
+                "  advimage run --resume runs/quick"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="run a declarative evaluation config (resumable)")
     ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")
     ru.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
     ru.add_argument("--out", default=None, help="run directory (default: runs/NAME-TIMESTAMP)")
@@ -99,7 +106,14 @@ def add_run_parser(sub: Any) -> None:
 
 def add_report_parser(sub: Any) -> None:
     """Add ``report`` to the ``advimage`` sub-command parsers."""
-    rp = sub.add_parser("report", help="HTML report and CSV/JSON exports of a run directory")
+    rp = sub.add_parser("report",
+        description=("Write the HTML report (masking checks, accuracy with Wilson intervals, "
+                     "curves, example grids) and the CSV/JSON exports of a run directory."),
+        epilog=("examples:\n"
+                "  advimage report runs/quick\n"
+                "  advimage report runs/quick --out quick.html"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="HTML report and CSV/JSON exports of a run directory")
     rp.add_argument("run", help="run directory written by `advimage run`")
     rp.add_argument("--out", default=None, help="HTML path (default: RUN/report.html)")
     rp.set_defaults(func=cmd_report)

@@ -66,7 +66,15 @@ def cmd_distill(a: argparse.Namespace) -> int:
 
 def add_train_parser(sub: Any) -> None:
     """Add ``train`` to the ``advimage`` sub-command parsers."""
-    t = sub.add_parser("train", help="train a model (checkpoint per epoch, resumable)")
+    t = sub.add_parser("train",
+        description=("Train a classifier, optionally with PGD adversarial training; a checkpoint "
+                     "per epoch, resumable."),
+        epilog=("examples:\n"
+                "  advimage train --model resnet20 --data cifar10 --out runs/r20\n"
+                "  advimage train --model resnet20 --data cifar10 --adv-eps 8/255 --out "
+                "runs/r20-at"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train a model (checkpoint per epoch, resumable)")
     add_train_args(t)
     t.add_argument("--adv-eps", type=lambda s: eps_list(s)[0], default=None,
                    help="PGD adversarial training budget, L-inf, e.g. 8/255 (default: off)")
@@ -77,7 +85,13 @@ def add_train_parser(sub: Any) -> None:
 
 def add_distill_parser(sub: Any) -> None:
     """Add ``distill`` to the ``advimage`` sub-command parsers."""
-    di = sub.add_parser("distill", help="train a student: Hinton KD, FitNets or independent")
+    di = sub.add_parser("distill",
+        description=("Train a student from a teacher: Hinton knowledge distillation, FitNets, or "
+                     "independently (the control)."),
+        epilog=("examples:\n"
+                "  advimage distill --teacher bundled --arm kd --out runs/kd"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train a student: Hinton KD, FitNets or independent")
     di.add_argument("--arm", default="kd", choices=["kd", "fitnets", "independent"])
     di.add_argument("--teacher", default="bundled",
                     help="teacher: any --model spec (default: bundled)")

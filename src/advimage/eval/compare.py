@@ -27,7 +27,7 @@ from advimage.errors import UserInputError
 from advimage.eval.checks import run_configured_checks
 from advimage.eval.runner import CONFIG_NAME
 from advimage.eval.store import DB_NAME, ResultStore
-from advimage.formatting import budget_label, display_path, rate_interval
+from advimage.formatting import budget_label, display_model, display_path, rate_interval
 from advimage.jsonfile import read_json_object
 from advimage.utils import atomic_writer, write_json
 
@@ -69,15 +69,6 @@ def _data_identity(config: dict[str, Any], meta: dict[str, Any]) -> dict[str, An
                   "label_mapping": described.get("label_mapping")})
     ident.update({k: described[k] for k in _DIGEST_KEYS if k in described})
     return ident
-
-
-def _model_label(path: str, out: Path) -> str:
-    """The model as the config names it; a file path relative to the output folder."""
-    prefix = "torchscript:" if path.startswith("torchscript:") else ""
-    bare = path.removeprefix(prefix)
-    if bare == "bundled" or bare.startswith(("bundled:", "hf:")):
-        return path
-    return prefix + display_path(bare, out)
 
 
 def _worst_cases(store: ResultStore, results: list[dict[str, Any]]) -> dict[tuple, dict]:
@@ -175,7 +166,7 @@ def load_run(run_dir: str | Path, out: str | Path) -> RunSummary:
         defenses = [d["defense"] for d in store.defenses()]
     summary = RunSummary(
         given=str(run_dir), label=display_path(run.resolve(), out), name=str(config.get("name")),
-        model=_model_label(str(config.get("model", {}).get("path")), Path(out)),
+        model=display_model(str(config.get("model", {}).get("path")), Path(out)),
         data=_data_identity(config, meta),
         budgets=sorted({_budget(r["norm"], r["eps"]) for r in results
                         if r["kind"] != "unbounded"}),

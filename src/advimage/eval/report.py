@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from advimage.utils import atomic_write_text  # noqa: E402
 
-__all__ = ["HtmlReport", "image_grid_figure", "figure_to_png"]
+__all__ = ["HtmlReport", "attack_grid_figure", "image_grid_figure", "figure_to_png"]
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -34,6 +34,8 @@ td:first-child,th:first-child{text-align:left}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:.5em 1em}
 figure{margin:1em 0}figcaption{font-size:.9em;color:#555}
 img{max-width:100%}code{background:#f4f4f4;padding:1px 4px}
+table.sortable{display:block;overflow-x:auto;max-width:100%}table.sortable td{white-space:nowrap}
+.read{background:#eef4fb;border-left:4px solid #4a7fc1;padding:.5em 1em;font-size:.95em}
 """
 
 
@@ -93,6 +95,49 @@ def image_grid_figure(
     return fig
 
 
+def attack_grid_figure(
+    x: torch.Tensor,
+    attacks: Mapping[str, tuple[torch.Tensor, Sequence[int]]],
+    pred_clean: Sequence[int],
+    classes: Sequence[str] | None = None,
+    labels: Sequence[int] | None = None,
+) -> plt.Figure:
+    """One column per image, one row per attack: the clean images on top, then each attack's
+    adversarial image of the same image below it, then its amplified perturbation.
+
+    Args:
+        x: clean images (N, C, H, W) in [0, 1].
+        attacks: per row title, (adversarial images like ``x``, their predictions).
+        pred_clean: the model's predictions on ``x``; titles of changed predictions are red.
+        classes: class names (indices when ``None``); labels: true labels for the top row.
+    """
+    n, names = len(x), list(attacks)
+    name = (lambda k: classes[k]) if classes else (lambda k: str(k))
+    rows: list[tuple[str, torch.Tensor, list[str], list[bool]]] = [(
+        "clean", x, [f"{name(p)}" + (f" (true {name(labels[i])})" if labels is not None else "")
+                     for i, p in enumerate(pred_clean)], [False] * n)]
+    for a in names:
+        adv, pred = attacks[a]
+        delta = (adv - x).detach().float().cpu()
+        amp = 0.5 / (float(delta.abs().max()) or 1.0)
+        rows.append((a, adv, [name(p) for p in pred],
+                     [int(p) != int(c) for p, c in zip(pred, pred_clean, strict=True)]))
+        rows.append((f"{a}: perturbation x{amp:.0f}", 0.5 + amp * delta, [""] * n, [False] * n))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 0.6, 1.4 * len(rows)),
+                             squeeze=False)
+    cmap = "gray" if x.shape[1] == 1 else None
+    for r, (title, imgs, texts, changed) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r][i]
+            ax.imshow(_to_hwc(imgs[i]), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(texts[i], fontsize=7, color="crimson" if changed[i] else "black")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
 class HtmlReport:
     """Accumulates sections and writes one self-contained HTML file."""
 
@@ -109,6 +154,10 @@ class HtmlReport:
 
     def warning(self, text: str) -> None:
         self.text(text, "warn")
+
+    def how_to_read(self, text: str) -> None:
+        """A short reading guide at the top of a section (escaped here)."""
+        self._parts.append(f'<p class="read"><b>How to read this:</b> {html.escape(text)}</p>')
 
     def table(
         self,

@@ -17,6 +17,7 @@ from advimage.eval.detection_store import DetectionView, detection_results, read
 from advimage.eval.plots import md_row, md_table, save_png
 from advimage.eval.report_run import roc_figure
 from advimage.eval.store import DB_NAME, ResultStore
+from advimage.studies.detection.report_html import write_html
 
 __all__ = ["PLOTS", "load_run", "table_lines", "write_report"]
 
@@ -64,8 +65,10 @@ def _roc_png(view: DetectionView, name: str, path: Path) -> None:
 
 
 def write_report(run: str | Path, out: str | Path, suffix: str = "",
-                 plots: Sequence[str] = PLOTS) -> list[Path]:
-    """Write ``tables[-SUFFIX].md`` and ``roc[-SUFFIX]-ATTACK.png`` of ``plots`` into ``out``.
+                 plots: Sequence[str] = PLOTS, html: bool = False) -> list[Path]:
+    """Write ``tables[-SUFFIX].md`` and ``roc[-SUFFIX]-ATTACK.png`` of ``plots`` into ``out``;
+    ``html`` also writes the same as one page, ``report[-SUFFIX].html``
+    (:mod:`advimage.studies.detection.report_html`).
 
     Returns:
         The files written.
@@ -78,5 +81,9 @@ def write_report(run: str | Path, out: str | Path, suffix: str = "",
             written.append(out / f"{stem}{name.replace('@', '-')}.png")
             _roc_png(view, name, written[-1])
     tables = out / (f"tables-{suffix}.md" if suffix else "tables.md")
-    tables.write_text("\n".join(table_lines(view)) + "\n", encoding="utf-8")
+    lines = table_lines(view)
+    tables.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if html:
+        written.append(write_html(lines, written, out,
+                                  f"report-{suffix}.html" if suffix else "report.html"))
     return [*written, tables]
