@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from advimage.attacks.apgd_l1 import apgd_l1_run
 from advimage.attacks.apgd_schedule import StepSizeRule, apgd_checkpoints
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
@@ -48,7 +49,8 @@ class APGD(Attack):
 
     Args (dataclass fields):
         eps: Radius of the threat model (same units as the [0, 1] pixels).
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (l1-APGD with its sparsity schedule, Croce &
+            Hein, ICML 2021: :mod:`advimage.attacks.apgd_l1`).
         seed: Seed of the random starts (``None``: nondeterministic).
         steps: Iterations per run (gradient evaluations, 100 in the paper).
         restarts: Random restarts; restart r only attacks samples not yet successful.
@@ -63,6 +65,7 @@ class APGD(Attack):
     """
 
     name: ClassVar[str] = "apgd-ce"
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     steps: int = 100
     restarts: int = 1
     loss: str = "ce"
@@ -162,6 +165,17 @@ class APGD(Attack):
             ``early_stop``, which are adversarial).
         """
         threat = self.threat
+        if self.norm == "l1":
+            s1 = {"x": x, "y": y}
+            if target is not None:
+                s1["target"] = target
+            if loss_target is not None:
+                s1["loss_target"] = loss_target
+
+            def fwd(xa: Tensor, ya: Tensor, lt: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                return self._forward(model, xa, ya, lt)
+
+            return apgd_l1_run(threat, self.steps, self.early_stop, fwd, s1, generator)
         x_adv = threat.project(x, threat.random_start(x, generator))  # (B, C, H, W)
         rows = ActiveRows(x_adv)
         logits, loss, grad = self._forward(model, x_adv, y, loss_target)
