@@ -25,7 +25,7 @@ from advimage.attacks.base import Model, check_positive_float, check_positive_in
 from advimage.attacks.fmn import cosine_anneal
 from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import ce_loss, is_success
-from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search
+from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search, snap
 from advimage.attacks.registry import register_attack
 from advimage.lp_balls import lp_norms, rows
 
@@ -80,9 +80,10 @@ class DDN(MinimalNormAttack):
         delta = torch.zeros_like(x)
         for i in range(self.steps):
             alpha = cosine_anneal(self.max_stepsize, _MIN_STEP, i, self.steps)
-            grad, _, logits = input_gradient(model, x + delta, lambda z: ce_loss(z, y, target))
+            x_adv = snap(model, x + delta, x)
+            grad, _, logits = input_gradient(model, x_adv, lambda z: ce_loss(z, y, target))
             adv = is_success(logits, y, target)
-            search.offer(x + delta, adv)
+            search.offer(x_adv, adv)
             delta = delta + alpha * grad / rows(lp_norms(grad, "l2").clamp_min(_TINY), grad)
             eps = torch.minimum(eps * torch.where(adv, 1 - self.gamma, 1 + self.gamma), worst)
             scale = eps / lp_norms(delta, "l2").clamp_min(_TINY)  # onto the sphere of radius eps

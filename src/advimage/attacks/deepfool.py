@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import Model, check_positive_int
-from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search
+from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search, snap
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import take
 from advimage.lp_balls import lp_norms, rows
@@ -114,5 +114,6 @@ class DeepFool(MinimalNormAttack):
             step = self._step(logits, xg, ya, take(classes, idx))
             keep = (~adv).nonzero().flatten()
             idx, p_total = idx.index_select(0, keep), (p_total + step).index_select(0, keep)
-            x_adv = (take(x, idx) + (1 + self.overshoot) * p_total).clamp(lo, hi).detach()
+            xs = take(x, idx)
+            x_adv = snap(model, (xs + (1 + self.overshoot) * p_total).clamp(lo, hi), xs).detach()
         return search.result()

@@ -32,7 +32,7 @@ from torch import Tensor
 from advimage.attacks.base import Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
 from advimage.attacks.losses import is_success, margin_loss
-from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search
+from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult, Search, snap
 from advimage.attacks.registry import register_attack
 from advimage.lp_balls import lp_norms, project_l0, project_l1_box, rows
 
@@ -145,12 +145,13 @@ class FMN(MinimalNormAttack):
         for i in range(self.steps):
             alpha = cosine_anneal(self.max_stepsize, min_step, i, self.steps)
             gamma = cosine_anneal(self.gamma, _GAMMA_FINAL, i, self.steps)
+            x_adv = snap(model, x + delta, x)
             grad, margin, logits = input_gradient(
-                model, x + delta, lambda z: margin_loss(z, y, target)
+                model, x_adv, lambda z: margin_loss(z, y, target)
             )
             adv = is_success(logits, y, target)
-            grad = self._feasible(x + delta, grad) if self.box_aware else grad
-            norms = search.offer(x + delta, adv)
+            grad = self._feasible(x_adv, grad) if self.box_aware else grad
+            norms = search.offer(x_adv, adv)
             to_boundary = torch.zeros_like(norms)
             if self.norm != "l0":
                 dual = lp_norms(grad, _DUAL[self.norm])

@@ -14,13 +14,14 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from advimage.attacks.base import Attack, AttackResult, Model
 from advimage.attacks.losses import is_success
 from advimage.lp_balls import lp_norms, rows
+from advimage.threat import _round_towards, is_low_precision  # the projection's own rounding
 
-__all__ = ["MinimalNormAttack", "MinimalNormResult", "Search"]
+__all__ = ["MinimalNormAttack", "MinimalNormResult", "Search", "snap"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ class MinimalNormAttack(Attack):
         norms = torch.where(res.success.to(norms.device), norms.to(res.norms.device), math.inf)
         return MinimalNormResult(res.x_adv, norms, res.success)
 
+    def _working_copy(self, model: Model, x: Tensor) -> tuple[Model, Tensor]:
+        """As the base; for float16/bfloat16 images the model is marked so that :func:`snap`
+        rounds every iterate to their dtype, towards ``x``, before it is judged: a minimal
+        perturbation ends on the decision boundary, where the final rounding (the same one)
+        would otherwise undo it (DeepFool's 2% overshoot does not survive float16)."""
+        model, xw = super()._working_copy(model, x)
+        if is_low_precision(x.dtype):
+            model = _Rounded(model, x.dtype)
+        return model, xw
+
     def _run(
         self,
         model: Model,
@@ -105,3 +116,25 @@ class MinimalNormAttack(Attack):
         """``(B,)`` samples the model already gets wrong (or classifies as the target)."""
         with torch.no_grad():
             return is_success(model(x), y, target)
+
+
+def snap(model: Model, x_adv: Tensor, x: Tensor) -> Tensor:
+    """``x_adv`` as the caller will get it: for a model marked by
+    :meth:`MinimalNormAttack._working_copy`, rounded to the images' low-precision dtype towards
+    ``x`` (the rounding of :meth:`advimage.threat.ThreatModel.project`); else unchanged."""
+    if not isinstance(model, _Rounded):
+        return x_adv
+    return _round_towards(x_adv.float(), x.to(model.dtype)).to(x_adv.dtype)
+
+
+class _Rounded(nn.Module):
+    """``model`` unchanged, marked with the dtype its iterates are rounded to (:func:`snap`)."""
+
+    def __init__(self, model: Model, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = model
+        self.dtype = dtype
+        self.is_randomized = getattr(model, "is_randomized", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)
