@@ -166,16 +166,7 @@ class APGD(Attack):
         """
         threat = self.threat
         if self.norm == "l1":
-            s1 = {"x": x, "y": y}
-            if target is not None:
-                s1["target"] = target
-            if loss_target is not None:
-                s1["loss_target"] = loss_target
-
-            def fwd(xa: Tensor, ya: Tensor, lt: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-                return self._forward(model, xa, ya, lt)
-
-            return apgd_l1_run(threat, self.steps, self.early_stop, fwd, s1, generator)
+            return self._single_run_l1(model, x, y, target, loss_target, generator)
         x_adv = threat.project(x, threat.random_start(x, generator))  # (B, C, H, W)
         rows = ActiveRows(x_adv)
         logits, loss, grad = self._forward(model, x_adv, y, loss_target)
@@ -213,6 +204,27 @@ class APGD(Attack):
             logits, loss = self._momentum_step(model, s, i)
         rows.finish(s["x_best"], rule.best)
         return rows.outcome()
+
+    def _single_run_l1(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        loss_target: Tensor | None,
+        generator: torch.Generator,
+    ) -> RunOutcome:
+        """One l1-APGD run (Croce & Hein, ICML 2021): :func:`~.apgd_l1.apgd_l1_run`."""
+        s: dict[str, Tensor] = {"x": x, "y": y}
+        if target is not None:
+            s["target"] = target
+        if loss_target is not None:
+            s["loss_target"] = loss_target
+
+        def fwd(xa: Tensor, ya: Tensor, lt: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+            return self._forward(model, xa, ya, lt)
+
+        return apgd_l1_run(self.threat, self.steps, self.early_stop, fwd, s, generator)
 
     def _momentum_step(self, model: Model, s: dict[str, Tensor], i: int) -> tuple[Tensor, Tensor]:
         """Step ``i`` of APGD in place on the state ``s``; returns logits and loss at the new

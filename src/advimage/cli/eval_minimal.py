@@ -37,7 +37,7 @@ def cmd_eval_minimal(a: argparse.Namespace) -> int:
 
     import torch
 
-    from advimage.attacks import create_attack
+    from advimage.attacks import MinimalNormAttack, create_attack
     from advimage.eval.minimal import minimal_norms, robust_curve
 
     check_out_arg(a, "dir")
@@ -50,6 +50,8 @@ def cmd_eval_minimal(a: argparse.Namespace) -> int:
         attack = create_attack(a.attack, **options)
     except ValueError as err:
         raise CliError(str(err)) from None
+    if not isinstance(attack, MinimalNormAttack):  # the registry name was checked above
+        raise CliError(f"{a.attack} is not a minimal-norm attack")
     budgets = eps_list(a.eps)
     model, _, dev = load_model_on_device(a)
     x, y = load_data(a, a.split, model=model).tensors()
