@@ -32,7 +32,8 @@ LEAVES = dict(_leaves(build_parser()))
 def test_parser_tree_has_every_command() -> None:
     assert {" ".join(k) for k in LEAVES} == {
         "demo", "train", "distill", "models list", "models import", "models eval", "attack",
-        "eval robust", "eval detection", "eval transfer", "run", "report", "compare", "cache build",
+        "eval robust", "eval detection", "eval transfer", "eval minimal", "run", "report",
+        "compare", "cache build",
         "cache tune", "detect calibrate", "detect score", "nim pretrain", "nim finetune",
     }
 

@@ -134,7 +134,7 @@ def test_dtype_follows_input() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"norm": "l1", "eps": 0.1},
+        {"norm": "l3", "eps": 0.1},
         {"norm": "Linf", "eps": 0.1},
         {"norm": "linf", "eps": 0.0},
         {"norm": "linf", "eps": -1.0},
@@ -151,8 +151,8 @@ def test_bad_config_raises(kwargs: dict) -> None:
 
 
 def test_unknown_norm_message_lists_choices() -> None:
-    with pytest.raises(ValueError, match="linf, l2"):
-        ThreatModel("l1", 0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="linf, l2, l1, l0"):
+        ThreatModel("l3", 0.1)  # type: ignore[arg-type]
     assert ThreatModel("linf", math.inf).eps == math.inf
 
 

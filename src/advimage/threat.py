@@ -21,11 +21,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from advimage import lp_balls
 from advimage.errors import UserInputError
 
 __all__ = ["NORMS", "ThreatModel", "is_low_precision", "l2_norms", "orthogonal_part", "unit_l2"]
 
-NORMS: tuple[str, ...] = ("linf", "l2")
+NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
 
 # Floor for gradient norms before dividing (unitless); keeps zero gradients at zero, never NaN.
 _TINY = 1e-12
@@ -71,13 +72,15 @@ class ThreatModel:
     """An ``eps``-ball in the ``norm`` around each input, clipped to the pixel box ``bounds``.
 
     Args:
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` (changed pixels, see
+            :mod:`advimage.lp_balls`).
         eps: Radius of the ball in pixel units of ``bounds`` (e.g. ``8/255`` for images in
-            [0, 1]); must be positive, may be ``inf`` (then only ``bounds`` constrain).
+            [0, 1]; a whole number of pixels for l0); must be positive, may be ``inf`` (then
+            only ``bounds`` constrain).
         bounds: ``(low, high)`` valid pixel range.
     """
 
-    norm: Literal["linf", "l2"]
+    norm: Literal["linf", "l2", "l1", "l0"]
     eps: float
     bounds: tuple[float, float] = (0.0, 1.0)
 
@@ -90,6 +93,8 @@ class ThreatModel:
             raise ValueError(f"eps must be a number, got {self.eps!r}") from None
         if math.isnan(eps) or eps <= 0:
             raise ValueError(f"eps must be > 0 (inf allowed), got {self.eps!r}")
+        if self.norm == "l0" and math.isfinite(eps) and eps != int(eps):
+            raise ValueError(f"an l0 budget counts pixels: eps must be a whole number, got {eps:g}")
         try:
             lo, hi = (float(b) for b in self.bounds)
         except (TypeError, ValueError):
@@ -128,8 +133,7 @@ class ThreatModel:
     # ------------------------------------------------------------------ distances
     def _norm(self, v: Tensor) -> Tensor:
         """Per-sample norm of ``v`` ``(B, ...)`` -> ``(B,)``."""
-        order = math.inf if self.norm == "linf" else 2.0
-        return torch.linalg.vector_norm(v.flatten(1), ord=order, dim=1)
+        return lp_balls.lp_norms(v, self.norm)
 
     def distance(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Per-sample ``norm`` distance between ``x`` and ``x_adv``, shape ``(B,)``."""
@@ -167,6 +171,10 @@ class ThreatModel:
 
     def _project(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """:meth:`project` in the promoted dtype of ``x`` and ``x_adv``."""
+        if self.norm in ("l1", "l0"):  # exact projections onto the ball intersected with the box
+            eps = torch.full((len(x),), self.eps, dtype=x.dtype, device=x.device)
+            proj = lp_balls.project_l1_box if self.norm == "l1" else lp_balls.project_l0
+            return self.clamp(x + proj(x_adv - x, x, eps, self.bounds))
         return self.clamp(x + self._into_ball(x_adv - x))
 
     def _into_ball(self, delta: Tensor) -> Tensor:
@@ -192,13 +200,16 @@ class ThreatModel:
         final addition may round past ``bounds`` by an ulp; use :meth:`project` for anything
         returned to a caller.
         """
+        if self.norm in ("l1", "l0"):
+            return self._project(x, self.clamp(x_adv))
         return x + self._into_ball(self.clamp(x_adv) - x)
 
     def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A random point of the threat model around ``x`` (already projected).
 
-        linf: uniform in the cube. l2: uniform in the ball (Gaussian direction, radius
-        ``eps * u ** (1/d)``). With ``eps = inf`` the start is uniform in ``bounds``.
+        linf: uniform in the cube. l2, l1: uniform in the ball (Gaussian or Laplace direction,
+        radius ``eps * u ** (1/d)``). l0: ``eps`` random pixels set to uniform box values.
+        With ``eps = inf`` the start is uniform in ``bounds``.
         """
         if is_low_precision(x.dtype):
             return self.project(x, self.random_start(x.float(), generator))
@@ -206,21 +217,15 @@ class ThreatModel:
         if not math.isfinite(self.eps):
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return lo + (hi - lo) * u
-        if self.norm == "linf":
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            delta = (2.0 * u - 1.0) * self.eps  # (B, ...) uniform in [-eps, eps]
-        else:
-            g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            direction = g / _per_sample(self._norm(g).clamp_min(_TINY), g)  # unit rows
-            d = x[0].numel()
-            u = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
-            radius = self.eps * u.pow(1.0 / d)  # (B,) radial law of the uniform ball
-            delta = direction * _per_sample(radius, direction)
-        return self.project(x, x + delta)
+        if self.norm == "l0":
+            return lp_balls.random_pixels(x, self.eps, self.bounds, generator)
+        return self.project(x, x + lp_balls.random_delta(x, self.norm, self.eps, generator))
 
     # ------------------------------------------------------------------ steps
     def direction(self, grad: Tensor) -> Tensor:
-        """Steepest-ascent unit step for ``grad`` under the norm: sign (linf), grad/||grad|| (l2).
+        """Steepest-ascent unit step for ``grad`` under the norm: sign (linf), grad/||grad|| (l2
+        and l0, whose projection makes the step sparse), the unit vector on the largest
+        ``|grad|`` coordinate (l1; ties share the step).
 
         Rows whose gradient is zero map to zero (never NaN); low-precision gradients are
         normalized in float32.
@@ -229,6 +234,8 @@ class ThreatModel:
             return self.direction(grad.float()).to(grad.dtype)
         if self.norm == "linf":
             return grad.sign()
+        if self.norm == "l1":
+            return lp_balls.l1_steepest(grad)
         return unit_l2(grad)
 
     # ------------------------------------------------------------------ low precision

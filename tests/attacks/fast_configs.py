@@ -19,6 +19,9 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "apgd-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
     "square": {"eps": 0.3, "queries": 150},
     "autoattack": {"eps": 0.3, "version": "fast"},
+    "fmn": {"norm": "l2", "steps": 20},
+    "ddn": {"steps": 20},
+    "deepfool": {"steps": 20},
 }
 
 

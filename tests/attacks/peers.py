@@ -36,6 +36,7 @@ __all__ = [
     "ta_square",
     "robust_mask",
 ]
+__all__ += ["fb_ddn", "fb_deepfool", "fb_fmn", "pa_apgd", "ta_deepfool"]
 
 
 @torch.no_grad()
@@ -188,3 +189,52 @@ def art_pgd(
         num_random_init=int(random_start), batch_size=len(x), verbose=False,
     )
     return torch.from_numpy(atk.generate(x=x.numpy(), y=y.numpy()))
+
+
+# --------------------------------------------------------------------------- issue 18: sparse and
+# minimal-norm peers (Foolbox's FMN and DDN, torchattacks' and Foolbox's DeepFool, the original
+# AutoAttack's l1-APGD from ``pyautoattack``)
+def fb_fmn(model: nn.Module, x: Tensor, y: Tensor, norm: str, steps: int = 100) -> Tensor:
+    """Foolbox 3.3's FMN for ``norm`` in linf, l2, l1, l0 (paper defaults otherwise)."""
+    import foolbox
+
+    cls = {
+        "linf": foolbox.attacks.LInfFMNAttack, "l2": foolbox.attacks.L2FMNAttack,
+        "l1": foolbox.attacks.L1FMNAttack, "l0": foolbox.attacks.L0FMNAttack,
+    }[norm]
+    raw, _, _ = cls(steps=steps)(fb_model(model), x, y, epsilons=None)
+    return raw.detach()
+
+
+def fb_ddn(model: nn.Module, x: Tensor, y: Tensor, steps: int = 100) -> Tensor:
+    import foolbox
+
+    raw, _, _ = foolbox.attacks.DDNAttack(steps=steps)(fb_model(model), x, y, epsilons=None)
+    return raw.detach()
+
+
+def fb_deepfool(model: nn.Module, x: Tensor, y: Tensor, norm: str, steps: int = 50) -> Tensor:
+    import foolbox
+
+    cls = foolbox.attacks.L2DeepFoolAttack if norm == "l2" else foolbox.attacks.LinfDeepFoolAttack
+    raw, _, _ = cls(steps=steps)(fb_model(model), x, y, epsilons=None)
+    return raw.detach()
+
+
+def ta_deepfool(model: nn.Module, x: Tensor, y: Tensor, steps: int = 50) -> Tensor:
+    """torchattacks' DeepFool (L2 only, all classes, overshoot 0.02)."""
+    import torchattacks
+
+    return _ta_check(torchattacks.DeepFool(model, steps=steps, overshoot=0.02))(x, y).detach()
+
+
+def pa_apgd(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, norm: str = "L1",
+    loss: str = "ce", seed: int = 0,
+) -> Tensor:
+    """The original AutoAttack's APGD (``pyautoattack``), one restart, no eps schedule."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    atk = APGDAttack(model, n_iter=steps, norm=norm, n_restarts=1, eps=eps, seed=seed,
+                     loss=loss, device=x.device)
+    return atk.perturb(x.clone(), y.clone()).detach()

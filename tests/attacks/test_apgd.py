@@ -191,7 +191,7 @@ def test_dlr_invariant_to_logit_shift_and_scale(targeted: bool) -> None:
 @pytest.mark.parametrize(
     "config",
     [{"eps": math.inf}, {"steps": 0}, {"restarts": 0}, {"loss": "mse"}, {"rho": 1.5},
-     {"momentum": 1.0}, {"eot": 0}, {"norm": "l1"}],
+     {"momentum": 1.0}, {"eot": 0}, {"norm": "l0", "eps": 3}],
 )
 def test_bad_config_raises(config: dict) -> None:
     with pytest.raises(ValueError):

@@ -50,3 +50,13 @@ __all__ = [
     "Square",
     "SquareResult",
 ]
+
+# minimal-norm and sparse attacks (issue 18, items 2 and 3)
+from advimage.attacks.fmn import FMN  # noqa: E402
+from advimage.attacks.minimal_norm import MinimalNormAttack, MinimalNormResult  # noqa: E402
+
+__all__ += ["FMN", "MinimalNormAttack", "MinimalNormResult"]
+from advimage.attacks.ddn import DDN  # noqa: E402
+from advimage.attacks.deepfool import DeepFool  # noqa: E402
+
+__all__ += ["DDN", "DeepFool"]

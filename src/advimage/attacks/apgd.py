@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from advimage.attacks.apgd_l1 import apgd_l1_run
 from advimage.attacks.apgd_schedule import StepSizeRule, apgd_checkpoints
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
@@ -48,7 +49,8 @@ class APGD(Attack):
 
     Args (dataclass fields):
         eps: Radius of the threat model (same units as the [0, 1] pixels).
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (l1-APGD with its sparsity schedule, Croce &
+            Hein, ICML 2021: :mod:`advimage.attacks.apgd_l1`).
         seed: Seed of the random starts (``None``: nondeterministic).
         steps: Iterations per run (gradient evaluations, 100 in the paper).
         restarts: Random restarts; restart r only attacks samples not yet successful.
@@ -63,6 +65,7 @@ class APGD(Attack):
     """
 
     name: ClassVar[str] = "apgd-ce"
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     steps: int = 100
     restarts: int = 1
     loss: str = "ce"
@@ -162,6 +165,8 @@ class APGD(Attack):
             ``early_stop``, which are adversarial).
         """
         threat = self.threat
+        if self.norm == "l1":
+            return self._single_run_l1(model, x, y, target, loss_target, generator)
         x_adv = threat.project(x, threat.random_start(x, generator))  # (B, C, H, W)
         rows = ActiveRows(x_adv)
         logits, loss, grad = self._forward(model, x_adv, y, loss_target)
@@ -199,6 +204,27 @@ class APGD(Attack):
             logits, loss = self._momentum_step(model, s, i)
         rows.finish(s["x_best"], rule.best)
         return rows.outcome()
+
+    def _single_run_l1(
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        loss_target: Tensor | None,
+        generator: torch.Generator,
+    ) -> RunOutcome:
+        """One l1-APGD run (Croce & Hein, ICML 2021): :func:`~.apgd_l1.apgd_l1_run`."""
+        s: dict[str, Tensor] = {"x": x, "y": y}
+        if target is not None:
+            s["target"] = target
+        if loss_target is not None:
+            s["loss_target"] = loss_target
+
+        def fwd(xa: Tensor, ya: Tensor, lt: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+            return self._forward(model, xa, ya, lt)
+
+        return apgd_l1_run(self.threat, self.steps, self.early_stop, fwd, s, generator)
 
     def _momentum_step(self, model: Model, s: dict[str, Tensor], i: int) -> tuple[Tensor, Tensor]:
         """Step ``i`` of APGD in place on the state ``s``; returns logits and loss at the new

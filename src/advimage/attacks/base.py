@@ -39,7 +39,7 @@ from torch import Tensor
 from advimage.attacks.preparation import AtDtype, Model, frozen, model_dtype_device, seeded
 from advimage.errors import UserInputError
 from advimage.precision import AutocastModel, active_precision, full_precision
-from advimage.threat import ThreatModel, is_low_precision
+from advimage.threat import NORMS, ThreatModel, is_low_precision
 from advimage.validation import check_images, check_labels
 
 __all__ = [
@@ -80,7 +80,7 @@ class Attack(ABC):
     Args:
         eps: Perturbation budget in pixel units of ``bounds`` (``inf`` for minimal-perturbation
             attacks: then only the pixel box constrains).
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"`` or ``"l2"`` (``"l1"``, ``"l0"`` for attacks listing them in ``norms``).
         seed: Seed for random starts and the model's randomness; ``None`` = nondeterministic.
         bounds: Valid pixel range ``(low, high)`` of the model's inputs.
         channels_last: Run the attack on a channels-last copy of 4-D inputs (``None``: on CPU
@@ -90,6 +90,8 @@ class Attack(ABC):
 
     name: ClassVar[str] = "attack"
     supports_targeted: ClassVar[bool] = True
+    # threat-model norms this attack implements (a subset of advimage.threat.NORMS)
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
 
     eps: float = 8 / 255
     norm: str = "linf"
@@ -98,6 +100,11 @@ class Attack(ABC):
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.norm in NORMS and self.norm not in self.norms:
+            raise ValueError(
+                f"{self.name} does not support norm {self.norm!r}; it supports: "
+                f"{', '.join(self.norms)}"
+            )
         try:
             self.threat  # noqa: B018 -- builds the ThreatModel, raising ValueError on bad eps/norm
         except UserInputError as err:  # a budget out of range: say which attack it was given to

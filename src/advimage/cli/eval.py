@@ -1,5 +1,6 @@
-"""``advimage eval robust|detection|transfer``: robust accuracy per attack and budget, the
-noise-signature detection study, and what knowledge distillation transfers."""
+"""``advimage eval robust|detection|transfer|minimal`` (minimal: :mod:`.eval_minimal`): robust
+accuracy per attack and budget, the noise-signature detection study, and what knowledge
+distillation transfers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from advimage.cli.common import (
     load_model_on_device,
     parse_shard,
 )
+from advimage.cli.eval_minimal import add_minimal_parser
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
@@ -261,3 +263,4 @@ def add_eval_parser(sub: Any) -> None:
     et.add_argument("--out", required=True, help="folder for transfer.json and gradcam.png")
     add_common_args(et)
     et.set_defaults(func=cmd_eval_transfer)
+    add_minimal_parser(esub)

@@ -7,19 +7,26 @@ budget, only the images nothing smaller has fooled yet (so images that fall earl
 more). It assumes nothing about monotonicity: an image's value is the first grid budget at which
 the attack fooled it. Attacks may be crafted on a surrogate and judged on another model
 (transfer), and the judge may be randomized or expensive (one forward per stage).
+
+A minimal-norm attack (FMN, DDN, DeepFool: :class:`advimage.attacks.MinimalNormAttack`) gives
+the same per-image values from a single run, without a grid (:func:`minimal_norms`), and
+:func:`robust_curve` turns either into the whole robust-accuracy-vs-eps curve: an image is
+robust at ``eps`` exactly when its value exceeds ``eps`` (Pintor et al., NeurIPS 2021, Fig. 3).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from advimage.attacks.base import Attack
+from advimage.attacks.minimal_norm import MinimalNormAttack
 from advimage.validation import check_images, check_labels
 
-__all__ = ["minimal_eps", "summarize_minimal"]
+__all__ = ["minimal_eps", "minimal_norms", "robust_curve", "summarize_minimal"]
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -79,3 +86,48 @@ def summarize_minimal(need: Tensor, scale: float = 255.0) -> dict[str, float]:
         "clean_wrong": int((need == 0).sum()),
         "n": int(need.numel()),
     }
+
+
+def minimal_norms(
+    model: nn.Module, x: Tensor, y: Tensor, attack: MinimalNormAttack, *, batch_size: int = 256
+) -> Tensor:
+    """Per image, the norm of the smallest fooling perturbation one minimal-norm run finds.
+
+    Args:
+        model: the attacked classifier.
+        x: images ``(B, C, H, W)`` in the attack's bounds; y: labels ``(B,)``.
+        attack: e.g. ``FMN(norm="l2")``; its ``norm`` sets the units of the values.
+        batch_size: images per attack call.
+
+    Returns:
+        ``(B,)`` float tensor on ``x``'s device, in the format of :func:`minimal_eps`: 0 for
+        images ``model`` misclassifies clean, ``inf`` where the attack failed, else the norm.
+    """
+    if not isinstance(attack, MinimalNormAttack):
+        raise ValueError(
+            f"minimal_norms needs a minimal-norm attack (fmn, ddn, deepfool), got {attack.name!r}"
+        )
+    check_images(x)
+    check_labels(y, len(x))
+    parts = [
+        attack.run(model, xb, yb).norms.to(x.device)
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True)
+    ]
+    need = torch.cat(parts).to(x.dtype)  # (B,)
+    need[_predict(model, x, batch_size) != y] = 0.0
+    return need
+
+
+def robust_curve(need: Tensor, eps: Sequence[float]) -> list[float]:
+    """Robust accuracy at each budget of ``eps``: the fraction of images whose minimal budget
+    (from :func:`minimal_norms` or :func:`minimal_eps`) exceeds it.
+
+    Images misclassified clean (value 0) are never robust; at budget 0 the curve would be the
+    clean accuracy.
+    """
+    values = [float(e) for e in eps]
+    if any(math.isnan(e) or e < 0 for e in values):
+        raise ValueError(f"eps must be budgets >= 0, got {list(eps)}")
+    if need.numel() == 0:
+        raise ValueError("robust_curve needs at least one image")
+    return [float((need > e).float().mean()) for e in values]
