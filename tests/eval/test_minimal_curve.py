@@ -18,8 +18,8 @@ from advimage.attacks import PGD, DeepFool
 from advimage.cli import main
 from advimage.data import load_dataset
 from advimage.eval.minimal import minimal_norms, robust_curve
-from advimage.hub import load_model
 from advimage.lp_balls import lp_norms
+from advimage.models.hub import load_model
 
 N = 60
 GRID = [0.05, 0.1, 0.2, 0.4]

@@ -174,7 +174,7 @@ def cmd_eval_transfer(a: argparse.Namespace) -> int:
 
 
 def add_eval_parser(sub: Any) -> None:
-    """Add ``eval robust|detection|transfer`` to the ``advimage`` sub-command parsers."""
+    """Add ``eval robust|detection|transfer|minimal`` to the ``advimage`` sub-command parsers."""
     ev = sub.add_parser("eval",
         description=("Measure robustness: accuracy under an attack grid, detection rates of a "
                      "detector, or what knowledge distillation transfers."),
@@ -185,6 +185,14 @@ def add_eval_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="robust accuracy grids, detection rates, KD transfer probes")
     esub = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
+    _add_robust_parser(esub)
+    _add_detection_parser(esub)
+    _add_transfer_parser(esub)
+    add_minimal_parser(esub)
+
+
+def _add_robust_parser(esub: Any) -> None:
+    """``advimage eval robust``."""
     er = esub.add_parser("robust",
         description=("Clean and robust accuracy of a model for each attack and budget (a quick "
                      "grid; `advimage run` is the full harness)."),
@@ -213,6 +221,9 @@ def add_eval_parser(sub: Any) -> None:
     add_common_args(er)
     er.set_defaults(func=cmd_eval_robust)
 
+
+def _add_detection_parser(esub: Any) -> None:
+    """``advimage eval detection``."""
     ed = esub.add_parser("detection",
         description=("Detection rates at fixed false-positive rates of the Hu, Yu et al. (2019) "
                      "detector for the attacks of a config; resumable."),
@@ -234,6 +245,9 @@ def add_eval_parser(sub: Any) -> None:
     ed.add_argument("-v", "--verbose", action="store_true", help="log more")
     ed.set_defaults(func=cmd_eval_detection)
 
+
+def _add_transfer_parser(esub: Any) -> None:
+    """``advimage eval transfer``."""
     et = esub.add_parser("transfer",
         description=("The probes of Ojha et al. (NeurIPS 2023) of what knowledge distillation "
                      "transfers: adversarial vulnerability, agreement, localization, invariance."),
@@ -263,4 +277,3 @@ def add_eval_parser(sub: Any) -> None:
     et.add_argument("--out", required=True, help="folder for transfer.json and gradcam.png")
     add_common_args(et)
     et.set_defaults(func=cmd_eval_transfer)
-    add_minimal_parser(esub)

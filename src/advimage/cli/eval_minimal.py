@@ -93,7 +93,17 @@ def _json_float(v: float) -> float | None:
 
 def add_minimal_parser(esub: Any) -> None:
     """Add ``eval minimal`` to the ``advimage eval`` sub-command parsers."""
-    em = esub.add_parser("minimal", help="robust accuracy vs eps from one minimal-norm run")
+    em = esub.add_parser(
+        "minimal",
+        description=("Each image's smallest adversarial perturbation (FMN, DDN or DeepFool), "
+                     "turned into the whole robust-accuracy-vs-eps curve from one run."),
+        epilog=("examples:\n"
+                "  advimage eval minimal --model bundled --data digits --attack fmn --norm l2 "
+                "--eps 0.5,1,2\n"
+                "  advimage eval minimal --model bundled --data digits --attack deepfool "
+                "--norm linf --eps 0.05,0.1 --out runs/minimal"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="robust accuracy vs eps from one minimal-norm run")
     add_model_data_args(em)
     em.add_argument("--attack", default="fmn", help="fmn|ddn|deepfool (default: fmn)")
     em.add_argument("--norm", default="l2", help="linf|l2|l1|l0 (fmn); l2 (ddn); l2|linf")
