@@ -15,14 +15,14 @@ __all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
 
 def cmd_run(a: argparse.Namespace) -> int:
     """Run (or resume) a config into a run directory, then write its report."""
-    from advimage.eval.config import load_config
+    from advimage.eval.config import load_config, same_run
     from advimage.eval.report_run import write_report
     from advimage.eval.runner import default_run_dir, load_run_config, run_evaluation
 
     check_out_arg(a, "dir")
     if a.resume:
         cfg = load_run_config(a.resume)
-        if a.config and load_config(a.config).to_dict() != cfg.to_dict():
+        if a.config and not same_run(load_config(a.config).to_dict(), cfg.to_dict()):
             raise CliError(f"{a.config} differs from the config stored in {a.resume}")
         run_dir = Path(a.resume)
     elif a.config:
@@ -34,12 +34,25 @@ def cmd_run(a: argparse.Namespace) -> int:
     with tracking_for(a, run_dir, {"name": cfg.name, "seed": cfg.seed}) as tracker:
         run_evaluation(cfg, run_dir, resume=bool(a.resume),
                        device=None if a.device == "auto" else a.device,
-                       progress=not a.no_progress, shard=a.shard)
+                       progress=not a.no_progress, shard=a.shard,
+                       executor=_executor(a, cfg.executor))
         report = write_report(run_dir)
         _track_results(tracker, run_dir)
     print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}"
           + _partial_note(run_dir))
     return 0
+
+
+def _executor(a: argparse.Namespace, configured: Any) -> Any:
+    """The config's ``executor:`` section with ``--executor``/``--address``/``--workers``
+    applied (an address or a worker count alone implies ``ray``)."""
+    from dataclasses import replace
+
+    name = a.executor or ("ray" if a.address or a.workers else configured.name)
+    if name != "ray" and (a.address or a.workers):
+        raise CliError("--address and --workers need --executor ray")
+    return replace(configured, name=name, address=a.address or configured.address,
+                   workers=a.workers or configured.workers)
 
 
 def _track_results(tracker: Any, run_dir: Path) -> None:
@@ -92,9 +105,27 @@ def add_run_parser(sub: Any) -> None:
     ru.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="do only every N-th batch, from batch I (1-based), so N processes share "
                          "one run: start one with CONFIG --out RUN, the others with --resume RUN")
+    ru.add_argument("--executor", default=None, choices=("serial", "ray"),
+                    help="where batches are computed (default: the config's executor, serial): "
+                         "ray runs them on Ray actors, this process alone writes RUN")
+    ru.add_argument("--address", default=None, metavar="ADDR",
+                    help="Ray cluster HOST:PORT or ray://HOST:PORT (default: a local Ray "
+                         "instance on this machine's CPUs and GPUs)")
+    ru.add_argument("--workers", default=None, type=_positive, metavar="N",
+                    help="Ray actors (default: one per CPU of the cluster)")
     add_track_arg(ru)
     add_common_args(ru)
     ru.set_defaults(func=cmd_run, seed=None)  # None: the config's seed
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return n
 
 
 def add_report_parser(sub: Any) -> None:
