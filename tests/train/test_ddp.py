@@ -29,9 +29,10 @@ TOL = 1e-5  # max |w_2proc - w_1proc|: float32 summation order over 18 SGD steps
 
 _SCRIPT = """
 import sys
+import torch.nn.functional as F
 import advimage.train.trainer as t
 from advimage.train import TrainConfig, train
-stop = int(sys.argv[2])
+stop, hook = int(sys.argv[2]), sys.argv[3] == "hook"
 if stop:  # simulate a crash right after epoch `stop`'s checkpoint
     run_epoch = t._run_epoch
     def crash(run, epoch, history):
@@ -39,15 +40,20 @@ if stop:  # simulate a crash right after epoch `stop`'s checkpoint
         if epoch + 1 == stop:
             raise SystemExit(3)
     t._run_epoch = crash
-train(TrainConfig(**{cfg!r}), sys.argv[1], device="cpu", progress=False)
+def ce(model, x, y):  # a loss hook: the model is trained outside DDP, gradients averaged
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+train(TrainConfig(**{cfg!r}), sys.argv[1], device="cpu", progress=False,
+      loss_hook=ce if hook else None)
 """
 
 
-def _torchrun(out: Path, stop: int = 0) -> subprocess.CompletedProcess:
+def _torchrun(out: Path, stop: int = 0, hook: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", str(29500 + os.getpid() % 1000), "--no-python",
-           sys.executable, "-c", _SCRIPT.format(cfg=CFG), str(out), str(stop)]
+           sys.executable, "-c", _SCRIPT.format(cfg=CFG), str(out), str(stop),
+           "hook" if hook else "-"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -89,3 +95,12 @@ def test_world_size_that_does_not_divide_the_batch_is_one_line(tmp_path, monkeyp
                                              "torchrun processes; use a multiple of 3"):
         train(TrainConfig(**CFG), tmp_path / "r", device="cpu", progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_loss_hook_run_averages_gradients_by_hand(tmp_path, one_process) -> None:
+    res = _torchrun(tmp_path / "hook", hook=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    two = _weights(tmp_path / "hook")
+    diff = max(float((two[k] - one_process[k]).abs().max()) for k in two)
+    print(f"loss hook: max |w_2proc - w_1proc| = {diff:.2e}")
+    assert diff < TOL, diff

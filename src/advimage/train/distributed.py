@@ -66,17 +66,34 @@ class DistContext:
         dist.all_reduce(t)
         return float(t[0]), int(t[1]), int(t[2])
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """``model`` in DDP (its BatchNorm synchronized on CUDA); the caller keeps ``model``."""
+    def wrap(self, model: nn.Module, device: torch.device, loss_hook: object = None
+             ) -> nn.Module:
+        """``model`` in DDP (its BatchNorm synchronized on CUDA); the caller keeps ``model``.
+
+        With a ``loss_hook`` (distillation: it may call methods other than ``forward``, which
+        DDP cannot see) the model itself, whose gradients :meth:`average_grads` averages.
+        """
+        if loss_hook is not None:
+            return model
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             return DistributedDataParallel(model, device_ids=[device.index])
         return DistributedDataParallel(model)
 
-    def close(self) -> None:
-        """Leave the process group."""
+    def average_grads(self, *modules: nn.Module | None) -> None:
+        """Average the gradients of ``modules`` trained outside DDP (a FitNets regressor, a
+        model trained through a loss hook) over every rank, as DDP does."""
+        for module in modules:
+            for p in [] if module is None else module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+
+    def finish(self) -> bool:
+        """Leave the process group; whether this process writes the results (rank 0)."""
         if dist.is_initialized():
             dist.destroy_process_group()
+        return self.is_main
 
 
 def is_main(ctx: DistContext | None) -> bool:

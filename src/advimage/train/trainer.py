@@ -71,11 +71,11 @@ class _Run:
     test_ds: ImageDataset
     aug: Compose | None
     adversary: PGD | None
+    net: nn.Module  # what the steps call: the model, or its DDP wrapper under torchrun
     loss_hook: LossHook | None = None  # None: cross-entropy with cfg.label_smoothing
     run_info: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     dist: DistContext | None = None  # under torchrun
-    net: nn.Module | None = None  # what the steps call: the model, or its DDP wrapper
 
     @property
     def steps_per_epoch(self) -> int:
@@ -129,7 +129,7 @@ def train(
     seed_everything(cfg.seed)
     run = _prepare(cfg, out, dev, extra_modules, model_init)
     run.loss_hook, run.run_info, run.progress = loss_hook, dict(run_info or {}), progress
-    run.dist, run.net = ctx, run.model if ctx is None else ctx.wrap(run.model, dev)
+    run.dist, run.net = ctx, run.net if ctx is None else ctx.wrap(run.model, dev, loss_hook)
     start_epoch, history = 0, cast(list[dict[str, Any]], [])
     if resume and (out / "state.json").exists():
         start_epoch, history = _resume(run)
@@ -168,7 +168,7 @@ def _prepare(
     opt = build_optimizer(model if extra is None else nn.ModuleList([model, extra]), cfg)
     return _Run(cfg=cfg, out=out, device=dev, model=model, extra=extra, opt=opt,
                 train_ds=train_ds, test_ds=test_ds, aug=augmentation(cfg, cfg.dataset),
-                adversary=adversary(cfg))
+                adversary=adversary(cfg), net=model)
 
 
 def _resume(run: _Run) -> tuple[int, list[dict[str, Any]]]:
@@ -257,15 +257,16 @@ def _train_step(
     if run.adversary is not None:  # PGD adversarial training: the attack restores train mode
         seed = (cfg.seed * 100_003 + epoch) * 100_003 + i  # fresh random start per step
         x = dataclasses.replace(run.adversary, seed=seed)(run.model, x, y)
-    net = run.net or run.model
     if run.loss_hook is None:
-        logits = net(x)  # (B, K)
+        logits = run.net(x)  # (B, K)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     else:
-        loss, logits = run.loss_hook(net, x, y)
+        loss, logits = run.loss_hook(run.net, x, y)
     check_finite_loss(loss, epoch + 1, run.out, last_good=epoch)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
+    if run.dist is not None:  # what DDP does not: the extra modules, a hook-trained model
+        run.dist.average_grads(run.extra, None if run.net is not run.model else run.model)
     run.opt.step()
     return loss, logits, y
 
@@ -288,9 +289,7 @@ def _finish(run: _Run, history: list[dict[str, Any]], t_start: float) -> dict[st
                "train_seconds_total": sum(h["seconds"] for h in history),
                "test_images": len(run.test_ds)}
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    if run.dist is not None:
-        run.dist.close()  # the other ranks are done; rank 0 writes the model
-    if not is_main(run.dist):
+    if run.dist is not None and not run.dist.finish():  # off rank 0: nothing to write
         return metrics
     meta = {"dataset": cfg.dataset, "accuracy": final_acc, "train_config": cfg.to_dict(),
             "seed": cfg.seed, "history": history, **run.run_info}
