@@ -10,6 +10,7 @@ caller writes both, so a Ray worker computes a batch without touching the run di
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ class RunSpec:
 
     cfg: RunConfig
     model: nn.Module
-    surrogates: dict[str, nn.Module]
+    surrogates: Mapping[str, nn.Module]
     first: Tensor  # (1, C, H, W)
     channels_last: bool | None = None
 
