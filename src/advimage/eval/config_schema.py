@@ -148,7 +148,7 @@ class ExecutorConfig:
         address: a Ray cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``); None starts a
             local Ray instance on this machine's CPUs and GPUs.
         workers: Ray actors; None: as many as the cluster's CPUs allow (``cpus_per_worker``
-            each), never more than the batches to do.
+            each).
         cpus_per_worker: CPUs (and torch threads) per actor.
         gpus_per_worker: GPUs per actor, fractions allowed (0.5: two actors share a GPU); None:
             the cluster's GPUs shared evenly when the run's device is not ``cpu``.
