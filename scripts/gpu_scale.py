@@ -52,7 +52,7 @@ def main() -> int:
                                       "--rounds", "1", "--workers", "1"], a.budget)
     gpus = torch.cuda.device_count()
     if gpus == 0:
-        print("no CUDA device; use --smoke", file=sys.stderr)
+        sys.stderr.write("no CUDA device; use --smoke\n")
         return 2
     work = ["--device", "cuda", "--images", "360", "--batch", "120", "--steps", "100",
             "--rounds", "2", "--cpus", cpus]

@@ -60,3 +60,13 @@ def test_cli_address_needs_ray(tmp_path, write_config, capsys) -> None:
                "--address", "h:1"])
     assert rc == 2 and "--address and --workers need --executor ray" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_ray_errors_read_as_one_line() -> None:
+    ray_exc = pytest.importorskip("ray.exceptions")
+    from advimage.eval.executor_ray import _why
+
+    died = ray_exc.ActorDiedError()
+    assert _why(died) == "the Ray worker died (killed, crashed or its node was lost)"
+    died.error_msg = "Task was killed due to the node running low on memory (OOM)."
+    assert _why(died).startswith("the Ray worker ran out of memory")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections import deque
 from collections.abc import Iterator
@@ -89,22 +90,23 @@ def _ray() -> Any:
 def _why(err: BaseException) -> str:
     """One line saying why a Ray call failed: the worker's own error, or how it died."""
     ray = _ray()
-    if isinstance(err, ray.exceptions.OutOfMemoryError):
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if getattr(err, "actor_init_failed", False):  # the traceback's last line names the error
+        return lines[-1] if lines else "the worker's set-up raised"
+    if isinstance(err, ray.exceptions.OutOfMemoryError) or (
+            isinstance(err, ray.exceptions.RayActorError)
+            and re.search(r"memory monitor|out of memory|\boom\b", str(err).lower())):
         return ("the Ray worker ran out of memory and was killed; lower data.batch_size or "
                 "give each worker more memory")
     cause = getattr(err, "cause", None)
     if isinstance(cause, ray.exceptions.RayTaskError):
         cause = getattr(cause, "cause", cause)
     if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
-        text = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {text[-1] if text else ''}".rstrip(": ")
-    if getattr(err, "actor_init_failed", False):  # the traceback's last line names the error
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        return lines[-1] if lines else "the worker's set-up raised"
+        own = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {own[-1] if own else ''}".rstrip(": ")
     if isinstance(err, ray.exceptions.RayActorError):
         return "the Ray worker died (killed, crashed or its node was lost)"
-    text = str(err).strip().splitlines()
-    return text[-1] if text else type(err).__name__
+    return lines[-1] if lines else type(err).__name__
 
 
 class RayExecutor:
