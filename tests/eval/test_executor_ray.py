@@ -221,3 +221,20 @@ def test_unreachable_address_is_one_line_from_the_cli(tmp_path, write_config, ca
     assert rc == 1 and err.count("\n") == 0
     assert "cannot reach the Ray cluster at 127.0.0.1:1" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_shares_the_workers_and_equals_each_serial_run(tmp_path, write_config,
+                                                               serial) -> None:
+    from advimage.cli import main
+
+    other = {**_config(), "name": "other", "attacks": [{"name": "fgsm", "eps": [0.2]}]}
+    first = write_config({**_config(), "name": "tiny"}, "a.yaml")
+    second = write_config(other, "b.yaml")
+    run_evaluation(parse_config(other), tmp_path / "other-serial", device="cpu")
+    rc = main(["run", str(first), str(second), "--out", str(tmp_path / "sweep"), "--executor",
+               "ray", "--workers", "2", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    _same(tmp_path / "sweep" / "tiny", serial)
+    da, db = _dump(tmp_path / "sweep" / "other"), _dump(tmp_path / "other-serial")
+    assert da == db
+    assert (tmp_path / "sweep" / "other" / "report.html").exists()

@@ -20,6 +20,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     from advimage.eval.runner import default_run_dir, load_run_config, run_evaluation
 
     check_out_arg(a, "dir")
+    if len(a.config) > 1:
+        return _cmd_sweep(a)
+    a.config = a.config[0] if a.config else None
     if a.resume:
         cfg = load_run_config(a.resume)
         if a.config and not same_run(load_config(a.config).to_dict(), cfg.to_dict()):
@@ -40,6 +43,28 @@ def cmd_run(a: argparse.Namespace) -> int:
         _track_results(tracker, run_dir)
     print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}"
           + _partial_note(run_dir))
+    return 0
+
+
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    """Several configs as one job: ``--out DIR`` holds one run directory per config (by
+    name), resumed when it exists; with ``--executor ray`` the configs share the workers."""
+    from advimage.eval.config import load_config
+    from advimage.eval.report_run import write_report
+    from advimage.eval.sweep import run_sweep
+
+    if a.resume or a.shard or a.seed is not None:
+        raise CliError("several configs: --resume, --shard and --seed work on one run; rerun "
+                       "the same command to resume the sweep")
+    cfgs = [load_config(c) for c in a.config]
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise CliError(f"configs of one sweep need distinct names, got {', '.join(names)}")
+    out = Path(a.out) if a.out else Path("runs")
+    dirs = run_sweep(cfgs, [out / n for n in names], executor=_executor(a, cfgs[0].executor),
+                     device=None if a.device == "auto" else a.device)
+    for d in dirs:
+        print(f"run {d}: results {d / 'results.sqlite'}, report {write_report(d)}")
     return 0
 
 
@@ -99,7 +124,9 @@ def cmd_report(a: argparse.Namespace) -> int:
 def add_run_parser(sub: Any) -> None:
     """Add ``run`` to the ``advimage`` sub-command parsers."""
     ru = sub.add_parser("run", help="run a declarative evaluation config (resumable)")
-    ru.add_argument("config", nargs="?", default=None, help="YAML run config (configs/*.yaml)")
+    ru.add_argument("config", nargs="*", default=[],
+                    help="YAML run config (configs/*.yaml); several: a sweep, one run directory "
+                         "each under --out (default runs/), sharing the Ray workers")
     ru.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
     ru.add_argument("--out", default=None, help="run directory (default: runs/NAME-TIMESTAMP)")
     ru.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,

@@ -38,22 +38,26 @@ log = logging.getLogger(__name__)
 QUEUE_PER_WORKER = 2  # batches in flight per actor: one computing, one waiting in its queue
 
 
-class _Worker:
-    """A Ray actor's state: the run's parts, built once from the spec."""
+Job = tuple[int, int]  # (run: its index in the executor's specs, batch index)
+RunJobs = tuple[list[int], BatchLoader, "int | None"]  # a run's todo, loader, examples batch
 
-    def __init__(self, spec: RunSpec, device: str, threads: int) -> None:
+
+class _Worker:
+    """A Ray actor's state: the parts of every run it serves (one, or a sweep's), built once."""
+
+    def __init__(self, device: str, threads: int, *specs: RunSpec) -> None:
         torch.set_num_threads(threads)
-        self.parts: RunParts = build_parts(spec, resolve_device(device))
+        self.parts: list[RunParts] = [build_parts(s, resolve_device(device)) for s in specs]
 
     def ready(self) -> int:
         """The actor's process id, once the parts are built."""
         return os.getpid()
 
-    def compute(self, b: int, start: int, batch: tuple[torch.Tensor, torch.Tensor],
+    def compute(self, job: Job, start: int, batch: tuple[torch.Tensor, torch.Tensor],
                 keep_examples: bool) -> BatchResult:
-        """Batch ``b`` (images, labels on the CPU) under every defense and attack."""
+        """Batch ``job[1]`` of run ``job[0]`` (images, labels on the CPU)."""
         x, y = batch
-        return compute_on(self.parts, b, start, x, y, keep_examples)
+        return compute_on(self.parts[job[0]], job[1], start, x, y, keep_examples)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -116,12 +120,16 @@ class RayExecutor:
         self.settings = settings
         self._started_ray = False
         self._actors: list[Any] = []
-        self._spec_ref: Any = None
+        self._spec_refs: list[Any] = []
         self._device = "cpu"
         self._replacements = 0
 
     def start(self, spec: RunSpec, device: str) -> None:
         """Connect to (or start) Ray, put the spec in the object store, start the actors."""
+        self.start_many([spec], device)
+
+    def start_many(self, specs: list[RunSpec], device: str) -> None:
+        """:meth:`start` for several runs (a sweep): every actor builds every run."""
         ray = _ray()
         s = self.settings
         if s.address:
@@ -130,10 +138,10 @@ class RayExecutor:
             ray.init(address=s.address, log_to_driver=False, include_dashboard=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": str(s.cpus_per_worker)}})
             self._started_ray = True
-        spec.model.cpu()  # the driver's copy only labels the store's rows in a Ray run
-        for m in spec.surrogates.values():
-            m.cpu()
-        self._spec_ref = ray.put(spec)
+        for spec in specs:  # the driver's copy only labels the store's rows in a Ray run
+            for m in [spec.model, *spec.surrogates.values()]:
+                m.cpu()
+        self._spec_refs = [ray.put(spec) for spec in specs]
         self._device = device
         for _ in range(self._n_workers(ray, device)):
             self._actors.append(self._new_actor(ray))
@@ -161,7 +169,7 @@ class RayExecutor:
         n = s.workers or max(1, len(self._actors))
         cls = ray.remote(num_cpus=s.cpus_per_worker, num_gpus=self._gpus(ray, n, self._device),
                          max_restarts=0)(_Worker)
-        return cls.remote(self._spec_ref, self._device, s.cpus_per_worker)
+        return cls.remote(self._device, s.cpus_per_worker, *self._spec_refs)
 
     def _wait_ready(self, ray: Any) -> None:
         """Every actor built the run, or one line saying why one could not."""
@@ -173,17 +181,25 @@ class RayExecutor:
     def run(self, parts: RunParts, todo: list[int], load: BatchLoader,
             examples_batch: int | None) -> Iterator[BatchResult]:
         """Yield each batch of ``todo`` as an actor finishes it; retry failed ones elsewhere."""
+        failed: dict[Job, str] = {}
+        for _, result in self.run_many([(todo, load, examples_batch)], failed):
+            yield result
+        if failed:
+            raise BatchesFailedError({b: why for (_, b), why in failed.items()},
+                                     self.settings.max_retries + 1)
+
+    def run_many(self, runs: list[RunJobs], failed: dict[Job, str]
+                 ) -> Iterator[tuple[int, BatchResult]]:
+        """Yield ``(run, batch result)`` for the batches of every run, filling the actors from
+        one queue; ``failed`` receives the jobs that failed every attempt."""
         ray = _ray()
-        if not todo:
-            return
-        pending: deque[int] = deque(todo)
-        attempts: dict[int, int] = {}
-        failed: dict[int, str] = {}
-        refs: dict[int, Any] = {}
-        inflight: dict[Any, tuple[int, Any]] = {}
+        pending: deque[Job] = deque((r, b) for r, (todo, _, _) in enumerate(runs) for b in todo)
+        attempts: dict[Job, int] = {}
+        refs: dict[Job, Any] = {}
+        inflight: dict[Any, tuple[Job, Any]] = {}
         load_per_actor = {id(a): 0 for a in self._actors}
         while pending or inflight:
-            self._submit(ray, pending, refs, inflight, load_per_actor, load, examples_batch)
+            self._submit(ray, pending, refs, inflight, load_per_actor, runs)
             if not inflight:
                 break
             (ref,), _ = ray.wait(list(inflight), num_returns=1)
@@ -196,35 +212,34 @@ class RayExecutor:
                 self._failure(ray, err, b, actor, attempts, failed, pending, load_per_actor)
                 continue
             refs.pop(b, None)
-            yield result
+            yield b[0], result
         failed.update({b: "no Ray worker left to run it" for b in pending})
-        if failed:
-            raise BatchesFailedError(failed, self.settings.max_retries + 1)
 
-    def _submit(self, ray: Any, pending: deque[int], refs: dict[int, Any],
-                inflight: dict[Any, tuple[int, Any]], load_per_actor: dict[int, int],
-                load: BatchLoader, examples_batch: int | None) -> None:
+    def _submit(self, ray: Any, pending: deque[Job], refs: dict[Job, Any],
+                inflight: dict[Any, tuple[Job, Any]], load_per_actor: dict[int, int],
+                runs: list[RunJobs]) -> None:
         """Queue batches on actors with room (fewest queued first), data via the object store."""
         while pending:
             actor = min(self._actors, key=lambda a: load_per_actor[id(a)], default=None)
             if actor is None or load_per_actor[id(actor)] >= QUEUE_PER_WORKER:
                 return
-            b = pending.popleft()
-            if b not in refs:
-                start, x, y = load(b)
-                refs[b] = (start, ray.put((x.cpu(), y.cpu())))
-            start, data = refs[b]
-            ref = actor.compute.remote(b, start, data, b == examples_batch)
-            inflight[ref] = (b, actor)
+            job = pending.popleft()
+            _, load, examples_batch = runs[job[0]]
+            if job not in refs:
+                start, x, y = load(job[1])
+                refs[job] = (start, ray.put((x.cpu(), y.cpu())))
+            start, data = refs[job]
+            ref = actor.compute.remote(job, start, data, job[1] == examples_batch)
+            inflight[ref] = (job, actor)
             load_per_actor[id(actor)] += 1
 
-    def _failure(self, ray: Any, err: BaseException, b: int, actor: Any,
-                 attempts: dict[int, int], failed: dict[int, str], pending: deque[int],
+    def _failure(self, ray: Any, err: BaseException, b: Job, actor: Any,
+                 attempts: dict[Job, int], failed: dict[Job, str], pending: deque[Job],
                  load_per_actor: dict[int, int]) -> None:
-        """Count a failed attempt of batch ``b``; requeue it or give up; replace a dead actor."""
+        """Count a failed attempt of job ``b``; requeue it or give up; replace a dead actor."""
         why = _why(err)
         attempts[b] = attempts.get(b, 0) + 1
-        log.warning("batch %d failed (attempt %d of %d): %s", b, attempts[b],
+        log.warning("run %d batch %d failed (attempt %d of %d): %s", b[0], b[1], attempts[b],
                     self.settings.max_retries + 1, why)
         if attempts[b] > self.settings.max_retries:
             failed[b] = why
