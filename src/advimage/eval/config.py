@@ -11,31 +11,34 @@ folder, then the cwd.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from advimage.attacks.registry import list_attacks
+from advimage.data.registry import list_datasets
 from advimage.defend.registry import list_defenses
 from advimage.detect.registry import list_detectors
-from advimage.eval.config_schema import Key, positive_int, resolve_path, section
-from advimage.validation import parse_fraction
+from advimage.eval.config_schema import (
+    ExecutorConfig,
+    Key,
+    check_attack_options,
+    check_budget,
+    eps_values,
+    parse_executor,
+    positive_int,
+    resolve_path,
+    same_run,
+    section,
+)
+from advimage.precision import PRECISIONS
 
-__all__ = [
-    "METRICS",
-    "ATTACK_KINDS",
-    "AttackConfig",
-    "ChecksConfig",
-    "ComponentConfig",
-    "DataConfig",
-    "RunConfig",
-    "load_config",
-    "parse_config",
-    "resolve_path",
-]
+__all__ = ["METRICS", "ATTACK_KINDS", "AttackConfig", "ChecksConfig", "ComponentConfig",
+           "DataConfig", "ExecutorConfig", "RunConfig", "load_config", "parse_config",
+           "resolve_path", "same_run"]
 
 METRICS = ("clean_accuracy", "robust_accuracy", "mean_distance", "seconds")
 ATTACK_KINDS = ("white-box", "black-box", "transfer")
@@ -111,6 +114,7 @@ class RunConfig:
     examples: int = 8  # images per (defense, attack) kept for the report's grids
     description: str = ""
     precision: str = "fp32"  # the model's autocast: fp32|bf16|fp16 (advimage.precision)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where batches run
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, re-loadable by :func:`parse_config`."""
@@ -133,29 +137,9 @@ class RunConfig:
             "metrics": list(self.metrics),
             # only when set: fp32 run folders keep the config.json they were started with
             **({"precision": self.precision} if self.precision != "fp32" else {}),
+            **({"executor": self.executor.to_dict()}
+               if self.executor != ExecutorConfig() else {}),
         }
-
-
-def _attack_names() -> list[str]:
-    from advimage.attacks import list_attacks
-
-    return list_attacks()
-
-
-def _eps_values(where: str, value: object) -> list[float]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise ValueError(f"config: {where!r} needs at least one budget, e.g. [8/255]")
-    out = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, float, str)):
-            raise ValueError(f"config: {where!r} must be numbers or fractions like 8/255, "
-                             f"got {item!r}")
-        v = parse_fraction(item, where)
-        if not (v > 0) or math.isnan(v):
-            raise ValueError(f"config: {where!r} must be > 0, got {item!r}")
-        out.append(v)
-    return out
 
 
 def _components(where: str, items: object, registry_names: Callable[[], Sequence[str]]
@@ -181,32 +165,15 @@ def _components(where: str, items: object, registry_names: Callable[[], Sequence
     return out
 
 
-def parse_config(raw: object, base: Path | None = None) -> RunConfig:
-    """Validate a config mapping (as loaded from YAML) and resolve its paths against ``base``."""
-    top = section("", raw, {
-        "name": Key((str,)),
-        "description": Key((str,), ""),
-        "seed": Key((int,), 0),
-        "device": Key((str,), "auto"),
-        "examples": Key((int,), 8),
-        "model": Key((dict, str)),
-        "data": Key((dict,), dict),
-        "attacks": Key((list,)),
-        "defenses": Key((list,), None, nullable=True),
-        "detectors": Key((list,), None, nullable=True),
-        "checks": Key((dict,), dict),
-        "metrics": Key((list,), lambda: list(METRICS)),
-        "precision": Key((str,), "fp32", choices=_precisions),
-    })
-    if top["examples"] < 0:
-        raise ValueError(f"config: 'examples' must be >= 0, got {top['examples']}")
-    model = top["model"]
+def _parse_model(model: object, base: Path | None) -> str:
     m = section("model", {"path": model} if isinstance(model, str) else model,
-                 {"path": Key((str,))})
-    model_path = resolve_path(m["path"], base, "model checkpoint (model.path)")
+                {"path": Key((str,))})
+    return resolve_path(m["path"], base, "model checkpoint (model.path)")
 
-    d = section("data", top["data"], {
-        "name": Key((str,), "digits", choices=_dataset_names),
+
+def _parse_data(raw: object, base: Path | None) -> DataConfig:
+    d = section("data", raw, {
+        "name": Key((str,), "digits", choices=list_datasets),
         "split": Key((str,), "test", choices=("train", "test", "all")),  # all: folder
         "root": Key((str,), None, nullable=True),
         "limit": Key((int,), None, nullable=True),
@@ -217,98 +184,106 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
         positive_int(f"data.{k}", d[k])
     if d["root"] is not None:
         d["root"] = resolve_path(d["root"], base, "data root (data.root)")
-    data = DataConfig(**d)
+    return DataConfig(**d)
 
-    attacks: list[AttackConfig] = []
-    if not top["attacks"]:
+
+def _parse_attack(where: str, item: object, base: Path | None) -> list[AttackConfig]:
+    """One ``attacks[i]`` entry, expanded to one :class:`AttackConfig` per budget."""
+    if isinstance(item, str):
+        item = {"name": item}
+    a = section(where, item, {
+        "name": Key((str,), choices=list_attacks),
+        "eps": Key((int, float, str, list), 8 / 255),
+        "norm": Key((str,), "linf", choices=NORMS),
+        "options": Key((dict,), dict),
+        "label": Key((str,), None, nullable=True),
+        "kind": Key((str,), None, nullable=True, choices=ATTACK_KINDS),
+        "surrogate": Key((str,), None, nullable=True),
+    })
+    name = a["name"].lower()
+    check_attack_options(where, name, a["options"])
+    surrogate = a["surrogate"]
+    if surrogate is not None:
+        surrogate = resolve_path(surrogate, base, f"surrogate model ({where}.surrogate)")
+    kind = a["kind"] or ("transfer" if surrogate else
+                         "black-box" if name in _BLACK_BOX else "white-box")
+    label = a["label"] or (f"{name}-transfer" if surrogate else name)
+    out = []
+    for eps in eps_values(f"{where}.eps", a["eps"]):
+        check_budget(f"{where}.eps", a["norm"], eps)
+        out.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind, surrogate))
+    return out
+
+
+def _parse_attacks(items: list[object], base: Path | None) -> list[AttackConfig]:
+    if not items:
         raise ValueError("config: 'attacks' needs at least one attack, e.g. [{name: pgd, "
                          "eps: [8/255]}]")
-    for i, item in enumerate(top["attacks"]):
-        where = f"attacks[{i}]"
-        if isinstance(item, str):
-            item = {"name": item}
-        a = section(where, item, {
-            "name": Key((str,), choices=_attack_names),
-            "eps": Key((int, float, str, list), 8 / 255),
-            "norm": Key((str,), "linf", choices=NORMS),
-            "options": Key((dict,), dict),
-            "label": Key((str,), None, nullable=True),
-            "kind": Key((str,), None, nullable=True, choices=ATTACK_KINDS),
-            "surrogate": Key((str,), None, nullable=True),
-        })
-        name = a["name"].lower()
-        _check_attack_options(where, name, a["options"])
-        surrogate = a["surrogate"]
-        if surrogate is not None:
-            surrogate = resolve_path(surrogate, base, f"surrogate model ({where}.surrogate)")
-        kind = a["kind"] or ("transfer" if surrogate else
-                             "black-box" if name in _BLACK_BOX else "white-box")
-        label = a["label"] or (f"{name}-transfer" if surrogate else name)
-        for eps in _eps_values(f"{where}.eps", a["eps"]):
-            _check_budget(f"{where}.eps", a["norm"], eps)
-            attacks.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind,
-                                        surrogate))
+    attacks = [a for i, item in enumerate(items) for a in _parse_attack(f"attacks[{i}]", item,
+                                                                          base)]
     keys = [a.key for a in attacks]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise ValueError(f"config: attack {dup[0]!r} appears twice; give one a 'label'")
+    return attacks
 
-    c = section("checks", top["checks"], {
+
+def _parse_checks(raw: object) -> ChecksConfig:
+    c = section("checks", raw, {
         k: Key((type(v),) if not isinstance(v, float) else (int, float), v)
         for k, v in vars(ChecksConfig()).items()
     })
     positive_int("checks.unbounded_steps", c["unbounded_steps"])
-    metrics = [str(x) for x in top["metrics"]]
+    return ChecksConfig(**c)
+
+
+def _parse_metrics(raw: list[object]) -> list[str]:
+    metrics = [str(x) for x in raw]
     for x in metrics:
         if x not in METRICS:
             raise ValueError(f"config: 'metrics' must hold values from {', '.join(METRICS)}, "
                              f"got {x!r}")
+    return metrics
+
+
+_TOP = {
+    "name": Key((str,)),
+    "description": Key((str,), ""),
+    "seed": Key((int,), 0),
+    "device": Key((str,), "auto"),
+    "examples": Key((int,), 8),
+    "model": Key((dict, str)),
+    "data": Key((dict,), dict),
+    "attacks": Key((list,)),
+    "defenses": Key((list,), None, nullable=True),
+    "detectors": Key((list,), None, nullable=True),
+    "checks": Key((dict,), dict),
+    "metrics": Key((list,), lambda: list(METRICS)),
+    "precision": Key((str,), "fp32", choices=PRECISIONS),
+    "executor": Key((str, dict), None, nullable=True),
+}
+
+
+def parse_config(raw: object, base: Path | None = None) -> RunConfig:
+    """Validate a config mapping (as loaded from YAML) and resolve its paths against ``base``."""
+    top = section("", raw, _TOP)
+    if top["examples"] < 0:
+        raise ValueError(f"config: 'examples' must be >= 0, got {top['examples']}")
+    model = _parse_model(top["model"], base)  # the order of the checks: the old single pass
+    data = _parse_data(top["data"], base)
+    attacks = _parse_attacks(top["attacks"], base)
+    checks = _parse_checks(top["checks"])
+    metrics = _parse_metrics(top["metrics"])
     defenses = _components("defenses", top["defenses"], list_defenses) or [
         ComponentConfig("none", "none", {})
     ]
     return RunConfig(
-        name=top["name"], model=model_path, data=data, attacks=attacks, defenses=defenses,
+        name=top["name"], model=model, data=data, attacks=attacks, defenses=defenses,
         detectors=_components("detectors", top["detectors"], list_detectors),
-        checks=ChecksConfig(**c), metrics=metrics, seed=top["seed"], device=top["device"],
+        checks=checks, metrics=metrics, seed=top["seed"], device=top["device"],
         examples=top["examples"], description=top["description"],
-        precision=top["precision"].lower(),
+        precision=top["precision"].lower(), executor=parse_executor(top["executor"]),
     )
-
-
-def _precisions() -> tuple[str, ...]:
-    from advimage.precision import PRECISIONS
-
-    return PRECISIONS
-
-
-def _dataset_names() -> list[str]:
-    from advimage.data import list_datasets
-
-    return list_datasets()
-
-
-def _check_budget(where: str, norm: str, eps: float) -> None:
-    """One line naming the config key when ``eps`` does not fit the norm (linf above 1)."""
-    from advimage.errors import UserInputError
-    from advimage.threat import ThreatModel
-
-    try:
-        ThreatModel(norm, eps)  # type: ignore[arg-type]
-    except UserInputError as err:
-        raise UserInputError(f"config: {where!r}: {err}") from None
-
-
-def _check_attack_options(where: str, name: str, options: Mapping[str, Any]) -> None:
-    from dataclasses import fields
-
-    from advimage.attacks import attack_class
-
-    allowed = sorted(f.name for f in fields(attack_class(name))
-                     if f.init and f.name not in ("eps", "norm", "seed"))
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"config: unknown key '{where}.options.{unknown[0]}' for attack "
-                         f"{name!r}; allowed: {', '.join(allowed)}")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -3,11 +3,14 @@
 :func:`run_batch` counts a batch with :mod:`advimage.eval.batch` (clean predictions, every
 attack, the input-gradient statistics of the gradient-masking checks of Carlini et al., 2019,
 "On Evaluating Adversarial Robustness", and every detector's clean and adversarial scores) and
-returns the store's rows; :class:`RunParts` is what every batch of a run shares.
+returns the store's rows and, for the batch that keeps them, the report's example images (the
+caller writes both, so a Ray worker computes a batch without touching the run directory);
+:class:`RunParts` is what every batch of a run shares.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +20,20 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from advimage.attacks.base import Attack, frozen
+from advimage.attacks.registry import create_attack
+from advimage.defend.registry import build_defense
 from advimage.detect.base import Detector
+from advimage.detect.registry import build_detector
 from advimage.eval.batch import attack_batch, batch_seed, predict, seeded
 from advimage.eval.config import AttackConfig, RunConfig
+from advimage.precision import with_precision
 from advimage.utils import atomic_write_bytes
 
-__all__ = ["EXAMPLES_DIR", "RunParts", "grad_stats", "run_batch", "save_examples"]
+__all__ = ["EXAMPLES_DIR", "UNBOUNDED_LABEL", "BatchResult", "RunParts", "RunSpec", "build_parts",
+           "grad_stats", "run_batch", "save_examples"]
 
 EXAMPLES_DIR = "examples"
+UNBOUNDED_LABEL = "unbounded-pgd"
 
 
 def grad_stats(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, float]:
@@ -53,16 +62,72 @@ class RunParts:
     dev: torch.device
 
 
+@dataclass
+class BatchResult:
+    """One computed batch: its index, size, the store's row lists (samples, timings, gradients,
+    detector scores) and the example tensors per defense label (empty unless kept)."""
+
+    b: int
+    n: int
+    rows: tuple[list[tuple], list[tuple], list[tuple], list[tuple]]
+    examples: dict[str, dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What builds a run's :class:`RunParts` anywhere, without files: the config, the loaded
+    model and transfer surrogates (on the CPU, before precision), one image of the data (for the
+    budget check) and the channels-last choice. A Ray worker receives it through the object
+    store (:mod:`advimage.eval.executor_ray`), so neither the model nor the data need to exist
+    on the worker's disk."""
+
+    cfg: RunConfig
+    model: nn.Module
+    surrogates: Mapping[str, nn.Module]
+    first: Tensor  # (1, C, H, W)
+    channels_last: bool | None = None
+
+
+def _unbounded(cfg: RunConfig) -> AttackConfig:
+    # eps = 1.0 (the whole [0, 1] pixel box in L-inf): every image is reachable
+    return AttackConfig("pgd", 1.0, "linf", {"steps": cfg.checks.unbounded_steps},
+                        UNBOUNDED_LABEL, "unbounded")
+
+
+def build_parts(spec: RunSpec, dev: torch.device) -> RunParts:
+    """Build the attacks (budgets checked before anything is written), the defended models,
+    their detectors and the transfer surrogates of a run on ``dev``."""
+    config = spec.cfg
+    model = with_precision(spec.model.to(dev).eval(), config.precision, dev, spec.channels_last,
+                           "precision")
+    specs = list(config.attacks)
+    if config.checks.enabled and config.checks.unbounded:
+        specs.append(_unbounded(config))
+    attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
+               for s in specs]
+    for attack in attacks:  # an L2 eps beyond its diagonal: refused before writing
+        attack.check_budget(spec.first)
+    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
+                for d in config.defenses]
+    surrogates = {path: with_precision(m.to(dev).eval(), config.precision, dev,
+                                       spec.channels_last, "precision")
+                  for path, m in spec.surrogates.items()}
+    detectors = {label: [(d.label, build_detector(d.name, m, d.options))
+                         for d in config.detectors] for label, m in defended}
+    return RunParts(config, specs, attacks, defended, detectors, surrogates, dev)
+
+
 def run_batch(
-    parts: RunParts, b: int, start: int, x: Tensor, y: Tensor, examples_dir: Path | None,
-) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
-    """Attack one batch under every defense; returns the store's row lists for it."""
+    parts: RunParts, b: int, start: int, x: Tensor, y: Tensor, keep_examples: bool,
+) -> BatchResult:
+    """Attack one batch under every defense; returns the store's rows and kept examples."""
     cfg, specs, attacks, defended = parts.cfg, parts.specs, parts.attacks, parts.defended
     detectors, surrogates, dev = parts.detectors, parts.surrogates, parts.dev
     samples: list[tuple] = []
     timings: list[tuple] = []
     grads: list[tuple] = []
     scores: list[tuple] = []
+    examples: dict[str, dict[str, Tensor]] = {}
     idx = list(range(start, start + len(y)))
     labels = y.tolist()
     for dname, dmodel in defended:
@@ -77,7 +142,7 @@ def run_batch(
                 clean_scores[tname] = det.score(x).float().cpu().tolist()
         keep: dict[str, Tensor] = {}
         k = min(cfg.examples, len(y))
-        if examples_dir is not None:
+        if keep_examples:
             keep = {"x": x[:k], "y": y[:k], "pred_clean": pred[:k]}
         for spec, attack in zip(specs, attacks, strict=True):
             seed = batch_seed(cfg.seed, b, dname, spec.key)
@@ -96,12 +161,12 @@ def run_batch(
                     adv = det.score(x_adv).float().cpu().tolist()
                 scores.extend((idx[i], dname, spec.key, tname, clean_scores[tname][i], adv[i])
                               for i in range(len(adv)))
-            if examples_dir is not None:
+            if keep_examples:
                 keep[f"adv/{spec.key}"] = x_adv[:k]
                 keep[f"pred/{spec.key}"] = out.pred_adv[:k]
-        if examples_dir is not None and k:
-            save_examples(examples_dir / EXAMPLES_DIR / f"{dname}.safetensors", keep)
-    return samples, timings, grads, scores
+        if keep_examples and k:
+            examples[dname] = {n: t.detach().cpu().contiguous() for n, t in keep.items()}
+    return BatchResult(b, len(y), (samples, timings, grads, scores), examples)
 
 
 def save_examples(path: Path, tensors: dict[str, Tensor]) -> None:

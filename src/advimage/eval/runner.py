@@ -7,9 +7,11 @@ SQLite store as one transaction (see :mod:`advimage.eval.store`). A killed run r
 from (run seed, batch index, defense, attack), a resumed batch is bit-identical to the batch an
 uninterrupted run computes. For the same reason a run splits across processes with
 ``shard=(i, n)`` (``advimage run --shard I/N``): each process takes every n-th batch of one run
-directory (SQLite serializes their commits) and the union is the serial run's rows, bit for bit.
-Memory holds one batch at a time. Each batch is counted by :mod:`advimage.eval.batch`, the core
-shared with :func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
+directory (SQLite serializes their commits) and the union is the serial run's rows, bit for bit;
+and across Ray workers with ``executor="ray"`` (:mod:`advimage.eval.executor`), where this
+process alone writes the run directory. Memory holds one batch at a time per worker. Each batch
+is counted by :mod:`advimage.eval.batch`, the core shared with
+:func:`advimage.eval.robust.evaluate_robustness` (same seed, same counts).
 """
 
 from __future__ import annotations
@@ -26,36 +28,35 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from advimage.attacks.base import Attack
-from advimage.attacks.registry import create_attack
 from advimage.data.base import ImageDataset
 from advimage.data.registry import load_dataset
-from advimage.defend.registry import build_defense
-from advimage.detect.registry import build_detector
 from advimage.errors import ConfigMismatchError, CorruptFileError
 from advimage.eval.batch import batch_seed
 from advimage.eval.config import AttackConfig, RunConfig, parse_config
-from advimage.eval.run_batch import RunParts, run_batch
+from advimage.eval.config_schema import ExecutorConfig, parse_executor, same_run
+from advimage.eval.executor import Executor, SerialExecutor
+from advimage.eval.executor_ray import RayExecutor
+from advimage.eval.run_batch import (
+    EXAMPLES_DIR,
+    UNBOUNDED_LABEL,
+    RunParts,
+    RunSpec,
+    build_parts,
+    save_examples,
+)
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.model_flags import model_flags
 from advimage.models.hub import load_model
-from advimage.oom import oom_guard
-from advimage.precision import check_precision, with_precision
+from advimage.precision import check_precision
 from advimage.utils import resolve_device, run_metadata, write_json
 from advimage.validation import check_shard
 
 __all__ = ["UNBOUNDED_LABEL", "batch_seed", "default_run_dir", "load_run_config",
-           "run_evaluation"]
+           "make_executor", "run_evaluation"]
 
 log = logging.getLogger(__name__)
 
-UNBOUNDED_LABEL = "unbounded-pgd"
 CONFIG_NAME = "config.json"
-
-
-def _unbounded(cfg: RunConfig) -> AttackConfig:
-    # eps = 1.0 (the whole [0, 1] pixel box in L-inf): every image is reachable
-    return AttackConfig("pgd", 1.0, "linf", {"steps": cfg.checks.unbounded_steps},
-                        UNBOUNDED_LABEL, "unbounded")
 
 
 def _attack_rows(specs: list[AttackConfig], built: list[Attack]) -> list[dict[str, Any]]:
@@ -82,7 +83,7 @@ def _resume_store(db: Path, config: RunConfig, n_batches: int, n_images: int) ->
     to this config and dataset."""
     out = db.parent
     stored = json.loads((out / CONFIG_NAME).read_text(encoding="utf-8"))
-    if stored != config.to_dict():
+    if not same_run(stored, config.to_dict()):
         raise ConfigMismatchError(f"config differs from the one stored in {out / CONFIG_NAME}; "
                                   "resume with the stored config")
     store = ResultStore(db)
@@ -118,39 +119,46 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return parse_config(json.loads(path.read_text(encoding="utf-8")), base=Path(run_dir))
 
 
+def _todo(store: ResultStore, n_batches: int, shard: tuple[int, int] | None) -> list[int]:
+    done = store.done_batches()
+    mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
+    return [b for b in mine if b not in done]
+
+
 def _run_batches(store: ResultStore, parts: RunParts, ds: ImageDataset, out: Path,
-                 shard: tuple[int, int] | None, progress: bool,
+                 executor: Executor, shard: tuple[int, int] | None, progress: bool,
                  on_batch: Callable[[int], None] | None) -> None:
-    """Compute and commit this process's batches that the store does not hold yet."""
-    config, dev = parts.cfg, parts.dev
+    """Have ``executor`` compute this process's batches that the store does not hold yet and
+    commit each as it arrives (this process is the run directory's one writer)."""
+    config = parts.cfg
     bs = config.data.batch_size
     n_batches = -(-len(ds) // bs)
     session = store.new_session()
-    done = store.done_batches()
-    mine = range(n_batches) if shard is None else range(shard[0], n_batches, shard[1])
-    todo = [b for b in mine if b not in done]
+    todo = _todo(store, n_batches, shard)
     log.info("run %s: %d of %d batches to do%s", out, len(todo), n_batches,
              "" if shard is None else f" (shard {shard[0] + 1}/{shard[1]})")
-    for b in tqdm(todo, desc="run", disable=not progress, leave=False):
+
+    def load(b: int) -> tuple[int, torch.Tensor, torch.Tensor]:
         start = b * bs
         x, y = ds.subset(range(start, min(start + bs, len(ds)))).tensors()  # (B,C,H,W),(B,)
-        x, y = x.to(dev), y.to(dev)
-        with oom_guard(bs, "--batch-size (or data.batch_size)"):
-            rows = run_batch(parts, b, start, x, y,
-                              out if b == 0 and config.examples else None)
-        store.write_batch(b, len(y), session, *rows)
+        return start, x, y
+
+    results = executor.run(parts, todo, load, 0 if config.examples else None)
+    for res in tqdm(results, total=len(todo), desc="run", disable=not progress, leave=False):
+        for label, tensors in res.examples.items():
+            save_examples(out / EXAMPLES_DIR / f"{label}.safetensors", tensors)
+        store.write_batch(res.b, res.n, session, *res.rows)
         if on_batch is not None:
-            on_batch(b)
+            on_batch(res.b)
 
 
-def _load_inputs(config: RunConfig, dev: torch.device, model: nn.Module | None,
-                 dataset: ImageDataset | None, channels_last: bool | None,
-                 ) -> tuple[nn.Module, dict, ImageDataset]:
-    """The run's model (on ``dev``, in its precision), its metadata and the dataset."""
+def _load_inputs(config: RunConfig, model: nn.Module | None, dataset: ImageDataset | None,
+                 channels_last: bool | None) -> tuple[RunSpec, dict, ImageDataset]:
+    """The run's spec (model and transfer surrogates as loaded, on the CPU), the model's
+    metadata and the dataset."""
     model_meta: dict = {"source": "a model given to run_evaluation"}
     if model is None:
         model, model_meta = load_model(config.model)
-    model = model.to(dev).eval()
     ds = dataset
     if ds is None:
         d = config.data
@@ -160,32 +168,48 @@ def _load_inputs(config: RunConfig, dev: torch.device, model: nn.Module | None,
             ds = ds.balanced(d.limit)
     if len(ds) == 0:
         raise ValueError("the dataset is empty")
-    model = with_precision(model, config.precision, dev, channels_last, "precision")
+    surrogates = {s.surrogate: load_model(s.surrogate)[0] for s in config.attacks if s.surrogate}
+    first = ds.subset([0]).tensors()[0]  # (1, C, H, W): the budget check
+    return RunSpec(config, model, surrogates, first, channels_last), model_meta, ds
 
-    return model, model_meta, ds
+
+def make_executor(settings: ExecutorConfig) -> Executor:
+    """The executor that ``settings`` names (``serial`` or ``ray``)."""
+    return RayExecutor(settings) if settings.name == "ray" else SerialExecutor()
 
 
-def _build_parts(config: RunConfig, model: nn.Module, ds: ImageDataset, dev: torch.device,
-                 channels_last: bool | None) -> RunParts:
-    """Build the attacks (budgets checked before anything is written), defenses, detectors
-    and transfer surrogates of a run."""
-    specs = list(config.attacks)
-    if config.checks.enabled and config.checks.unbounded:
-        specs.append(_unbounded(config))
-    attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
-               for s in specs]
-    first = ds.subset([0]).tensors()[0]  # an L2 eps beyond its diagonal: refused before writing
-    for attack in attacks:
-        attack.check_budget(first)
-    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
-                for d in config.defenses]
-    surrogates = {s.surrogate: with_precision(load_model(s.surrogate)[0].to(dev).eval(),
-                                              config.precision, dev, channels_last, "precision")
-                  for s in specs if s.surrogate}
-    detectors = {label: [(d.label, build_detector(d.name, m, d.options))
-                         for d in config.detectors] for label, m in defended}
+def _open_store(out: Path, parts: RunParts, ds: ImageDataset, model_meta: dict,
+                resume: bool) -> ResultStore:
+    """The run's store: verified when resuming, else created with the run's metadata, attack
+    and defense rows, ``run.json`` and (last, so that shards join only then) ``config.json``."""
+    config, dev = parts.cfg, parts.dev
+    n_batches = -(-len(ds) // config.data.batch_size)
+    db = out / DB_NAME
+    if resume:
+        return _resume_store(db, config, n_batches, len(ds))
+    store = ResultStore(db, create=True)
+    try:
+        meta = {**run_metadata(dev, config.seed), "started": time.time(), "model_source":
+                model_meta.get("source"), "data": ds.describe()}  # data: folder labels
+        store.initialize(
+            {"run": meta, "classes": list(ds.classes), "n_batches": n_batches},
+            _attack_rows(parts.specs, parts.attacks), _defense_rows(config, parts.defended))
+        write_json(out / "run.json", meta)
+        write_json(out / CONFIG_NAME, config.to_dict())  # last: shards join once it exists
+    except BaseException:
+        store.close()
+        raise
+    return store
 
-    return RunParts(config, specs, attacks, defended, detectors, surrogates, dev)
+
+def _check_run_dir(out: Path, resume: bool) -> Path:
+    db = out / DB_NAME
+    if resume and not db.exists():
+        raise ValueError(f"nothing to resume in {out} (no {DB_NAME})")
+    if not resume and db.exists():
+        raise ValueError(f"run directory {out} already holds results; resume it with "
+                         f"--resume {out}")
+    return out
 
 
 def run_evaluation(
@@ -200,6 +224,7 @@ def run_evaluation(
     on_batch: Callable[[int], None] | None = None,
     shard: tuple[int, int] | None = None,
     channels_last: bool | None = None,
+    executor: str | ExecutorConfig | None = None,
 ) -> Path:
     """Evaluate ``config`` into ``run_dir`` (created), or continue it when ``resume``.
 
@@ -214,6 +239,7 @@ def run_evaluation(
         shard: ``(i, n)``, 0 <= i < n: only batches ``b`` with ``b % n == i`` (a process of
             ``n`` working on one run; create the run with one of them, join it with ``resume``).
         channels_last: channels-last models (``None``: CUDA in bf16/fp16; advimage.precision).
+        executor: ``serial``, ``ray`` or an :class:`ExecutorConfig`; None: ``config.executor``.
 
     Returns:
         The run directory.
@@ -221,35 +247,25 @@ def run_evaluation(
     Raises:
         ValueError: a fresh run into a folder with results, nothing to resume, a config that
             differs from the stored one, an empty dataset, or a bad ``shard``.
+        advimage.eval.executor.ExecutorError: Ray unreachable, or a worker unable to build the
+            run; its ``BatchesFailedError`` (raised after the other batches are committed)
+            names the batches that failed every attempt.
     """
     check_shard(shard)
-    out = Path(run_dir)
-    db = out / DB_NAME
-    if resume and not db.exists():
-        raise ValueError(f"nothing to resume in {out} (no {DB_NAME})")
-    if not resume and db.exists():
-        raise ValueError(f"run directory {out} already holds results; resume it with "
-                         f"--resume {out}")
+    out = _check_run_dir(Path(run_dir), resume)
+    settings = parse_executor(executor) if isinstance(executor, str) else (
+        executor or config.executor)
     dev = resolve_device(device or config.device)
     check_precision(config.precision, dev, "precision")  # before any loading
-    model, model_meta, ds = _load_inputs(config, dev, model, dataset, channels_last)
-    parts = _build_parts(config, model, ds, dev, channels_last)
-    specs, attacks, defended = parts.specs, parts.attacks, parts.defended
-
-    out.mkdir(parents=True, exist_ok=True)
-    bs = config.data.batch_size
-    n_batches = -(-len(ds) // bs)
-    store = _resume_store(db, config, n_batches, len(ds)) if resume else \
-        ResultStore(db, create=True)
-    with store:
-        if not resume:
-            meta = {**run_metadata(dev, config.seed), "started": time.time(), "model_source":
-                    model_meta.get("source"), "data": ds.describe()}  # data: folder labels
-            store.initialize(
-                {"run": meta, "classes": list(ds.classes), "n_batches": n_batches},
-                _attack_rows(specs, attacks), _defense_rows(config, defended))
-            write_json(out / "run.json", meta)
-            write_json(out / CONFIG_NAME, config.to_dict())  # last: shards join once it exists
-        _run_batches(store, parts, ds, out, shard, progress, on_batch)
-        store.mark_finished(n_batches)
+    spec, model_meta, ds = _load_inputs(config, model, dataset, channels_last)
+    pool = make_executor(settings)
+    try:
+        parts = build_parts(spec, dev)  # budgets and options checked here, before any worker
+        pool.start(spec, str(device or config.device))  # workers ready before anything is written
+        out.mkdir(parents=True, exist_ok=True)
+        with _open_store(out, parts, ds, model_meta, resume) as store:
+            _run_batches(store, parts, ds, out, pool, shard, progress, on_batch)
+            store.mark_finished(-(-len(ds) // config.data.batch_size))
+    finally:
+        pool.close()
     return out

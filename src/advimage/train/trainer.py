@@ -9,7 +9,8 @@ as an uninterrupted one. Nothing is ever unpickled.
 
 Other objectives (e.g. knowledge distillation, ``advimage.studies.distill``) reuse this one loop
 through ``loss_hook`` (the per-batch loss), ``extra_modules`` (trained alongside the model, saved
-in the per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume).
+in the per-epoch state) and ``run_info`` (recorded in the checkpoint, checked on resume). Under
+``torchrun`` the loop is data-parallel (:mod:`advimage.train.distributed`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from advimage.models import ImageClassifier, create_model, save_checkpoint
 from advimage.models.accuracy import evaluate_accuracy
 from advimage.tracking import log_scalars
 from advimage.train.config import TrainConfig
+from advimage.train.distributed import DistContext, is_main, setup
 from advimage.train.recipe import adversary, augmentation, build_optimizer, lr_at
 from advimage.train.state import (
     check_finite_loss,
@@ -69,9 +71,11 @@ class _Run:
     test_ds: ImageDataset
     aug: Compose | None
     adversary: PGD | None
+    net: nn.Module  # what the steps call: the model, or its DDP wrapper under torchrun
     loss_hook: LossHook | None = None  # None: cross-entropy with cfg.label_smoothing
     run_info: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    dist: DistContext | None = None  # under torchrun
 
     @property
     def steps_per_epoch(self) -> int:
@@ -120,18 +124,20 @@ def train(
         TrainingDivergedError: a loss or the weights turned NaN/inf (the last good state stays).
     """
     out = Path(out_dir)
+    ctx, dev = setup(cfg.batch_size, resolve_device(device))  # torchrun: join its group
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
     seed_everything(cfg.seed)
     run = _prepare(cfg, out, dev, extra_modules, model_init)
     run.loss_hook, run.run_info, run.progress = loss_hook, dict(run_info or {}), progress
+    run.dist, run.net = ctx, run.net if ctx is None else ctx.wrap(run.model, dev, loss_hook)
     start_epoch, history = 0, cast(list[dict[str, Any]], [])
     if resume and (out / "state.json").exists():
         start_epoch, history = _resume(run)
     info = {"train": cfg.to_dict(), **run_metadata(dev, cfg.seed)}
     if run.run_info:
         info["run_info"] = run.run_info
-    write_json(out / "config.json", info)
+    if is_main(ctx):
+        write_json(out / "config.json", info)
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         _run_epoch(run, epoch, history)
@@ -159,12 +165,10 @@ def _prepare(
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if extra is not None:
         extra.to(dev)
-        opt = build_optimizer(nn.ModuleList([model, extra]), cfg)
-    else:
-        opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model if extra is None else nn.ModuleList([model, extra]), cfg)
     return _Run(cfg=cfg, out=out, device=dev, model=model, extra=extra, opt=opt,
                 train_ds=train_ds, test_ds=test_ds, aug=augmentation(cfg, cfg.dataset),
-                adversary=adversary(cfg))
+                adversary=adversary(cfg), net=model)
 
 
 def _resume(run: _Run) -> tuple[int, list[dict[str, Any]]]:
@@ -186,18 +190,15 @@ def _run_epoch(run: _Run, epoch: int, history: list[dict[str, Any]]) -> None:
     loss_sum, correct, seen = _train_epoch(run, epoch)
     check_finite_state([run.model, run.extra], run.opt, epoch + 1, run.out, last_good=epoch)
     test_acc = _test_accuracy(run)
-    record = {
-        "epoch": epoch + 1,
-        "train_loss": loss_sum / max(seen, 1),
-        "train_acc": correct / max(seen, 1),
-        "test_acc": test_acc,
-        "lr": run.opt.param_groups[0]["lr"],
-        "seconds": time.time() - t0,
-    }
+    record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+              "train_acc": correct / max(seen, 1), "test_acc": test_acc,
+              "lr": run.opt.param_groups[0]["lr"], "seconds": time.time() - t0}
     history.append(record)
     log_scalars(epoch + 1, record, "train")  # --track: a no-op unless one is active
     log.info("epoch %d: loss %.4f train %.4f test %.4f (%.0fs)", epoch + 1,
              record["train_loss"], record["train_acc"], test_acc, record["seconds"])
+    if not is_main(run.dist):
+        return
     with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     state_meta = {"epoch": epoch + 1, "history": history, "config": run.cfg.to_dict()}
@@ -228,6 +229,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int, int]:
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    if run.dist is not None:  # every rank's share: the global batches' numbers
+        return run.dist.totals(loss_sum, correct, seen)
     return loss_sum, correct, seen
 
 
@@ -246,6 +249,8 @@ def _train_step(
         g["lr"] = lr_at(epoch * run.steps_per_epoch + i, total_steps, warmup_steps, cfg.lr)
     if run.aug is not None:
         x = run.aug(x, gen)
+    if run.dist is not None:  # this rank's share of the global batch, after its augmentation
+        x, y = run.dist.share(x), run.dist.share(y)
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -253,13 +258,15 @@ def _train_step(
         seed = (cfg.seed * 100_003 + epoch) * 100_003 + i  # fresh random start per step
         x = dataclasses.replace(run.adversary, seed=seed)(run.model, x, y)
     if run.loss_hook is None:
-        logits = run.model(x)  # (B, K)
+        logits = run.net(x)  # (B, K)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     else:
-        loss, logits = run.loss_hook(run.model, x, y)
+        loss, logits = run.loss_hook(run.net, x, y)
     check_finite_loss(loss, epoch + 1, run.out, last_good=epoch)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
+    if run.dist is not None:  # what DDP does not: the extra modules, a hook-trained model
+        run.dist.average_grads(run.extra, None if run.net is not run.model else run.model)
     run.opt.step()
     return loss, logits, y
 
@@ -277,14 +284,13 @@ def _finish(run: _Run, history: list[dict[str, Any]], t_start: float) -> dict[st
     cfg, model = run.cfg, run.model
     model.eval()
     final_acc = history[-1]["test_acc"] if history else _test_accuracy(run)
-    metrics = {
-        "test_accuracy": final_acc,
-        "epochs": cfg.epochs,
-        "train_seconds_this_session": time.time() - t_start,
-        "train_seconds_total": sum(h["seconds"] for h in history),
-        "test_images": len(run.test_ds),
-    }
+    metrics = {"test_accuracy": final_acc, "epochs": cfg.epochs,
+               "train_seconds_this_session": time.time() - t_start,
+               "train_seconds_total": sum(h["seconds"] for h in history),
+               "test_images": len(run.test_ds)}
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    if run.dist is not None and not run.dist.finish():  # off rank 0: nothing to write
+        return metrics
     meta = {"dataset": cfg.dataset, "accuracy": final_acc, "train_config": cfg.to_dict(),
             "seed": cfg.seed, "history": history, **run.run_info}
     save_checkpoint(model.cpu(), run.out / "model.safetensors", meta=meta)
