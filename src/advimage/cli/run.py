@@ -129,7 +129,6 @@ def add_run_parser(sub: Any) -> None:
                      "workers with --executor ray."),
         epilog=("examples:\n"
                 "  advimage run configs/robust-resnet20-quick.yaml --out runs/quick\n"
-                "  advimage run --resume runs/quick\n"
                 "  advimage run A.yaml B.yaml --executor ray --out runs/sweep"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run a declarative evaluation config (resumable)")

@@ -107,8 +107,9 @@ def build_parts(spec: RunSpec, dev: torch.device) -> RunParts:
                for s in specs]
     for attack in attacks:  # an L2 eps beyond its diagonal: refused before writing
         attack.check_budget(spec.first)
-    defended = [(d.label, build_defense(d.name, model, d.options).to(dev).eval())
-                for d in config.defenses]
+    defended: list[tuple[str, nn.Module]] = [
+        (d.label, build_defense(d.name, model, d.options).to(dev).eval())
+        for d in config.defenses]
     surrogates = {path: with_precision(m.to(dev).eval(), config.precision, dev,
                                        spec.channels_last, "precision")
                   for path, m in spec.surrogates.items()}
