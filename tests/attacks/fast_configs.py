@@ -19,6 +19,7 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "apgd-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
     "square": {"eps": 0.3, "queries": 150},
     "autoattack": {"eps": 0.3, "version": "fast"},
+    "hsj": {"queries": 400, "steps": 4, "init_evals": 30},
 }
 
 

@@ -13,6 +13,7 @@ from advimage.attacks.cw import CarliniWagnerL2
 from advimage.attacks.ensemble import AutoAttack, AutoAttackReport, AutoAttackResult
 from advimage.attacks.eot import EOT
 from advimage.attacks.fgsm import FGSM
+from advimage.attacks.hsj import HopSkipJump, HopSkipJumpResult
 from advimage.attacks.loop import IterativeAttack, input_gradient
 from advimage.attacks.losses import ce_loss, dlr_loss, margin_loss
 from advimage.attacks.pgd import PGD
@@ -30,6 +31,8 @@ __all__ = [
     "BPDA",
     "EOT",
     "FGSM",
+    "HopSkipJump",
+    "HopSkipJumpResult",
     "PGD",
     "Attack",
     "AttackResult",
