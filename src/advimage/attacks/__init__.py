@@ -24,6 +24,7 @@ from advimage.attacks.registry import (
     register_attack,
 )
 from advimage.attacks.square import Square, SquareResult
+from advimage.attacks.transfer import DiverseInputs, SurrogateEnsemble
 
 __all__ = [
     "APGD",
@@ -40,6 +41,7 @@ __all__ = [
     "AutoAttackReport",
     "AutoAttackResult",
     "CarliniWagnerL2",
+    "DiverseInputs",
     "IterativeAttack",
     "attack_class",
     "ce_loss",
@@ -52,4 +54,5 @@ __all__ = [
     "register_attack",
     "Square",
     "SquareResult",
+    "SurrogateEnsemble",
 ]
