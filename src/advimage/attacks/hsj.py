@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from functools import partial
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -58,6 +59,7 @@ from advimage.attacks.hsj_search import (
 )
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import rows_view
+from advimage.threat import is_low_precision
 
 __all__ = ["HopSkipJump", "HopSkipJumpResult"]
 
@@ -129,6 +131,15 @@ class HopSkipJump(Attack):
         """Attack like ``self(model, x, y, target=target)`` and report queries and norms."""
         return self._execute(model, x, y, target, self._attack)
 
+    def _execute(self, model: Model, x: Tensor, y: Tensor, target: Tensor | None,
+                 core: Any) -> Any:
+        """The base's run, with :meth:`_attack` told the caller's dtype: half-precision images
+        are attacked in float32 but every query is asked, and every point kept, as it will be
+        rounded to that dtype (towards the clean image); a point found on the decision
+        boundary in float32 would otherwise round back to the clean side."""
+        low = x.dtype if isinstance(x, Tensor) and is_low_precision(x.dtype) else None
+        return super()._execute(model, x, y, target, partial(self._attack, out_dtype=low))
+
     def _run(
         self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, gen: torch.Generator
     ) -> Tensor:
@@ -138,13 +149,24 @@ class HopSkipJump(Attack):
         return x[:1]  # the clean check below is the attack's own (counted) first query
 
     def _attack(
-        self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, gen: torch.Generator
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        gen: torch.Generator,
+        out_dtype: torch.dtype | None = None,
     ) -> HopSkipJumpResult:
-        """The whole attack on validated inputs (the core of :meth:`run`)."""
+        """The whole attack on validated inputs (the core of :meth:`run`); ``out_dtype``: the
+        caller's low-precision dtype, if any (see :meth:`_execute`)."""
         query = model
         if self.fast_queries:
             query = inference_forward(model, x)[0]
-        oracle = Oracle(query, y, target, self.queries, self.batch_queries)
+        snap = None
+        if out_dtype is not None:
+            def snap(idx: Tensor, pts: Tensor) -> Tensor:
+                return self.threat.project(x[idx].to(out_dtype), pts).to(x.dtype)
+        oracle = Oracle(query, y, target, self.queries, self.batch_queries, snap)
         everyone = torch.arange(len(x), device=x.device)
         with torch.no_grad():
             pred = oracle.predict(everyone, x)  # the clean check: each sample's first query

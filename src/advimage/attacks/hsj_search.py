@@ -11,6 +11,7 @@ what it has (the binary search keeps its adversarial end, the step search keeps 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -36,14 +37,27 @@ class Oracle:
         y: ``(B,)`` true labels; ``target``: ``(B,)`` target classes or ``None``.
         budget: Queries allowed per sample.
         chunk: Most rows per model call.
+        snap: ``snap(idx, points)``: the points as the attack's caller will get them (rounded
+            to its low-precision dtype); queries and kept points go through it (``None``:
+            points are kept as they are).
     """
 
     def __init__(
-        self, model: Model, y: Tensor, target: Tensor | None, budget: int, chunk: int
+        self,
+        model: Model,
+        y: Tensor,
+        target: Tensor | None,
+        budget: int,
+        chunk: int,
+        snap: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         self.model, self.y, self.target = model, y, target
-        self.budget, self.chunk = budget, chunk
+        self.budget, self.chunk, self._snap = budget, chunk, snap
         self.used = torch.zeros_like(y)  # (B,) queries spent per sample
+
+    def snap(self, idx: Tensor, points: Tensor) -> Tensor:
+        """``points`` ``(n, ...)`` of rows ``idx`` as the caller will receive them."""
+        return points if self._snap is None else self._snap(idx, points)
 
     def remaining(self, idx: Tensor) -> Tensor:
         """``(b,)`` queries left to rows ``idx``."""
@@ -53,6 +67,7 @@ class Oracle:
     def predict(self, idx: Tensor, x_rows: Tensor) -> Tensor:
         """Top-1 labels ``(n,)`` of ``x_rows`` ``(n, ...)``, one query charged to each of the
         rows ``idx`` ``(n,)`` they belong to (repeats allowed)."""
+        x_rows = self.snap(idx, x_rows)
         labels = [self.model(xs).argmax(1) for xs in x_rows.split(self.chunk)]
         self.used.index_add_(0, idx, torch.ones_like(idx))
         return torch.cat(labels) if labels else idx.new_zeros(0)
@@ -97,7 +112,7 @@ def binary_search(
         adv = oracle.ask(idx[rows], _blend(x0[rows], x_adv[rows], mid, norm))
         high.index_copy_(0, rows, torch.where(adv, mid, high.index_select(0, rows)))
         low.index_copy_(0, rows, torch.where(adv, low.index_select(0, rows), mid))
-    return _blend(x0, x_adv, high, norm)
+    return oracle.snap(idx, _blend(x0, x_adv, high, norm))
 
 
 def estimate_direction(
@@ -168,6 +183,7 @@ def geometric_step(
             break
         rows = pending.nonzero().flatten()
         prop = (x_adv[rows] + rows_view(eps[rows], update) * update[rows]).clamp(*bounds)
+        prop = oracle.snap(idx[rows], prop)
         adv = oracle.ask(idx[rows], prop)
         result[rows[adv]] = prop[adv]
         pending[rows[adv]] = False
