@@ -130,3 +130,24 @@ def test_bad_ensembles_raise() -> None:
         SurrogateEnsemble([nn.Identity()], weights=[-1.0])
     with pytest.raises(ValueError):
         SurrogateEnsemble([nn.Identity(), nn.Identity()], weights=[1.0])
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", ["transfer-resnet20-to-resnet56",
+                                  "transfer-resnet20-to-resnet56-ti3"])
+def test_transfer_configs_build_their_attacks(name, shared_models, cifar10_root, monkeypatch):
+    """The report's configs parse, craft on resnet20 for resnet56, and every row builds."""
+    from pathlib import Path
+
+    from advimage.eval.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # ../shared is relative to the repository root
+    cfg = load_config(repo / "configs" / f"{name}.yaml")
+    assert Path(cfg.model).name.startswith("resnet56")
+    for spec in cfg.attacks:
+        attack = create_attack(spec.name, eps=spec.eps, norm=spec.norm, **spec.options)
+        assert attack.steps == STEPS and attack.step_size == pytest.approx(EPS / STEPS)
+        if spec.surrogate is not None:
+            assert Path(spec.surrogate).name.startswith("resnet20")
+            assert attack.momentum == (0.0 if spec.label == "ifgsm" else 1.0)
