@@ -22,6 +22,7 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "fmn": {"norm": "l2", "steps": 20},
     "ddn": {"steps": 20},
     "deepfool": {"steps": 20},
+    "hsj": {"queries": 400, "steps": 4, "init_evals": 30},
 }
 
 

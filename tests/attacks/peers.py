@@ -23,9 +23,11 @@ from torch import Tensor, nn
 __all__ = [
     "art_classifier",
     "art_fgsm",
+    "art_hsj",
     "art_pgd",
     "fb_cw",
     "fb_fgsm",
+    "fb_hsj",
     "fb_model",
     "fb_pgd",
     "ta_apgd",
@@ -35,6 +37,7 @@ __all__ = [
     "ta_pgd",
     "ta_square",
     "robust_mask",
+    "QueryCounter",
 ]
 __all__ += ["fb_ddn", "fb_deepfool", "fb_fmn", "pa_apgd", "ta_deepfool"]
 
@@ -238,3 +241,49 @@ def pa_apgd(
     atk = APGDAttack(model, n_iter=steps, norm=norm, n_restarts=1, eps=eps, seed=seed,
                      loss=loss, device=x.device)
     return atk.perturb(x.clone(), y.clone()).detach()
+# --------------------------------------------------------------------------- decision-based
+class QueryCounter(nn.Module):
+    """``model`` that counts the images it is asked about (``rows``), for equal-query runs.
+
+    Inputs are cast to float32 (ART's HopSkipJump blends in float64 during its start)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += len(x)
+        return self.model(x.float())
+
+
+def fb_hsj(
+    model: nn.Module, x: Tensor, y: Tensor, steps: int, norm: str = "l2",
+    init_evals: int = 100,
+) -> tuple[Tensor, float]:
+    """Foolbox's HopSkipJump (its default blended-noise start); returns the images and the
+    mean number of model evaluations per sample it spent."""
+    import foolbox
+
+    counter = QueryCounter(model)
+    atk = foolbox.attacks.HopSkipJumpAttack(
+        steps=steps, initial_gradient_eval_steps=init_evals, constraint=norm
+    )
+    raw, _, _ = atk(fb_model(counter), x, y, epsilons=None)
+    return raw.detach(), counter.rows / len(x)
+
+
+def art_hsj(
+    model: nn.Module, x: Tensor, y: Tensor, steps: int, norm: str = "l2",
+    init_evals: int = 100,
+) -> tuple[Tensor, float]:
+    """ART's HopSkipJump (its noise start, per-sample loop); images and mean queries."""
+    from art.attacks.evasion import HopSkipJump
+
+    counter = QueryCounter(model)
+    atk = HopSkipJump(
+        art_classifier(counter, x), norm=2 if norm == "l2" else np.inf, max_iter=steps,
+        init_eval=init_evals, batch_size=len(x), verbose=False,
+    )
+    out = torch.from_numpy(atk.generate(x=x.numpy(), y=y.numpy()))
+    return out, counter.rows / len(x)

@@ -13,6 +13,7 @@ from advimage.attacks.cw import CarliniWagnerL2
 from advimage.attacks.ensemble import AutoAttack, AutoAttackReport, AutoAttackResult
 from advimage.attacks.eot import EOT
 from advimage.attacks.fgsm import FGSM
+from advimage.attacks.hsj import HopSkipJump, HopSkipJumpResult
 from advimage.attacks.loop import IterativeAttack, input_gradient
 from advimage.attacks.losses import ce_loss, dlr_loss, margin_loss
 from advimage.attacks.pgd import PGD
@@ -23,6 +24,7 @@ from advimage.attacks.registry import (
     register_attack,
 )
 from advimage.attacks.square import Square, SquareResult
+from advimage.attacks.transfer import DiverseInputs, SurrogateEnsemble
 
 __all__ = [
     "APGD",
@@ -30,6 +32,8 @@ __all__ = [
     "BPDA",
     "EOT",
     "FGSM",
+    "HopSkipJump",
+    "HopSkipJumpResult",
     "PGD",
     "Attack",
     "AttackResult",
@@ -37,6 +41,7 @@ __all__ = [
     "AutoAttackReport",
     "AutoAttackResult",
     "CarliniWagnerL2",
+    "DiverseInputs",
     "IterativeAttack",
     "attack_class",
     "ce_loss",
@@ -49,6 +54,7 @@ __all__ = [
     "register_attack",
     "Square",
     "SquareResult",
+    "SurrogateEnsemble",
 ]
 
 # minimal-norm and sparse attacks (issue 18, items 2 and 3)

@@ -17,6 +17,10 @@ Adversarial Attacks", written once with the practical details every iterative at
   fixed) gets one pass, the same gradient;
 * memory grows with the batch only; no iterate history is kept.
 
+Transfer attacks compose three options of this loop (see :mod:`advimage.attacks.transfer`):
+``momentum`` (MI-FGSM), ``diversity_prob`` (DI) and ``ti_kernel`` (TI); all off by default,
+and off they leave every number of the loop unchanged.
+
 Subclasses customise the hooks :meth:`init`, :meth:`init_state`, :meth:`loss_fn`,
 :meth:`step` and :meth:`step_size_at`.
 """
@@ -35,6 +39,12 @@ from advimage.attacks.base import Attack, Model, check_positive_float, check_pos
 from advimage.attacks.losses import get_loss, is_success
 from advimage.attacks.preparation import AtDtype
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, attack_remaining, take
+from advimage.attacks.transfer import (
+    DiverseInputs,
+    check_transfer_options,
+    momentum_update,
+    smooth,
+)
 from advimage.model_flags import DeclaresFlags, model_flags
 from advimage.precision import AutocastModel
 
@@ -125,6 +135,13 @@ class IterativeAttack(Attack):
         eot: Gradient samples averaged per step (Expectation over Transformation, >= 1).
         schedule: Step-size schedule: ``"constant"``, ``"cosine"`` or ``"step"`` (x0.1 at 50%
             and 75% of the steps).
+        momentum: MI-FGSM's decay ``mu`` (1.0 in the paper); 0 = no momentum.
+        diversity_prob: DI's probability of resizing and padding the gradient pass's input
+            (0.5 in the paper); 0 = off. With early stop, success is judged on the untransformed
+            images (one extra forward per step).
+        diversity_resize: DI's resize ratio (0.9: shrink and pad back; see ``transfer``).
+        ti_kernel: TI's Gaussian kernel side (odd; 15 in the paper at 299 px); 0 = off.
+        ti_nsig: TI's kernel half-width in standard deviations (3 in the paper).
     """
 
     steps: int = 10
@@ -135,9 +152,18 @@ class IterativeAttack(Attack):
     loss: str = "ce"
     eot: int = 1
     schedule: str = "constant"
+    momentum: float = 0.0
+    diversity_prob: float = 0.0
+    diversity_resize: float = 0.9
+    ti_kernel: int = 0
+    ti_nsig: float = 3.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_transfer_options(
+            self.momentum, self.diversity_prob, self.diversity_resize, self.ti_kernel,
+            self.ti_nsig,
+        )
         check_positive_int(self.steps, "steps")
         check_positive_int(self.restarts, "restarts")
         check_positive_int(self.eot, "eot")
@@ -174,7 +200,7 @@ class IterativeAttack(Attack):
 
     def init_state(self, x: Tensor, x_adv: Tensor) -> dict[str, Any]:
         """Per-run state for :meth:`step`; tensors must be per-sample (leading dim B)."""
-        return {}
+        return {"momentum": torch.zeros_like(x)} if self.momentum > 0 else {}
 
     def loss_fn(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
         """Per-sample loss ``(B,)`` to maximise."""
@@ -183,7 +209,13 @@ class IterativeAttack(Attack):
     def step(
         self, x_adv: Tensor, grad: Tensor, x: Tensor, state: dict[str, Any], i: int
     ) -> Tensor:
-        """One ascent step (the loop projects afterwards): steepest direction of the norm."""
+        """One ascent step (the loop projects afterwards): steepest direction of the norm,
+        of the TI-smoothed and momentum-accumulated gradient when those options are on."""
+        if self.ti_kernel > 0:
+            grad = smooth(grad, self.ti_kernel, self.ti_nsig)
+        if self.momentum > 0:
+            grad = momentum_update(grad, state["momentum"], self.momentum)
+            state["momentum"] = grad
         return x_adv + self.step_size_at(i) * self.threat.direction(grad)
 
     def _probe_input(self, x: Tensor) -> Tensor:
@@ -243,16 +275,21 @@ class IterativeAttack(Attack):
         project = self.threat.project
         x_adv = self.init(x, generator)
         state = self.init_state(x, x_adv)
+        seen = model if self.diversity_prob == 0 else DiverseInputs(  # as gradients see it
+            model, self.diversity_prob, self.diversity_resize, generator)
         if not self.early_stop:  # the bare loop: nothing but forward, backward and step
             for i in range(self.steps):
-                grad = self.gradient(model, x_adv, y, target)[0]
+                grad = self.gradient(seen, x_adv, y, target)[0]
                 x_adv = project(x, self.step(x_adv, grad, x, state, i)).detach()
             return x_adv, None, None
 
         rows = ActiveRows(x_adv)  # results, filled as samples finish
         xa, ya, ta = x, y, target
         for i in range(self.steps):
-            grad, loss, logits = self.gradient(model, x_adv, ya, ta)
+            grad, loss, logits = self.gradient(seen, x_adv, ya, ta)
+            if seen is not model:  # DI: judge the image itself, not its resized copy
+                with torch.no_grad():
+                    logits = model(x_adv)
             succ = is_success(logits, ya, ta)  # (b,) judged at x_adv, before stepping
             if bool(succ.any()):
                 keep = rows.retire(succ, x_adv, loss)
