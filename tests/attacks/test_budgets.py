@@ -68,11 +68,11 @@ def test_minimal_perturbation_attacks_keep_eps_inf(trained_digits) -> None:
 def test_unbounded_sanity_attack_stays_valid(trained_digits) -> None:
     """The run harness's unbounded check is PGD at linf eps = 1 (the whole box)."""
     from advimage.eval.config import parse_config
-    from advimage.eval.runner import _unbounded
+    from advimage.eval.run_batch import unbounded_attack
 
     cfg = parse_config({"name": "t", "model": {"path": "bundled"},
                         "attacks": [{"name": "pgd", "eps": [0.1]}]})
-    spec = _unbounded(cfg)
+    spec = unbounded_attack(cfg)
     attack = create_attack(spec.name, eps=spec.eps, norm=spec.norm, steps=5)
     x, y = trained_digits.x[:16], trained_digits.y[:16]
     with torch.no_grad():

@@ -28,7 +28,6 @@ Subclasses customise the hooks :meth:`init`, :meth:`init_state`, :meth:`loss_fn`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +35,8 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
+from advimage.attacks.gradient import declares_deterministic, input_gradient
 from advimage.attacks.losses import get_loss, is_success
-from advimage.attacks.preparation import AtDtype
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, attack_remaining, take
 from advimage.attacks.transfer import (
     DiverseInputs,
@@ -45,8 +44,6 @@ from advimage.attacks.transfer import (
     momentum_update,
     smooth,
 )
-from advimage.model_flags import DeclaresFlags, model_flags
-from advimage.precision import AutocastModel
 
 __all__ = ["SCHEDULES", "IterativeAttack", "declares_deterministic", "input_gradient"]
 
@@ -54,66 +51,6 @@ SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 # "step" schedule: multiply the step size by this factor at each milestone (fractions of steps).
 _STEP_DECAY = 0.1
 _STEP_MILESTONES = (0.5, 0.75)
-
-
-def declares_deterministic(model: Model) -> bool:
-    """True only if ``model`` declares ``is_randomized`` False and so does every flag-declaring
-    submodule (a deterministic wrapper around a random defense stays random).
-
-    Flags are read by :func:`advimage.model_flags.model_flags`, as the evaluation harness reads
-    them: a model that declares nothing (a plain classifier, a callable) counts as possibly
-    random, so EOT skips its repeated passes only on an explicit declaration. The precision
-    wrappers an attack puts around the model itself (``AutocastModel``, ``AtDtype``) are
-    seen through.
-    """
-    while isinstance(model, (AutocastModel, AtDtype)):
-        model = model.inner
-    if model_flags(model).is_randomized is not False:
-        return False
-    if isinstance(model, torch.nn.Module):
-        return all(model_flags(m).is_randomized is False for m in model.modules()
-                   if isinstance(m, DeclaresFlags))
-    return True
-
-
-def input_gradient(
-    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor], eot: int = 1
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradient of ``objective(model(x_adv))`` w.r.t. ``x_adv``, averaged over ``eot`` passes.
-
-    Every gradient attack goes through this function, which is what makes :func:`EOT` work for
-    all of them. ``objective`` maps logits ``(B, K)`` to a per-sample loss ``(B,)``; samples are
-    independent, so the gradient of the sum is each sample's own gradient.
-
-    Returns:
-        ``(grad (B, ...), loss (B,), logits (B, K))``, all detached; loss and logits are the
-        means over the ``eot`` passes (one pass for a model that declares itself deterministic,
-        see :func:`declares_deterministic`).
-    """
-    check_positive_int(eot, "eot")
-    if eot > 1 and declares_deterministic(model):
-        eot = 1  # every pass would give the same gradient
-    grad_sum, loss_sum, logits_sum = _one_pass(model, x_adv, objective)
-    for _ in range(eot - 1):
-        grad, loss, logits = _one_pass(model, x_adv, objective)
-        grad_sum = grad_sum + grad
-        loss_sum = loss_sum + loss
-        logits_sum = logits_sum + logits
-    if eot > 1:
-        return grad_sum / eot, loss_sum / eot, logits_sum / eot
-    return grad_sum, loss_sum, logits_sum
-
-
-def _one_pass(
-    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(grad, loss, logits)`` of one forward/backward pass at ``x_adv``, detached."""
-    xg = x_adv.detach().requires_grad_(True)  # a view: no copy of the batch
-    with torch.enable_grad():
-        logits = model(xg)  # (B, K)
-        loss = objective(logits)  # (B,)
-    (grad,) = torch.autograd.grad(loss.sum(), xg)
-    return grad, loss.detach(), logits.detach()
 
 
 def _subset_state(state: dict[str, Any], idx: Tensor) -> dict[str, Any]:

@@ -88,7 +88,8 @@ class RunSpec:
     channels_last: bool | None = None
 
 
-def _unbounded(cfg: RunConfig) -> AttackConfig:
+def unbounded_attack(cfg: RunConfig) -> AttackConfig:
+    """The gradient-masking sanity attack every run adds: PGD that may move any pixel anywhere."""
     # eps = 1.0 (the whole [0, 1] pixel box in L-inf): every image is reachable
     return AttackConfig("pgd", 1.0, "linf", {"steps": cfg.checks.unbounded_steps},
                         UNBOUNDED_LABEL, "unbounded")
@@ -102,7 +103,7 @@ def build_parts(spec: RunSpec, dev: torch.device) -> RunParts:
                            "precision")
     specs = list(config.attacks)
     if config.checks.enabled and config.checks.unbounded:
-        specs.append(_unbounded(config))
+        specs.append(unbounded_attack(config))
     attacks = [create_attack(s.name, eps=s.eps, norm=s.norm, seed=0, **s.options)
                for s in specs]
     for attack in attacks:  # an L2 eps beyond its diagonal: refused before writing
