@@ -19,6 +19,8 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "apgd-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
     "square": {"eps": 0.3, "queries": 150},
     "autoattack": {"eps": 0.3, "version": "fast"},
+    "fab": {"eps": 0.3, "steps": 10},
+    "fab-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
 }
 
 

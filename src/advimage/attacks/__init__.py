@@ -12,6 +12,7 @@ from advimage.attacks.bpda import BPDA
 from advimage.attacks.cw import CarliniWagnerL2
 from advimage.attacks.ensemble import AutoAttack, AutoAttackReport, AutoAttackResult
 from advimage.attacks.eot import EOT
+from advimage.attacks.fab import FAB, FABT, FABResult
 from advimage.attacks.fgsm import FGSM
 from advimage.attacks.loop import IterativeAttack, input_gradient
 from advimage.attacks.losses import ce_loss, dlr_loss, margin_loss
@@ -29,6 +30,9 @@ __all__ = [
     "APGDT",
     "BPDA",
     "EOT",
+    "FAB",
+    "FABT",
+    "FABResult",
     "FGSM",
     "PGD",
     "Attack",
