@@ -54,7 +54,7 @@ def test_report_structure(ensemble_run) -> None:
     model, x, y, attack, x_adv, report = ensemble_run
     assert not any(isinstance(v, torch.Tensor | AutoAttackReport) for v in vars(attack).values())
     assert torch.equal(attack(model, x, y), x_adv)  # the call returns the run's images
-    assert [s.name for s in report.stages] == ["apgd-ce", "apgd-t", "square"]
+    assert [s.name for s in report.stages] == [m.name for m in attack.members()]
     n_robust = round(report.clean_accuracy * len(x))
     assert report.stages[0].n_attacked == n_robust
     for s in report.stages:  # each attack runs only on the points still robust
@@ -68,22 +68,65 @@ def test_report_structure(ensemble_run) -> None:
 
 
 def test_members_follow_version_and_norm() -> None:
-    std = AutoAttack(eps=0.3).members()
-    assert [m.name for m in std] == ["apgd-ce", "apgd-t", "square"]
+    std = AutoAttack(eps=0.3).members()  # the original's standard version
+    assert [m.name for m in std] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert std[0].steps == 100 and std[0].restarts == 1 and std[0].loss == "ce"
     assert std[1].steps == 100 and std[1].n_target_classes == 9 and std[1].loss == "dlr"
-    assert isinstance(std[2], Square) and std[2].queries == 5000
+    assert std[2].steps == 100 and std[2].n_target_classes == 9 and std[2].restarts == 1
+    assert isinstance(std[3], Square) and std[3].queries == 5000
+    assert not std[3].rescale_schedule  # the original's resc_schedule=False
     assert all(m.eps == 0.3 for m in std)
     fast = AutoAttack(eps=0.3, version="fast").members()
     assert fast[0].steps < 100 and fast[2].queries < 5000
     l2 = AutoAttack(eps=0.5, norm="l2").members()
-    assert [m.name for m in l2] == ["apgd-ce", "apgd-t", "square"]
+    assert [m.name for m in l2] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert all(m.norm == "l2" for m in l2)
+    plus = AutoAttack(eps=0.3, version="plus").members()
+    assert [m.name for m in plus] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert [getattr(m, "restarts", None) for m in plus] == [5, 5, 5, 1, 1, 1]
+    rand = AutoAttack(eps=0.3, version="rand").members()
+    assert [m.name for m in rand] == ["apgd-ce", "apgd-dlr"]
+    assert all(m.eot == 20 and m.restarts == 1 for m in rand)
+
+
+class _Coin(torch.nn.Module):
+    """A randomized "defense": the model's logits, or on a coin flip per row a wrong class."""
+
+    def __init__(self, model: torch.nn.Module, p_wrong: float) -> None:
+        super().__init__()
+        self.model, self.p_wrong = model, p_wrong
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        flip = torch.rand(len(x), device=x.device) < self.p_wrong
+        wrong = torch.nn.functional.one_hot((z.argmax(1) + 1) % z.shape[1], z.shape[1]) * 100.0
+        return torch.where(flip[:, None], wrong.to(z.dtype), z)
+
+
+def test_rand_judges_over_several_draws(trained_digits, monkeypatch) -> None:
+    """A member's result counts as fooling only when most draws misclassify it."""
+    td = trained_digits
+    x, y = td.x[:64], td.y[:64]
+    monkeypatch.setattr(AutoAttack, "members", lambda self: [])  # judge clean points only
+    seen: list[int] = []
+    import advimage.attacks.ensemble as ens
+
+    def judge(attack, model, xs, ys, gen, draws=1):  # noqa: ANN001, ANN202
+        seen.append(draws)
+        return ens.__dict__["_member_run_orig"](attack, model, xs, ys, gen, draws)
+
+    monkeypatch.setitem(ens.__dict__, "_member_run_orig", ens._member_run)
+    monkeypatch.setattr(ens, "_member_run", judge)
+    monkeypatch.setattr(AutoAttack, "members", lambda self: [Square(eps=1e-3, queries=1)])
+    torch.manual_seed(0)
+    AutoAttack(eps=0.3, version="rand").run(_Coin(td.model, 0.3), x, y)
+    AutoAttack(eps=0.3, version="standard").run(td.model, x, y)
+    assert seen == [ens.RAND_DRAWS, 1]
 
 
 def test_bad_use_raises(trained_digits) -> None:
     with pytest.raises(ValueError):
-        AutoAttack(version="plus")
+        AutoAttack(version="bogus")
     with pytest.raises(ValueError):
         AutoAttack(eps=float("inf"))
     td = trained_digits
