@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from advimage.attacks.apgd_targeted import APGDT
 from advimage.attacks.apgd import APGD, APGDDLR
+from advimage.attacks.apgd_targeted import APGDT
 from advimage.attacks.base import (
     Attack,
     AttackResult,
