@@ -16,6 +16,7 @@ L1 threat model does not exist in :mod:`advimage.threat` yet.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,9 @@ def project_onto_boundary(
     raise ValueError(f"FAB projection: unsupported norm {norm!r}; choose one of: linf, l2")
 
 
-def _bisect(values: Tensor, rhs: Tensor, width: int, ub0: int) -> Tensor:
+def _bisect(
+    values: Callable[[Tensor], Tensor], rhs: Tensor, width: int, ub0: int
+) -> Tensor:
     """Per row, the last index ``i`` in ``[0, ub0]`` with ``values(i) > rhs`` found by
     bisection; ``values`` maps a ``(m, 1)`` long index to ``(m,)`` values."""
     lb = torch.zeros(len(rhs), device=rhs.device)
