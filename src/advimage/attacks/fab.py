@@ -156,24 +156,29 @@ class FAB(Attack):
         rows = ActiveRows(x0)
         best_x, res = x0.clone(), torch.full((len(x0),), math.inf, device=x0.device)
         stop = self.early_stop and math.isfinite(self.eps)
+        df, dg, _ = self._linearise(model, x1, y, aim)
         for _ in range(self.steps):
-            x1 = self._step(model, x1, x0, y, aim)
-            with torch.no_grad():
-                is_adv = is_success(model(x1), y, target)  # (b,)
+            x1 = self._step(x1, x0, df, dg)
+            # the next step's linearisation also judges x1 (the reference spends an extra
+            # forward pass on that); rows pulled back by beta are linearised again below
+            df, dg, logits = self._linearise(model, x1, y, aim)
+            is_adv = is_success(logits, y, target)  # (b,)
             dist = threat.distance(x0, x1).to(res.dtype)
             closer = is_adv & (dist < res)
             best_x = torch.where(rows_view(closer, x1), x1, best_x)
             res = torch.where(closer, dist, res)
-            x1 = torch.where(rows_view(is_adv, x1), x0 + (x1 - x0) * self.beta, x1)
-            if stop:
-                ok = res <= self.eps
-                if bool(ok.any()):
-                    keep = rows.retire(ok, best_x, -res)
-                    if keep.numel() == 0:
-                        return rows.outcome()
-                    x0, y, x1 = take(x0, keep), take(y, keep), take(x1, keep)
-                    best_x, res = take(best_x, keep), take(res, keep)
-                    aim, target = take(aim, keep), take(target, keep)
+            if bool(is_adv.any()):
+                idx = is_adv.nonzero().flatten()
+                x1 = torch.where(rows_view(is_adv, x1), x0 + (x1 - x0) * self.beta, x1)
+                sdf, sdg, _ = self._linearise(model, take(x1, idx), take(y, idx), take(aim, idx))
+                df, dg = df.index_copy(0, idx, sdf), dg.index_copy(0, idx, sdg)
+            if stop and bool((res <= self.eps).any()):
+                keep = rows.retire(res <= self.eps, best_x, -res)
+                if keep.numel() == 0:
+                    return rows.outcome()
+                x0, y, x1, df, dg = (take(t, keep) for t in (x0, y, x1, df, dg))
+                best_x, res = take(best_x, keep), take(res, keep)
+                aim, target = take(aim, keep), take(target, keep)
         rows.finish(best_x, -res, res <= self.eps)
         return rows.outcome()
 
@@ -187,10 +192,10 @@ class FAB(Attack):
             scale = t.flatten(1).norm(dim=1)
         return self.threat.clamp(x0 + 0.5 * self.eps * t / rows_view(scale, t))
 
-    def _step(self, model: Model, x1: Tensor, x0: Tensor, y: Tensor, aim: Tensor | None) -> Tensor:
-        """One FAB step from ``x1`` (Eq. 5-7 of the paper): project ``x1`` and ``x0`` onto
-        the closest linearised boundary and move to their biased, extrapolated combination."""
-        df, dg = self._linearise(model, x1, y, aim)  # (b, m), (b, m, D)
+    def _step(self, x1: Tensor, x0: Tensor, df: Tensor, dg: Tensor) -> Tensor:
+        """One FAB step from ``x1`` (Eq. 5-7 of the paper) given the linearisation at ``x1``
+        (:meth:`_linearise`): project ``x1`` and ``x0`` onto the closest linearised boundary
+        and move to their biased, extrapolated combination."""
         b = len(x1)
         dual = 1.0 if self.norm == "linf" else 2.0
         dist = df.abs() / (_DIV_TINY + torch.linalg.vector_norm(dg, ord=dual, dim=2))
@@ -213,9 +218,10 @@ class FAB(Attack):
     @staticmethod
     def _linearise(
         model: Model, x1: Tensor, y: Tensor, aim: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """Logit differences ``f_j - f_y`` ``(b, m)`` and their input gradients ``(b, m, D)``:
-        all classes (``f_y``'s own entry set far away) or the one class ``aim``."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logit differences ``f_j - f_y`` ``(b, m)``, their input gradients ``(b, m, D)``
+        (all classes, ``f_y``'s own entry set far away, or the one class ``aim``) and the
+        logits ``(b, K)`` at ``x1``."""
         xg = x1.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xg)  # (b, K)
@@ -223,7 +229,8 @@ class FAB(Attack):
             if aim is not None:
                 diff = logits[u, aim] - logits[u, y]  # (b,)
                 (grad,) = torch.autograd.grad(diff.sum(), xg)
-                return diff.detach().unsqueeze(1), grad.reshape(len(x1), 1, -1)
+                return (diff.detach().unsqueeze(1), grad.reshape(len(x1), 1, -1),
+                        logits.detach())
             grads = []
             for k in range(logits.shape[1]):  # one backward pass per class (the Jacobian)
                 (g,) = torch.autograd.grad(logits[:, k].sum(), xg, retain_graph=True)
@@ -232,7 +239,7 @@ class FAB(Attack):
         z = logits.detach()
         df = z - z[u, y].unsqueeze(1)
         df[u, y] = _NOT_THIS_CLASS
-        return df, jac - jac[u, y].unsqueeze(1)
+        return df, jac - jac[u, y].unsqueeze(1), z
 
 
 @register_attack("fab-t")
