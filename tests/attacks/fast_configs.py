@@ -23,6 +23,8 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
     "ddn": {"steps": 20},
     "deepfool": {"steps": 20},
     "hsj": {"queries": 400, "steps": 4, "init_evals": 30},
+    "fab": {"eps": 0.3, "steps": 10},
+    "fab-t": {"eps": 0.3, "steps": 10, "n_target_classes": 3},
 }
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "aa_autoattack",
     "art_classifier",
     "art_fgsm",
     "art_hsj",
@@ -287,3 +288,15 @@ def art_hsj(
     )
     out = torch.from_numpy(atk.generate(x=x.numpy(), y=y.numpy()))
     return out, counter.rows / len(x)
+# --------------------------------------------------------------------------- pyautoattack
+def aa_autoattack(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: int = 0, version: str = "standard",
+    norm: str = "linf", batch_size: int = 250,
+) -> Tensor:
+    """The original AutoAttack (Croce & Hein's code, ``pyautoattack``), its own ensemble loop."""
+    from pyautoattack import AutoAttack as OriginalAutoAttack
+
+    aa = OriginalAutoAttack(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
+                            seed=seed, version=version, device=x.device)
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
+    return x_adv.detach()

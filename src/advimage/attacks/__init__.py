@@ -12,6 +12,7 @@ from advimage.attacks.bpda import BPDA
 from advimage.attacks.cw import CarliniWagnerL2
 from advimage.attacks.ensemble import AutoAttack, AutoAttackReport, AutoAttackResult
 from advimage.attacks.eot import EOT
+from advimage.attacks.fab import FAB, FABT, FABResult
 from advimage.attacks.fgsm import FGSM
 from advimage.attacks.hsj import HopSkipJump, HopSkipJumpResult
 from advimage.attacks.loop import IterativeAttack, input_gradient
@@ -31,6 +32,9 @@ __all__ = [
     "APGDT",
     "BPDA",
     "EOT",
+    "FAB",
+    "FABT",
+    "FABResult",
     "FGSM",
     "HopSkipJump",
     "HopSkipJumpResult",

@@ -55,13 +55,14 @@ _P_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (40
                (6000, 128), (8000, 256))
 
 
-def square_p_schedule(it: int, queries: int, p_init: float) -> float:
+def square_p_schedule(it: int, queries: int, p_init: float, rescale: bool = True) -> float:
     """Fraction ``p`` of pixels the square covers at iteration ``it`` (0-based).
 
     The reference schedule halves ``p`` at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000
-    and 8000 of a 10,000-query run; other budgets rescale ``it`` to that range.
+    and 8000 of a 10,000-query run; with ``rescale`` other budgets rescale ``it`` to that
+    range, without it (AutoAttack's Square, ``resc_schedule=False``) the iteration is used as is.
     """
-    it_resc = int(it / queries * 10000)
+    it_resc = int(it / queries * 10000) if rescale else it
     for last, div in _P_SCHEDULE:
         if it_resc <= last:
             return p_init / div
@@ -102,6 +103,8 @@ class Square(Attack):
         fast_queries: Run the queries through an inference-optimised TorchScript trace of the
             model where it is safe (CPU, eval mode, deterministic, logits checked against the
             eager model; see :mod:`advimage.attacks.fast_forward`), else the model itself.
+        rescale_schedule: Stretch the paper's 10,000-query ``p`` schedule over ``queries``
+            (the reference's default); AutoAttack turns it off, as the original ensemble does.
 
     :meth:`run` returns the queries spent per sample and the forward used with the images.
     """
@@ -112,6 +115,7 @@ class Square(Attack):
     restarts: int = 1
     loss: str = "margin"
     fast_queries: bool = True
+    rescale_schedule: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -206,7 +210,7 @@ class Square(Attack):
                     return rows.x, rows.success, rows.loss, queries
                 x, y, x_best, loss = (take(t, keep) for t in (x, y, x_best, loss))
                 target = take(target, keep)
-            p = square_p_schedule(it, self.queries, self.p_init)
+            p = square_p_schedule(it, self.queries, self.p_init, self.rescale_schedule)
             propose = self._propose_linf if self.norm == "linf" else self._propose_l2
             x_new = propose(x, x_best, p, gen)
             ok, loss_new = self._scores(model(x_new), y, target)
