@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint peers bench clean
+.PHONY: setup demo test test-all lint peers bench bench-quick clean
 
 $(BIN)/advimage: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ peers: setup
 
 bench: peers
 	$(BIN)/python bench/attack_speed.py
+
+# Every benchmark at a small size, one verdict line per target (met / NOT met with the figure).
+# Noisy timings: a tripwire before committing a change to a measured path, not part of CI.
+bench-quick: peers
+	$(BIN)/python bench/quick.py $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

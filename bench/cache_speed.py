@@ -35,6 +35,7 @@ from advimage.defend.cache.index import FaissKeyIndex, import_faiss  # noqa: E40
 from advimage.defend.cache.ops import class_log_sum_exp, topk_class_log_sum_exp  # noqa: E402
 
 NUM_CLASSES = 10
+TARGET_SPEEDUP, TARGET_AGREEMENT = 10.0, 0.99  # FAISS vs exact, per batch, at 1M keys
 BLOCK = 100_000  # keys generated per block
 
 
@@ -139,6 +140,12 @@ def main() -> None:
               f"{r.get('faiss_build_s', float('nan')):>8.1f} {r['key_bytes_per_dim']:>7} "
               f"{r.get('index_bytes_per_dim_per_key', float('nan')):>7.2f} "
               f"{r['peak_rss_mb']:>7.0f}", flush=True)
+    for r in rows:
+        if "speedup" in r:
+            ok = r["speedup"] >= TARGET_SPEEDUP and r["agreement"] >= TARGET_AGREEMENT
+            print(f"{r['keys']} keys: speed-up {r['speedup']:.1f}x at agreement "
+                  f"{r['agreement']:.3f} (target >= {TARGET_SPEEDUP:g}x at >= "
+                  f"{TARGET_AGREEMENT:.0%}: {'met' if ok else 'NOT met'})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},

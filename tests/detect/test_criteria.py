@@ -115,3 +115,30 @@ def test_random_targets_differ_and_cover():
     assert bool((t != labels).all()) and t.min() >= 0 and t.max() <= 9
     # every other class is drawn for label 0 (uniform over 9 classes, 100 draws)
     assert set(t[labels == 0].tolist()) == set(range(1, 10))
+
+
+def test_cap_one_is_a_single_forward(digits_model, digits_test):
+    x = digits_test[0][:6]
+    label = _labels(digits_model, x)
+    wrong = (label + 1) % 10
+    counter = RowCounter(digits_model)
+    counts = steps_to_flip(counter, x, torch.cat([label[:3], wrong[3:]]), lr=0.5, radius=0.5,
+                           cap=1)
+    assert counts.tolist() == [1, 1, 1, 0, 0, 0] and counter.rows == 6
+
+
+def test_capped_rows_skip_the_last_backward(digits_model, digits_test):
+    x = digits_test[0][:32]
+    label = _labels(digits_model, x)
+    calls: list[bool] = []  # grad mode of every forward pass
+    handle = digits_model.register_forward_hook(
+        lambda m, i, o: calls.append(torch.is_grad_enabled())
+    )
+    try:
+        counts = steps_to_flip(digits_model, x, label, lr=0.5, radius=0.5, cap=25,
+                               stop_at_fixed_point=False)
+    finally:
+        handle.remove()
+    # capped rows exist, so the loop ran 24 gradient passes and one plain forward at x_24
+    assert 25 in counts.tolist() and len(calls) == 25
+    assert all(calls[:-1]) and calls[-1] is False

@@ -129,13 +129,18 @@ def steps_to_flip(
 
 def _count_steps(model: Model, x: Tensor, label: Tensor, target: Tensor | None,
                  threat: ThreatModel, lr: float, cap: int, stop_at_fixed_point: bool) -> Tensor:
-    """The loop of :func:`steps_to_flip`; a row leaves the batch once its label flipped."""
+    """The loop of :func:`steps_to_flip`; a row leaves the batch once its label flipped.
+
+    Rows still searching after ``cap - 1`` steps get one forward pass at ``x_{cap-1}`` (its
+    label decides between ``cap - 1`` and ``cap``); the official loop's last backward pass
+    only produces ``x_cap``, which is never judged.
+    """
     n = len(x)
     counts = torch.full((n,), cap, dtype=torch.long, device=x.device)
     act = torch.arange(n, device=x.device)  # rows of x still searching
     xa, la, ta = x, label, target
     x_adv = xa
-    for k in range(cap):
+    for k in range(cap - 1):
         grad, _, logits = input_gradient(
             model, x_adv, lambda z, la=la, ta=ta: ce_loss(z, la, ta)
         )  # (b, C, H, W), -, (b, K)
@@ -153,4 +158,9 @@ def _count_steps(model: Model, x: Tensor, label: Tensor, target: Tensor | None,
             ta = None if ta is None else ta[keep]
             x_next = x_next[keep]
         x_adv = x_next
+    else:  # x_{cap-1}: only its label counts (x_cap is never judged), so no backward pass
+        with torch.no_grad():
+            flipped = model(x_adv).argmax(dim=1) != la
+        counts[act[flipped]] = cap - 1
     return counts
+
