@@ -30,10 +30,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from advimage.defend.cache_index import import_faiss  # noqa: E402
 from advimage.defend.cache_ops import class_log_sum_exp, topk_class_log_sum_exp  # noqa: E402
 from cache_speed import NUM_CLASSES, clustered, timed  # noqa: E402
 from common import header  # noqa: E402
+
+from advimage.defend.cache.index import import_faiss  # noqa: E402
 
 
 def build(faiss, spec: str, keys: torch.Tensor, seed: int = 0):  # noqa: ANN001, ANN201

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from advimage.defend.cache_index import default_nlist
+
+from advimage.defend.cache.index import default_nlist
 
 
 @pytest.mark.parametrize("n", [10_000, 12_345, 50_000, 100_000, 499_999])
@@ -26,7 +27,7 @@ def test_large_caches_get_four_times_the_cells(n, cells):
 def test_index_uses_the_default():
     faiss = pytest.importorskip("faiss")
     torch = pytest.importorskip("torch")
-    from advimage.defend.cache_index import FaissKeyIndex
+    from advimage.defend.cache.index import FaissKeyIndex
 
     gen = torch.Generator().manual_seed(0)
     keys = torch.nn.functional.normalize(torch.randn(10_240, 16, generator=gen), dim=1)

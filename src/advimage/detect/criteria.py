@@ -21,6 +21,8 @@ does), so it stops costing compute. Step counts are those of the official loop e
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -142,7 +144,7 @@ def _count_steps(model: Model, x: Tensor, label: Tensor, target: Tensor | None,
     x_adv = xa
     for k in range(cap - 1):
         grad, _, logits = input_gradient(
-            model, x_adv, lambda z, la=la, ta=ta: ce_loss(z, la, ta)
+            model, x_adv, functools.partial(ce_loss, y=la, target=ta)
         )  # (b, C, H, W), -, (b, K)
         flipped = logits.argmax(dim=1) != la  # (b,) judged at x_k before stepping
         x_next = threat.project(xa, x_adv + lr * grad).detach()  # (b, C, H, W)

@@ -74,7 +74,8 @@ class NoiseSignatureDetector(DetectorFile):
             raise ValueError(f"seed must be an int, got {seed!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.seed, self.batch_size, self.bounds = seed, batch_size, tuple(bounds)
+        self.seed, self.batch_size = seed, batch_size
+        self.bounds: tuple[float, float] = (bounds[0], bounds[1])
         self.model: Model | None = None
         self.fingerprint: str | None = None
         self.thresholds: dict[str, float] | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ _KMEANS_ITERS = 10  # k-means iterations for the IVF cells
 _ADD_BLOCK = 65_536  # keys converted to float32 at a time while adding
 
 
-def import_faiss():  # noqa: ANN201
+def import_faiss() -> Any:
     """Import FAISS or raise a one-line ``ImportError`` saying how to install it."""
     try:
         import faiss
