@@ -24,6 +24,7 @@ from advimage.attacks.registry import (
     list_attacks,
     register_attack,
 )
+from advimage.attacks.result_attack import ResultAttack
 from advimage.attacks.square import Square, SquareResult
 from advimage.attacks.transfer import DiverseInputs, SurrogateEnsemble
 
@@ -41,6 +42,7 @@ __all__ = [
     "PGD",
     "Attack",
     "AttackResult",
+    "ResultAttack",
     "AutoAttack",
     "AutoAttackReport",
     "AutoAttackResult",

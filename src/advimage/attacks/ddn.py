@@ -65,7 +65,7 @@ class DDN(MinimalNormAttack):
         if not 0.0 < self.gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma!r}")
 
-    def _search(
+    def _result(
         self,
         model: Model,
         x: Tensor,

@@ -80,7 +80,7 @@ class DeepFool(MinimalNormAttack):
             return rows(best_d, best_g) * best_g.sign()
         return rows(best_d / (lp_norms(best_g, "l2") + _TINY), best_g) * best_g
 
-    def _search(
+    def _result(
         self,
         model: Model,
         x: Tensor,

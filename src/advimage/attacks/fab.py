@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import (
-    Attack,
     AttackResult,
     Model,
     check_positive_float,
@@ -39,6 +38,7 @@ from advimage.attacks.fab_projections import project_onto_boundary
 from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, rows_view, take
+from advimage.attacks.result_attack import ResultAttack
 
 __all__ = ["FAB", "FABT", "FABResult"]
 
@@ -63,7 +63,7 @@ class FABResult(AttackResult):
 
 @register_attack("fab")
 @dataclass
-class FAB(Attack):
+class FAB(ResultAttack[FABResult]):
     """Untargeted FAB (Croce & Hein, ICML 2020), linf and l2.
 
     Args (dataclass fields):
@@ -100,24 +100,13 @@ class FAB(Attack):
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
 
-    def run(
-        self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
-    ) -> FABResult:
-        """Attack like ``self(model, x, y)`` and return the smallest adversarial norms too."""
-        return self._execute(model, x, y, target, self._fab)
-
-    def _run(
-        self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, gen: torch.Generator
-    ) -> Tensor:
-        return self._fab(model, x, y, target, gen).x_adv
-
     def _boundary_targets(
         self, model: Model, x: Tensor, target: Tensor | None
     ) -> list[Tensor | None]:
         """The classes whose boundary each round of runs aims at (``None``: all classes)."""
         return [None]
 
-    def _fab(
+    def _result(
         self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, gen: torch.Generator
     ) -> FABResult:
         """All rounds and restarts, each on the rows not yet fooled within ``eps``."""

@@ -122,7 +122,7 @@ class FMN(MinimalNormAttack):
         grow = torch.where(search.found, eps * (1 + gamma), norms + to_boundary)
         return torch.where(adv, torch.minimum(eps * (1 - gamma), best), grow)
 
-    def _search(
+    def _result(
         self,
         model: Model,
         x: Tensor,

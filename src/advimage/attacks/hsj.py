@@ -43,7 +43,6 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import (
-    Attack,
     AttackResult,
     Model,
     check_positive_float,
@@ -59,6 +58,7 @@ from advimage.attacks.hsj_search import (
 )
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import rows_view
+from advimage.attacks.result_attack import ResultAttack
 from advimage.threat import is_low_precision
 
 __all__ = ["HopSkipJump", "HopSkipJumpResult"]
@@ -84,7 +84,7 @@ class HopSkipJumpResult(AttackResult):
 
 @register_attack("hsj")
 @dataclass
-class HopSkipJump(Attack):
+class HopSkipJump(ResultAttack[HopSkipJumpResult]):
     """HopSkipJump (Chen, Jordan & Wainwright, 2020), l2 and linf, label-only, batched.
 
     Args (dataclass fields):
@@ -125,12 +125,6 @@ class HopSkipJump(Attack):
         check_positive_int(self.batch_queries, "batch_queries")
         check_positive_float(self.gamma, "gamma")
 
-    def run(
-        self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
-    ) -> HopSkipJumpResult:
-        """Attack like ``self(model, x, y, target=target)`` and report queries and norms."""
-        return self._execute(model, x, y, target, self._attack)
-
     def _execute(self, model: Model, x: Tensor, y: Tensor, target: Tensor | None,
                  core: Any) -> Any:
         """The base's run, with :meth:`_attack` told the caller's dtype: half-precision images
@@ -138,17 +132,12 @@ class HopSkipJump(Attack):
         rounded to that dtype (towards the clean image); a point found on the decision
         boundary in float32 would otherwise round back to the clean side."""
         low = x.dtype if isinstance(x, Tensor) and is_low_precision(x.dtype) else None
-        return super()._execute(model, x, y, target, partial(self._attack, out_dtype=low))
-
-    def _run(
-        self, model: Model, x: Tensor, y: Tensor, target: Tensor | None, gen: torch.Generator
-    ) -> Tensor:
-        return self._attack(model, x, y, target, gen).x_adv
+        return super()._execute(model, x, y, target, partial(self._result, out_dtype=low))
 
     def _probe_input(self, x: Tensor) -> Tensor:
         return x[:1]  # the clean check below is the attack's own (counted) first query
 
-    def _attack(
+    def _result(
         self,
         model: Model,
         x: Tensor,

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from advimage.attacks.base import Attack, AttackResult, Model
+from advimage.attacks.base import AttackResult, Model
 from advimage.attacks.losses import is_success
+from advimage.attacks.result_attack import ResultAttack
 from advimage.lp_balls import lp_norms, rows
 from advimage.threat import _round_towards, is_low_precision  # the projection's own rounding
 
@@ -64,10 +65,10 @@ class Search:
 
 
 @dataclass
-class MinimalNormAttack(Attack):
+class MinimalNormAttack(ResultAttack[MinimalNormResult]):
     """Base of the minimal-norm attacks: ``run`` returns a :class:`MinimalNormResult`.
 
-    Subclasses implement :meth:`_search` on validated inputs.
+    Subclasses implement :meth:`_result` on validated inputs.
     """
 
     eps: float = math.inf
@@ -76,7 +77,7 @@ class MinimalNormAttack(Attack):
         self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
     ) -> MinimalNormResult:
         """Attack like ``self(model, x, y, target=target)`` and return the per-sample norms."""
-        res = self._execute(model, x, y, target, self._search)
+        res = super().run(model, x, y, target=target)
         norms = self.threat.distance(x.float(), res.x_adv.float()).to(res.norms.dtype)
         norms = torch.where(res.success.to(norms.device), norms.to(res.norms.device), math.inf)
         return MinimalNormResult(res.x_adv, norms, res.success)
@@ -90,26 +91,6 @@ class MinimalNormAttack(Attack):
         if is_low_precision(x.dtype):
             model = _Rounded(model, x.dtype)
         return model, xw
-
-    def _run(
-        self,
-        model: Model,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        generator: torch.Generator,
-    ) -> Tensor:
-        return self._search(model, x, y, target, generator).x_adv
-
-    def _search(
-        self,
-        model: Model,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        generator: torch.Generator,
-    ) -> MinimalNormResult:
-        raise NotImplementedError
 
     @staticmethod
     def clean_success(model: Model, x: Tensor, y: Tensor, target: Tensor | None) -> Tensor:

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import (
-    Attack,
     AttackResult,
     Model,
     check_positive_float,
@@ -42,6 +41,7 @@ from advimage.attacks.restarts import (
     rows_view,
     take,
 )
+from advimage.attacks.result_attack import ResultAttack
 from advimage.attacks.square_patterns import eta_pattern
 from advimage.threat import l2_norms
 
@@ -87,7 +87,7 @@ class SquareResult(AttackResult):
 
 @register_attack("square")
 @dataclass
-class Square(Attack):
+class Square(ResultAttack[SquareResult]):
     """Square Attack (Andriushchenko et al., ECCV 2020), linf and l2, batched.
 
     Args (dataclass fields):
@@ -137,28 +137,7 @@ class Square(Attack):
         bits = torch.randint(0, 2, shape, generator=gen, device=like.device)
         return bits.to(like.dtype) * 2 - 1
 
-    def run(
-        self, model: Model, x: Tensor, y: Tensor, *, target: Tensor | None = None
-    ) -> SquareResult:
-        """Attack like ``self(model, x, y, target=target)`` and say what it cost.
-
-        Returns:
-            A :class:`SquareResult`: the adversarial images, the queries spent per sample and
-            which forward answered them.
-        """
-        return self._execute(model, x, y, target, self._search)
-
-    def _run(
-        self,
-        model: Model,
-        x: Tensor,
-        y: Tensor,
-        target: Tensor | None,
-        generator: torch.Generator,
-    ) -> Tensor:
-        return self._search(model, x, y, target, generator).x_adv
-
-    def _search(
+    def _result(
         self,
         model: Model,
         x: Tensor,
