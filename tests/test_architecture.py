@@ -123,3 +123,11 @@ def test_functions_under_limit() -> None:
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{p.relative_to(SRC)}:{node.lineno} {node.name}: {n} lines")
     assert not long, "\n".join(long)
+
+
+def test_test_modules_have_unique_names() -> None:
+    """tests/ has no ``__init__.py`` files, so pytest imports test modules by basename: two
+    files of one name in different folders stop the whole collection."""
+    tests = Path(__file__).resolve().parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
