@@ -15,6 +15,9 @@ from types import ModuleType
 import pytest
 import torch
 
+# the cache tests' fixtures (tests/defend and tests/studies/cache share them)
+pytest_plugins = ["cache_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -11,27 +11,9 @@ import torch
 
 from advimage.cli import main
 from advimage.data import load_dataset
-from advimage.defend.cache import CacheModel, save_cache
 from advimage.defend.cache.defense import CacheDefense
 from advimage.defend.registry import build_defense, list_defenses, parse_defense_arg
 from advimage.model_flags import model_flags
-from advimage.models.hub import load_model
-
-
-@pytest.fixture(scope="module")
-def digits():
-    model, _ = load_model("bundled")
-    train = load_dataset("digits", "train").balanced(200)
-    x, y = load_dataset("digits", "test").balanced(40).tensors()
-    return model, train, x, y
-
-
-@pytest.fixture
-def saved_cache(digits, tmp_path):
-    model, train, _, _ = digits
-    cache = CacheModel.build(model, ["relu3"], train, theta=20.0, lam=0.5)
-    save_cache(cache, tmp_path / "c", meta={"theta_cache_only": 10.0})
-    return cache, tmp_path / "c"
 
 
 # ------------------------------------------------------------------ harness defense
