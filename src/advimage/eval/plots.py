@@ -67,7 +67,7 @@ def label_axes(
         ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
-    if legend_size is not None:
+    if legend_size is not None and ax.get_legend_handles_labels()[0]:  # a labelled artist
         ax.legend(fontsize=legend_size)
     if grid:
         ax.grid(alpha=0.3)
