@@ -63,6 +63,21 @@ def unstage() -> None:
         shutil.copytree(STAGE / "shared", SHARED, dirs_exist_ok=True)
 
 
+def work_dirs(work: str, smoke: bool, out: str | None) -> tuple[Path, Path]:
+    """The script's work tree (emptied for a smoke test; a real run refuses a non-empty one, so
+    results of two runs never mix) with its logs folder, and the folder results go to."""
+    w = Path(work)
+    if smoke:
+        shutil.rmtree(w, ignore_errors=True)
+    elif w.exists() and any(w.iterdir()):
+        raise SystemExit(f"{w} is not empty; this script starts from a fresh tree")
+    w.mkdir(parents=True, exist_ok=True)
+    g.LOGS = w / "logs"
+    dst = Path(out or w / "out")
+    dst.mkdir(parents=True, exist_ok=True)
+    return w, dst
+
+
 def smoke_config(path: str, w: Path, replace: dict[str, str]) -> str:
     """A copy of config ``path`` in the scratch tree, its model path and sizes made tiny."""
     text = Path(path).read_text()
@@ -85,15 +100,7 @@ def main() -> int:
     if a.stage:
         stage(a.per_class)
         return 0
-    w = Path("runs/imagenet-smoke" if a.smoke else "runs/imagenet")
-    if a.smoke:
-        shutil.rmtree(w, ignore_errors=True)
-    elif w.exists() and any(w.iterdir()):
-        raise SystemExit(f"{w} is not empty; this script starts from a fresh tree")
-    w.mkdir(parents=True, exist_ok=True)
-    g.LOGS = w / "logs"
-    out = Path(a.out or w / "out")
-    out.mkdir(parents=True, exist_ok=True)
+    w, out = work_dirs("runs/imagenet-smoke" if a.smoke else "runs/imagenet", a.smoke, a.out)
     deadline = g.T0 + a.budget
     dev = "cpu" if a.smoke else "cuda"
     if not a.smoke:

@@ -69,15 +69,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=60, help="NIM pre-training epochs")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke test: tiny everything")
     a = ap.parse_args()
-    w = Path("runs/imagenet-nim-smoke" if a.smoke else "runs/imagenet")
-    if a.smoke:
-        shutil.rmtree(w, ignore_errors=True)
-    elif w.exists() and any(w.iterdir()):
-        raise SystemExit(f"{w} is not empty; this script starts from a fresh tree")
-    w.mkdir(parents=True, exist_ok=True)
-    g.LOGS = w / "logs"
-    out = Path(a.out or w / "out")
-    out.mkdir(parents=True, exist_ok=True)
+    w, out = gi.work_dirs("runs/imagenet-nim-smoke" if a.smoke else "runs/imagenet", a.smoke,
+                          a.out)
     deadline = g.T0 + a.budget
     if not a.smoke:
         gi.unstage()
