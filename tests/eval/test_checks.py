@@ -164,4 +164,5 @@ def test_transfer_from_undefended_surrogate_beats_masked_white_box(tmp_path) -> 
                                 "surrogate": "bundled"}],
                       defenses=[{"name": "quantize", "options": {"bits": 2}}])
     (f,) = [f for f in found if f.check == "blackbox-beats-whitebox"]
-    assert "transfer attack pgd-transfer@0.2" in f.message and "pgd@0.2" in f.message
+    # budgets read as people write them: 0.2 = 51/255
+    assert "transfer attack pgd-transfer@51/255" in f.message and "pgd@51/255" in f.message

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from advimage.formatting import format_eps
+
 __all__ = [
     "Finding",
     "check_blackbox_vs_whitebox",
@@ -51,6 +53,14 @@ class Finding:
         return f"[{self.check}] {self.defense}: {self.message} Fix: {self.fix}"
 
 
+def _named(r: Row) -> str:
+    """An attack row as people read it: ``pgd@8/255`` (``label@budget``), the unbounded check
+    by its label alone."""
+    if r["kind"] == "unbounded":
+        return str(r["label"])
+    return f"{r['label']}@{format_eps(r['eps'], r['norm'])}"
+
+
 def check_eps_monotone(results: Sequence[Row], tolerance: float = 0.01) -> list[Finding]:
     """Robust accuracy of one attack must not rise with eps (by more than ``tolerance``)."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
@@ -65,7 +75,8 @@ def check_eps_monotone(results: Sequence[Row], tolerance: float = 0.01) -> list[
                 out.append(Finding(
                     "eps-monotone", defense,
                     f"{label} ({norm}) robust accuracy rises from {lo['robust_accuracy']:.4f} at "
-                    f"eps={lo['eps']:.4g} to {hi['robust_accuracy']:.4f} at eps={hi['eps']:.4g}.",
+                    f"eps={format_eps(lo['eps'], norm)} to {hi['robust_accuracy']:.4f} at "
+                    f"eps={format_eps(hi['eps'], norm)}.",
                     "a larger budget can only help a working attack: the gradients are likely "
                     "masked; use more steps and restarts, the DLR loss (apgd-dlr), or BPDA/EOT."))
     return out
@@ -88,7 +99,8 @@ def check_strength_monotone(results: Sequence[Row], tolerance: float = 0.01) -> 
                 if strong["robust_accuracy"] > weak["robust_accuracy"] + tolerance:
                     out.append(Finding(
                         "strength-monotone", defense,
-                        f"{name} ({norm}, eps={eps:.4g}) with steps/restarts/eot {budget_s} "
+                        f"{name} ({norm}, eps={format_eps(eps, norm)}) with "
+                        f"steps/restarts/eot {budget_s} "
                         f"leaves {strong['robust_accuracy']:.4f} robust, more than "
                         f"{weak['robust_accuracy']:.4f} with {budget_w}.",
                         "more iterations can only help a working attack: check the step size "
@@ -101,7 +113,7 @@ def check_unbounded(results: Sequence[Row], max_accuracy: float = 0.02) -> list[
     """An attack whose budget covers the whole pixel box must reach (near) 0% accuracy."""
     return [
         Finding("unbounded", r["defense"],
-                f"the unbounded attack {r['attack']} leaves {r['robust_accuracy']:.4f} robust "
+                f"the unbounded attack {_named(r)} leaves {r['robust_accuracy']:.4f} robust "
                 f"accuracy (> {max_accuracy:.4g}).",
                 "with an unlimited budget every image can be changed into another class, so "
                 "the attack is not following useful gradients: look for masked or zero "
@@ -131,8 +143,8 @@ def check_blackbox_vs_whitebox(results: Sequence[Row], tolerance: float = 0.01) 
             if r["robust_accuracy"] < wb["robust_accuracy"] - tolerance:
                 out.append(Finding(
                     "blackbox-beats-whitebox", key[0],
-                    f"{r['kind']} attack {r['attack']} leaves {r['robust_accuracy']:.4f} robust, "
-                    f"below the best white-box attack {wb['attack']} "
+                    f"{r['kind']} attack {_named(r)} leaves {r['robust_accuracy']:.4f} robust, "
+                    f"below the best white-box attack {_named(wb)} "
                     f"({wb['robust_accuracy']:.4f}).",
                     "a white-box attack knows strictly more: its gradients are masked; use "
                     "BPDA for non-differentiable parts, EOT for randomness, or a "
@@ -150,7 +162,7 @@ def check_eot(results: Sequence[Row], defenses: Sequence[Row]) -> list[Finding]:
     for d in defenses:
         if not d["is_randomized"]:
             continue
-        plain = [r["attack"] for r in _gradient_attacks(results, d["defense"]) if r["eot"] <= 1]
+        plain = [_named(r) for r in _gradient_attacks(results, d["defense"]) if r["eot"] <= 1]
         if plain:
             out.append(Finding(
                 "eot", d["defense"],
@@ -166,7 +178,7 @@ def check_bpda(results: Sequence[Row], defenses: Sequence[Row]) -> list[Finding]
     for d in defenses:
         if d["is_differentiable"] or d["uses_bpda"]:
             continue
-        attacks = [r["attack"] for r in _gradient_attacks(results, d["defense"])]
+        attacks = [_named(r) for r in _gradient_attacks(results, d["defense"])]
         if attacks:
             out.append(Finding(
                 "bpda", d["defense"],
