@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["WILSON_Z", "budget_label", "display_model", "display_path", "display_value",
-           "format_eps", "format_rate", "rate_interval", "wilson_interval"]
+__all__ = ["WILSON_Z", "attack_label", "budget_label", "display_model", "display_path",
+           "display_value", "format_eps", "format_rate", "rate_interval", "wilson_interval"]
 
 WILSON_Z = 1.959963984540054  # two-sided 95% normal quantile
 _K255_TOLERANCE = 1e-6
@@ -32,6 +34,14 @@ def budget_label(eps: float, norm: str = "linf") -> str:
     """``8/255`` for L-inf (the default norm), ``L2 0.5`` / ``L1 10`` for the others."""
     text = format_eps(eps, norm)
     return text if norm == "linf" else f"{norm.upper()} {text}"
+
+
+def attack_label(row: Mapping[str, Any]) -> str:
+    """A result row's attack as people read it: ``pgd@8/255``, ``pgd@L2 0.5`` (``label@budget``);
+    the unbounded sanity check by its label alone (its budget is the whole box)."""
+    if row["kind"] == "unbounded":
+        return str(row["label"])
+    return f"{row['label']}@{budget_label(row['eps'], row['norm'])}"
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from advimage.cli import main
 from advimage.eval.compare import find_mismatches, load_run
 from advimage.eval.compare_html import render_comparison
 from advimage.formatting import (
+    attack_label,
     budget_label,
     display_path,
     format_eps,
@@ -124,6 +125,11 @@ def test_formatting() -> None:
     assert format_eps(0.0) == "0" and format_eps(1.0) == "255/255"
     assert format_eps(2 / 255, "l2") == "0.007843" and budget_label(0.5, "l2") == "L2 0.5"
     assert budget_label(4 / 255) == "4/255"
+    row = {"label": "pgd", "kind": "white-box", "norm": "linf", "eps": 8 / 255}
+    assert attack_label(row) == "pgd@8/255"
+    assert attack_label({**row, "norm": "l2", "eps": 0.5}) == "pgd@L2 0.5"
+    assert attack_label({**row, "label": "unbounded-pgd", "kind": "unbounded", "eps": 1.0}) \
+        == "unbounded-pgd"
     for k, n in [(0, 20), (7, 20), (20, 20), (1, 1), (300, 500)]:
         assert wilson_interval(k, n) == pytest.approx(_wilson(k, n))
     assert wilson_interval(0, 0) == (0.0, 1.0)

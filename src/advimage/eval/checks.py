@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from advimage.formatting import format_eps
+from advimage.formatting import attack_label, format_eps
 
 __all__ = [
     "Finding",
@@ -51,14 +51,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"[{self.check}] {self.defense}: {self.message} Fix: {self.fix}"
-
-
-def _named(r: Row) -> str:
-    """An attack row as people read it: ``pgd@8/255`` (``label@budget``), the unbounded check
-    by its label alone."""
-    if r["kind"] == "unbounded":
-        return str(r["label"])
-    return f"{r['label']}@{format_eps(r['eps'], r['norm'])}"
 
 
 def check_eps_monotone(results: Sequence[Row], tolerance: float = 0.01) -> list[Finding]:
@@ -113,7 +105,7 @@ def check_unbounded(results: Sequence[Row], max_accuracy: float = 0.02) -> list[
     """An attack whose budget covers the whole pixel box must reach (near) 0% accuracy."""
     return [
         Finding("unbounded", r["defense"],
-                f"the unbounded attack {_named(r)} leaves {r['robust_accuracy']:.4f} robust "
+                f"the unbounded attack {attack_label(r)} leaves {r['robust_accuracy']:.4f} robust "
                 f"accuracy (> {max_accuracy:.4g}).",
                 "with an unlimited budget every image can be changed into another class, so "
                 "the attack is not following useful gradients: look for masked or zero "
@@ -143,8 +135,9 @@ def check_blackbox_vs_whitebox(results: Sequence[Row], tolerance: float = 0.01) 
             if r["robust_accuracy"] < wb["robust_accuracy"] - tolerance:
                 out.append(Finding(
                     "blackbox-beats-whitebox", key[0],
-                    f"{r['kind']} attack {_named(r)} leaves {r['robust_accuracy']:.4f} robust, "
-                    f"below the best white-box attack {_named(wb)} "
+                    f"{r['kind']} attack {attack_label(r)} leaves "
+                    f"{r['robust_accuracy']:.4f} robust, "
+                    f"below the best white-box attack {attack_label(wb)} "
                     f"({wb['robust_accuracy']:.4f}).",
                     "a white-box attack knows strictly more: its gradients are masked; use "
                     "BPDA for non-differentiable parts, EOT for randomness, or a "
@@ -162,7 +155,7 @@ def check_eot(results: Sequence[Row], defenses: Sequence[Row]) -> list[Finding]:
     for d in defenses:
         if not d["is_randomized"]:
             continue
-        plain = [_named(r) for r in _gradient_attacks(results, d["defense"]) if r["eot"] <= 1]
+        plain = [attack_label(r) for r in _gradient_attacks(results, d["defense"]) if r["eot"] <= 1]
         if plain:
             out.append(Finding(
                 "eot", d["defense"],
@@ -178,7 +171,7 @@ def check_bpda(results: Sequence[Row], defenses: Sequence[Row]) -> list[Finding]
     for d in defenses:
         if d["is_differentiable"] or d["uses_bpda"]:
             continue
-        attacks = [_named(r) for r in _gradient_attacks(results, d["defense"])]
+        attacks = [attack_label(r) for r in _gradient_attacks(results, d["defense"])]
         if attacks:
             out.append(Finding(
                 "bpda", d["defense"],

@@ -128,14 +128,7 @@ def _defense_row(run: RunSummary, defense: str, results: list[dict[str, Any]],
     n, clean = int(rows[0]["n"]), float(rows[0]["clean_accuracy"])
     bounded = [_attack_cell(r) for r in rows if r["kind"] != "unbounded"]
     mine = [f for f in findings if f.defense == defense]
-    keys = sorted(((r["attack"], f"{r['label']}@{budget_label(r['eps'], r['norm'])}")
-                   for r in results), key=lambda kv: -len(kv[0]))  # fgsm@0.15 before fgsm@0.1
-    texts = []
-    for f in mine:  # attack keys (pgd@0.0313725) in the messages as pgd@8/255
-        text = str(f)
-        for key, label in keys:
-            text = text.replace(key, label)
-        texts.append(text)
+    texts = [str(f) for f in mine]  # the checks name attacks as pgd@8/255 themselves
     flags = (["partial"] if run.progress["partial"] else []) + sorted({f.check for f in mine})
     return {"run": run.label, "run_name": run.name, "model": run.model, "defense": defense,
             "partial": bool(run.progress["partial"]), "n": n, "clean_accuracy": clean,

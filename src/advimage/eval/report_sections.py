@@ -18,7 +18,7 @@ from advimage.eval.compare_html import Cell, sortable_table
 from advimage.eval.report import HtmlReport, attack_grid_figure
 from advimage.eval.run_batch import EXAMPLES_DIR
 from advimage.eval.store import ResultStore
-from advimage.formatting import display_value, format_eps, format_rate
+from advimage.formatting import budget_label, display_value, format_rate
 
 __all__ = ["budget_text", "defense_rows", "grid_sections", "meta_rows", "results_table",
            "roc_groups", "timing_rows"]
@@ -30,8 +30,7 @@ def budget_text(r: Mapping[str, Any]) -> str:
     """``8/255`` (L-inf), ``L2 0.5`` style budget of a result row; ``unbounded`` for checks."""
     if r["kind"] == "unbounded":
         return "unbounded"
-    text = format_eps(r["eps"], r["norm"])
-    return text if r["norm"] == "linf" else f"{r['norm'].upper()} {text}"
+    return budget_label(r["eps"], r["norm"])
 
 
 def _num(v: Any) -> Cell:
