@@ -6,7 +6,7 @@ Foolbox's DeepFool (and torchattacks' for L2); l1-APGD vs the original AutoAttac
 images for every contender, ours and the peer interleaved per row, each timed once after one
 warm-up call of the pair; the median norm counts ``inf`` where an attack failed.
 
-    PYTHONPATH=src python bench/minimal_norm_speed.py --data mnist --n 100 --threads 2
+    PYTHONPATH=src python bench/minimal_norm_speed.py --n 100 --threads 2 [--rows "fmn l0,ddn l2"]
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def main() -> None:
     add_common_args(p)
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--l1-eps", type=float, default=10.0, help="l1-APGD budget (MNIST: 10)")
+    p.add_argument("--rows", default=None,
+                   help="comma-separated row labels to run (e.g. 'fmn l0,ddn l2,deepfool l2'); "
+                        "'apgd' selects the l1-APGD row; default: every row")
     a = p.parse_args()
+    wanted = None if a.rows is None else {r.strip() for r in a.rows.split(",")}
     setup_threads(a.threads)
     model, x, y = load_mnist(a.shared, a.n)
     print(header(f"minimal-norm attacks vs peers, MNIST LeNet5 (adv. trained), n={a.n}"))
@@ -60,11 +64,15 @@ def main() -> None:
     print("| attack | peer | ours s | peer s | speed-up | ours median | peer median |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, norm, ours, peer_name, peer in rows:
+        if wanted is not None and label not in wanted:
+            continue
         a_adv, ta = _timed(ours)
         b_adv, tb = _timed(peer)
         ma, mb = _median(model, x, y, a_adv, norm), _median(model, x, y, b_adv, norm)
         print(f"| {label} | {peer_name} | {ta:.2f} | {tb:.2f} | {tb / ta:.2f}x | "
               f"{ma:.4g} | {mb:.4g} |")
+    if wanted is not None and "apgd" not in wanted:
+        return
     eps = a.l1_eps
     a_adv, ta = _timed(lambda: APGD(norm="l1", eps=eps, steps=100)(model, x, y))
     b_adv, tb = _timed(lambda: peers.pa_apgd(model, x, y, eps, 100))
