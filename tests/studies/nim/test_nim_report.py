@@ -42,7 +42,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (cls / "metrics.jsonl").write_text("\n".join(json.dumps(
         {"epoch": e, "seconds": 2.5, "test_acc": 0.5 + 0.1 * e}) for e in (1, 2, 3)) + "\n")
     (cls / "config.json").write_text(json.dumps({"train": {"model": "resnet20", "epochs": 3,
-                                                           "adv_eps": EPS8, "adv_steps": 7}}))
+                                                           "adv_eps": EPS8, "adv_steps": 7,
+                                                           "test_limit": 40}}))
     # the same report as library keywords and as the script's command line
     kwargs = dict(baselines={"pgd-at": root / "at"},
                   trains={"nim-pretrain": ckpt["nim"].parent, "at-cls": cls}, n_images=5)
@@ -131,9 +132,9 @@ def test_findings_training_and_images(setup: dict) -> None:
     assert ("- [eot] nim-0: randomized defense attacked without EOT by fgsm@0.0313725. "
             "Fix: set options: {eot: 10}.") in readme
     train = {r[0]: r for r in table_rows(readme, "## Training runs")}
-    assert train["nim-pretrain"][1:5] == ["autoencoder", "2", "30.0", "loss 0.5000"]
-    assert train["at-cls"][1:5] == ["classifier", "3", "7.5", "test acc. 80.0%"]
-    assert "PGD-AT eps 8/255" in train["at-cls"][5]
+    assert train["nim-pretrain"][1:6] == ["autoencoder", "2", "30.0", "loss 0.5000", "–"]
+    assert train["at-cls"][1:6] == ["classifier", "3", "7.5", "test acc. 80.0%", "40"]
+    assert "PGD-AT eps 8/255" in train["at-cls"][6]
     # default image defenses: the middle sigma of NIM (0, 35, 70) and of MIM (35, 70)
     for label in ("nim-35", "mim-70"):
         png = out / f"images-{label}.png"

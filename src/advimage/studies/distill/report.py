@@ -3,7 +3,10 @@
 :func:`build_report` turns the ``transfer.json`` files of ``advimage eval transfer`` and the
 training sidecars ``model.json`` into ``README.md`` (mean ± sample std over seeds), one bar chart
 per probe and one Grad-CAM overlay grid per (teacher group, student arch): the committed
-``reports/distill``. ``reports/distill/make_report.py`` is its command line.
+``reports/distill``. Every rate table states the images ``n`` its rates were measured on, so the
+HTML page (:mod:`advimage.studies.distill.report_html`) can put a Wilson 95% interval beside each
+single-seed rate; the charts' error bars are that interval for one seed and the sample std over
+seeds otherwise. ``reports/distill/make_report.py`` is its command line.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from advimage.eval.plots import eps_label, label_axes, md_row, md_table, save_pn
 from advimage.studies.distill.report_data import (
     Key,
     Run,
+    bar_error,
     gap,
     load_runs,
+    n_cell,
     pct,
     result_field,
     row_at,
@@ -33,7 +38,11 @@ __all__ = ["PAPER_TABLE2", "build_report"]
 # Ojha et al. (2023), Table 2, CIFAR-100: fooling rate (%) of the independent vs the KL (Hinton
 # KD) student on the teacher's adversarial images, for the paper's three teacher/student pairs
 PAPER_TABLE2 = [(31.2, 48.6), (42.4, 51.9), (36.6, 43.3)]
+_RESULT_N = result_field("n")  # a transfer run's test images
+_N_NOTE = ("n = the test images each rate was measured on (per seed); the error bars are the "
+           "Wilson 95% interval over n for one seed, the sample std over several.")
 Series = dict[str, list[list[float | None]]]  # bar series -> per category -> per-seed values
+Counts = dict[str, list[list[int | None]]]  # bar series -> per category -> per-seed images n
 
 
 def build_report(runs_dir: Path, out: Path, *, train_runs: Sequence[Path] | None = None,
@@ -72,17 +81,19 @@ def build_report(runs_dir: Path, out: Path, *, train_runs: Sequence[Path] | None
     return readme
 
 
-def _bars(path: Path, cats: list[str], series: Series, title: str, ylabel: str,
+def _bars(path: Path, cats: list[str], series: Series, counts: Counts, title: str, ylabel: str,
           hline: float | None = None) -> None:
-    """Grouped bars (mean, error bar = sample std over seeds) in percent."""
+    """Grouped bars in percent: the mean over seeds; error bar = the Wilson 95% interval over
+    the ``counts`` images for one seed, the sample std over several (:func:`bar_error`)."""
     bars = len(cats) * max(1, len(series))
     fig, ax = subplots(figsize=(min(14.0, max(5.0, 0.3 * bars)), 3.6))  # inches; 0.3 per bar
     width = 0.8 / max(1, len(series))
     for j, (name, per_cat) in enumerate(series.items()):
         stats = [seed_stats(v) for v in per_cat]
+        err = [bar_error(v, n) for v, n in zip(per_cat, counts[name], strict=True)]
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(cats))]
-        ax.bar(xs, [100 * s[0] for s in stats], width, yerr=[100 * s[1] for s in stats],
-               label=name, capsize=3)
+        ax.bar(xs, [100 * s[0] for s in stats], width, label=name, capsize=3,
+               yerr=[[100 * e[0] for e in err], [100 * e[1] for e in err]])
     if hline is not None:
         ax.axhline(100 * hline, color="gray", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(cats)))
@@ -91,16 +102,21 @@ def _bars(path: Path, cats: list[str], series: Series, title: str, ylabel: str,
     save_png(fig, path, dpi=90)
 
 
-def _fooling_values(items: list[Run], eps: float) -> dict[str, list[float | None]]:
-    """Per-seed fooling rates at ``eps``: KD, independent and both controls."""
+def _fooling_values(items: list[Run], eps: float) -> tuple[dict[str, list[float | None]],
+                                                            dict[str, list[int | None]]]:
+    """Per-seed fooling rates at ``eps`` (KD, independent and both controls) and the kept
+    images each was measured on."""
     rows = [row_at(d["results"]["fooling_rate"], eps) for _, _, d in items]
     ctrl = [row_at(d["results"].get("control"), eps) for _, _, d in items]
-    return {
+    vals = {
         "KD": [r["rates"]["kd"] if r else None for r in rows],
         "independent": [r["rates"]["independent"] if r else None for r in rows],
         "control KD": [c["rates"]["kd"] if c else None for c in ctrl],
         "control independent": [c["rates"]["independent"] if c else None for c in ctrl],
     }
+    kept = [r["kept"] if r else None for r in rows]
+    kept_ctrl = [c["kept"] if c else None for c in ctrl]
+    return vals, {k: kept if k in ("KD", "independent") else kept_ctrl for k in vals}
 
 
 def _fooling(runs: dict[Key, list[Run]], out: Path) -> list[str]:
@@ -109,14 +125,17 @@ def _fooling(runs: dict[Key, list[Run]], out: Path) -> list[str]:
              "I-FGSM on the teacher; only images that fool the teacher are kept; rate = share of "
              "kept images whose student prediction changes. Control: the same on images crafted "
              "on a foreign network of the student's architecture (no gap expected).", "",
-             "Gaps are paired per seed (KD minus independent, percentage points).", "",
+             "Gaps are paired per seed (KD minus independent, percentage points). The chart's "
+             "error bars are the Wilson 95% interval over the kept images for one seed, the "
+             "sample std over seeds otherwise.", "",
              *md_table(["teacher", "student", "eps", "seeds", "kept (mean)", "KD", "independent",
                         "control KD", "control independent", "gap", "control gap"])]
     cats: list[str] = []
     series: Series = {k: [] for k in ("KD", "independent", "control KD", "control independent")}
+    counts: Counts = {k: [] for k in series}
     for (group, arch), items in runs.items():
         for eps in items[0][2]["results"]["eps"]:
-            vals = _fooling_values(items, eps)
+            vals, ns = _fooling_values(items, eps)
             gaps = [gap(vals["KD"], vals["independent"]),
                     gap(vals["control KD"], vals["control independent"])]
             kept_rows = [row_at(d["results"]["fooling_rate"], eps) for _, _, d in items]
@@ -126,11 +145,12 @@ def _fooling(runs: dict[Key, list[Run]], out: Path) -> list[str]:
             cats.append(f"{group}\n{arch}\n{eps_label(eps)}")
             for k, v in vals.items():
                 series[k].append(v)
+                counts[k].append(ns[k])
     lines += ["", "Ojha et al. (2023), Table 2 (CIFAR-100, three teacher/student pairs), fooling "
               "rate independent vs KL: " + "; ".join(f"{a} vs {b}" for a, b in PAPER_TABLE2)
               + " (gap " + ", ".join(f"+{b - a:.1f}" for a, b in PAPER_TABLE2) + " points).", ""]
     if cats:
-        _bars(out / "fooling_rate.png", cats, series, "Fooling rate on teacher / foreign "
+        _bars(out / "fooling_rate.png", cats, series, counts, "Fooling rate on teacher / foreign "
               "adversarial images", "fooling rate (%)")
         lines += ["![fooling rate](fooling_rate.png)", ""]
     return lines
@@ -138,21 +158,28 @@ def _fooling(runs: dict[Key, list[Run]], out: Path) -> list[str]:
 
 def _simple(runs: dict[Key, list[Run]], out: Path, title: str, note: str,
             fields: dict[str, Callable[[dict[str, Any]], float | None]], png: str,
-            hline: float | None = None) -> list[str]:
-    """One row per (teacher, student arch); ``fields``: column -> doc -> value or None."""
-    lines = [f"## {title}", "", note, "", *md_table(["teacher", "student", "seeds", *fields])]
+            hline: float | None = None,
+            n_of: Callable[[dict[str, Any]], Any] = _RESULT_N) -> list[str]:
+    """One row per (teacher, student arch); ``fields``: column -> doc -> value or None;
+    ``n_of``: doc -> the images its rates were measured on (the ``n`` column)."""
+    lines = [f"## {title}", "", f"{note} {_N_NOTE}", "",
+             *md_table(["teacher", "student", "seeds", "n", *fields])]
     cats: list[str] = []
     series: Series = {k: [] for k in fields}
+    counts: Counts = {k: [] for k in fields}
     for (group, arch), items in runs.items():
         vals = {k: [f(d) for _, _, d in items] for k, f in fields.items()}
         if all(v is None for col in vals.values() for v in col):
             continue
-        lines.append(md_row([group, arch, len(items), *(pct(v) for v in vals.values())]))
+        ns = [n_of(d) for _, _, d in items]
+        lines.append(md_row([group, arch, len(items), n_cell(ns),
+                             *(pct(v) for v in vals.values())]))
         cats.append(f"{group}\n{arch}")
         for k, v in vals.items():
             series[k].append(v)
+            counts[k].append(ns)
     if cats:
-        _bars(out / png, cats, series, title, "%", hline)
+        _bars(out / png, cats, series, counts, title, "%", hline)
         lines += ["", f"![{title}]({png})"]
     return [*lines, ""]
 
@@ -172,7 +199,7 @@ def _probe_sections(runs: dict[Key, list[Run]], out: Path) -> list[str]:
                      "Share of images whose teacher map is more cosine-similar to the KD "
                      "student's than to the independent student's (chance 50%).",
                      {"closer to KD": get("gradcam", "share_closer_to_kd")},
-                     "gradcam_share.png", hline=0.5)
+                     "gradcam_share.png", hline=0.5, n_of=get("gradcam", "n"))
     lines += _simple(runs, out, "Invariance to colour jitter",
                      "Share of images whose prediction is unchanged by colour jitter "
                      "(brightness/contrast/saturation 0.4, fixed seed).", {
@@ -200,8 +227,11 @@ def _overlays(runs: dict[Key, list[Run]], out: Path) -> list[str]:
 def _training(dirs: list[Path]) -> list[str]:
     """One row per training sidecar ``model.json`` under ``dirs``: recipe, accuracy, time."""
     lines = ["## Training runs (recipes, accuracy, wall-clock)", "",
+             "test images = the test images the final accuracy was measured on, from the "
+             "recorded training config (test_limit; all = the whole test split).", "",
              *md_table(["run", "arch", "arm", "seed", "dataset", "augment", "epochs", "batch", "lr",
-                        "train limit", "tau/alpha", "test accuracy (%)", "seconds"])]
+                        "train limit", "tau/alpha", "test images", "test accuracy (%)",
+                        "seconds"])]
     seen: set[Path] = set()
     for root in dirs:
         for path in sorted(root.rglob("model.json")):
@@ -218,5 +248,6 @@ def _training(dirs: list[Path]) -> list[str]:
                 path.parent.relative_to(root), side.get("arch"), dist.get("arm", "teacher"),
                 side.get("seed"), cfg.get("dataset", ""), cfg.get("augment"), cfg.get("epochs"),
                 cfg.get("batch_size"), cfg.get("lr"), cfg.get("train_limit") or "all", kd,
-                "n/a" if acc is None else f"{100 * acc:.1f}", f"{secs:.1f}"]))
+                cfg.get("test_limit") or "all", "n/a" if acc is None else f"{100 * acc:.1f}",
+                f"{secs:.1f}"]))
     return [*lines, ""]

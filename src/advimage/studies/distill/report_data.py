@@ -4,7 +4,9 @@ Reads every ``transfer.json`` (from ``advimage eval transfer``) under a folder a
 by (teacher group, student arch). The teacher group is the run's ``--tag`` if set, else ``main``
 for an imported reference teacher, ``jitter-teacher`` for one trained with colour jitter, else the
 teacher's arch and augmentation. The seed comes from the KD student's sidecar (falling back to
-``s<N>``/``seed<N>`` in the folder name). Rates over seeds are summarized as mean ± sample std.
+``s<N>``/``seed<N>`` in the folder name). Rates over seeds are summarized as mean ± sample std;
+a single seed's rate carries its Wilson 95% interval over the images it was measured on
+(:func:`bar_error`, :func:`n_cell`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Key", "Run", "gap", "load_runs", "pct", "result_field", "row_at", "seed_stats"]
+from advimage.formatting import rate_interval
+
+__all__ = ["Key", "Run", "bar_error", "gap", "load_runs", "n_cell", "pct", "result_field",
+           "row_at", "seed_stats"]
 
 Key = tuple[str, str]  # (teacher group, student arch)
 Run = tuple[str, Path, dict[str, Any]]  # (seed, folder, transfer.json)
@@ -73,6 +78,26 @@ def pct(values: list[float | None]) -> str:
     if n == 0:
         return "n/a"
     return f"{100 * mean:.1f}" if n == 1 else f"{100 * mean:.1f} ± {100 * spread:.1f}"
+
+
+def n_cell(ns: list[int | None]) -> str:
+    """The ``n`` cell of a row: the images per seed (``2000``; ``1990/2000`` when seeds differ,
+    ``n/a`` when no run recorded it)."""
+    known = sorted({int(n) for n in ns if n is not None})
+    return "/".join(str(n) for n in known) if known else "n/a"
+
+
+def bar_error(values: list[float | None], ns: list[int | None]) -> tuple[float, float]:
+    """Lower and upper error bar (fractions) at the mean of ``values``: the Wilson 95% interval
+    over ``n`` images for a single seed with a known ``n``, else the sample std over seeds (as
+    the tables: a single seed shows its interval, several seeds mean ± std)."""
+    mean, spread, count = seed_stats(values)
+    if count == 1:
+        v, n = next((v, n) for v, n in zip(values, ns, strict=True) if v is not None)
+        if n:
+            lo, hi = rate_interval(v, int(n))
+            return max(0.0, v - lo), max(0.0, hi - v)
+    return spread, spread
 
 
 def row_at(rows: list[dict[str, Any]] | None, eps: float) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from advimage.studies.nim.report_images import (
     Curve,
     image_defaults,
     image_rows,
+    run_n,
     tradeoff_plot,
 )
 from advimage.studies.nim.report_run import (
@@ -158,7 +159,7 @@ def tradeoff(run: Run, baselines: Mapping[str, Run], out: Path, spec: str | None
                      f"{pct(r.robust('none', att.key))}"
                      + (f", {worst.title} {pct(r.robust('none', worst.key))}" if worst else "")
                      for n, r in refs]
-    tradeoff_plot(curves, refs, att, worst, out / "tradeoff.png")
+    tradeoff_plot(curves, refs, att, worst, out / "tradeoff.png", run_n(run))
     return [*lines, "", "![trade-off](tradeoff.png)", ""]
 
 

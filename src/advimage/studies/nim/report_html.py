@@ -1,15 +1,16 @@
 """The NIM / De^3 report (You et al., NeurIPS 2023, "Beyond Pretrained Features: Noisy Image
 Modeling Provides Adversarial Defense") as one self-contained HTML page: the markdown that
 :func:`advimage.studies.nim.report.write_report` wrote, with sortable tables, the figures
-inlined, Wilson 95% intervals beside the accuracies and a "how to read this" per section
-(:func:`advimage.eval.report_md.markdown_page`)."""
+inlined, Wilson 95% intervals beside the accuracies (the run's over its ``n`` test images, the
+training table's test accuracies over their recorded test images) and a "how to read this" per
+section (:func:`advimage.eval.report_md.markdown_page`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from advimage.eval.report_md import markdown_page, wilson_cell
+from advimage.eval.report_md import cell_value, markdown_page, wilson_cell
 
 __all__ = ["NOTES", "write_html"]
 
@@ -30,10 +31,23 @@ NOTES = {
     "Example images": (
         "Clean images, the attack's adversarial images, the noised input and the reconstruction "
         "the classifier sees, per defense."),
-    "Training runs": "Wall-clock time and final figures of the pretraining and classifier runs.",
+    "Training runs": (
+        "Wall-clock time and final figures of the pretraining and classifier runs; a "
+        "classifier's clean test accuracy carries its Wilson 95% interval over the test images "
+        "it was measured on."),
 }
 _RATE_SECTIONS = ("accuracy per defense", "trade-off", "claims")
 _NOT_RATES = ("n", "sigma_test", "eps", "steps", "restarts", "eot")
+_TEST_ACC = "test acc. "  # the training table's classifier accuracy: "test acc. 70.3%"
+
+
+def _training_cell(header: Sequence[str], row: Sequence[str], j: int) -> str | None:
+    """``test acc. 70.3% [68.3, 72.3]`` over the row's test images (None: keep the cell)."""
+    if header[j] != "final" or "test images" not in header or not row[j].startswith(_TEST_ACC):
+        return None
+    n = cell_value(row[header.index("test images")])
+    cell = wilson_cell(row[j][len(_TEST_ACC):], None if n is None else int(n))
+    return None if cell is None else _TEST_ACC + cell
 
 
 def _hook() -> object:
@@ -41,6 +55,8 @@ def _hook() -> object:
     seen: dict[str, int] = {}
 
     def hook(section: str, header: Sequence[str], row: Sequence[str], j: int) -> str | None:
+        if section.lower().startswith("training runs"):
+            return _training_cell(header, row, j)
         if not section.lower().startswith(_RATE_SECTIONS) or j == 0:
             return None
         if "n" in header:

@@ -4,7 +4,8 @@ Noisy Image Modeling Provides Adversarial Defense"): image rows and the trade-of
 The image rows show what the defense does to the run's stored example images: the input, the
 noised input and the NIM/MIM reconstruction, for the clean and the adversarial image, with the
 defense's own noise draw (:func:`image_stack`, through :meth:`De3Defense.purify`). The trade-off
-plot draws clean and robust accuracy against sigma_test, the paper's tunable knob. matplotlib is
+plot draws clean and robust accuracy against sigma_test, the paper's tunable knob, with Wilson
+95% error bars over the run's test images (the references' intervals shaded). matplotlib is
 imported on first use through :mod:`advimage.eval.plots`; PNGs are byte-identical on rebuild.
 A seeded draw is the evaluation's exact noise only for runs made under the current noise scheme
 (commit NOISE_SCHEME, :func:`exact_noise`); older ones get a stand-in.
@@ -24,10 +25,11 @@ from torch import nn
 from advimage.defend.nim.defense import De3Defense
 from advimage.defend.nim.io import load_nim
 from advimage.eval.plots import label_axes, save_png, subplots
+from advimage.formatting import rate_interval
 from advimage.studies.nim.report_run import Attack, Defense, Run, series
 
 __all__ = ["CELL_IN", "IMG_DPI", "NOISE_SCHEME", "REPORT_NOISE_SEED", "Curve", "exact_noise",
-           "image_defaults", "image_rows", "image_stack", "tradeoff_plot"]
+           "image_defaults", "image_rows", "image_stack", "run_n", "tradeoff_plot"]
 
 # commit since which a noise_seed is one CPU (C, H, W) draw shared by every image (before: one
 # per batch shape), so the report redraws exactly the evaluation's noise only for later runs
@@ -167,9 +169,23 @@ def image_rows(run: Run, d: Defense, att: Attack, n_max: int, out: Path) -> list
             "Predictions are the evaluation's.", ""]
 
 
+def run_n(run: Run) -> int | None:
+    """The test images of a harness run (its rows' largest ``n``; None without rows)."""
+    return max((int(r["n"]) for r in run.rows if r.get("n")), default=None)
+
+
+def _yerr(ys: tuple[float, ...], n: int | None) -> list[list[float]]:
+    """Lower and upper Wilson 95% distances (points) of accuracies ``ys`` in % over n images."""
+    cis = [rate_interval(y / 100, n) if n else (y / 100, y / 100) for y in ys]
+    return [[max(0.0, y - 100 * c[0]) for y, c in zip(ys, cis, strict=True)],
+            [max(0.0, 100 * c[1] - y) for y, c in zip(ys, cis, strict=True)]]
+
+
 def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
-                  worst: Attack | None, path: Path) -> None:
-    """Write the trade-off PNG: clean and robust accuracy (%) against sigma_test.
+                  worst: Attack | None, path: Path, n: int | None = None) -> None:
+    """Write the trade-off PNG: clean and robust accuracy (%) against sigma_test, each point
+    with its Wilson 95% error bar over ``n`` images (none when ``n`` is None), each reference
+    line with its interval shaded.
 
     Args:
         curves: the De^3 lines; EOT lines (name containing "EOT") are dotted with squares,
@@ -179,6 +195,7 @@ def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
         att: the robust panel's attack.
         worst: the worst case at ``att``'s budget (None: not drawn for the references).
         path: the PNG to write.
+        n: the test images every curve point was measured on.
     """
     fig, axes = subplots(1, 2, figsize=(10.0, 3.8), sharey=True)  # inches
     for ax, panel in zip(axes, ("clean", "robust"), strict=True):
@@ -187,16 +204,22 @@ def tradeoff_plot(curves: list[Curve], refs: list[tuple[str, Run]], att: Attack,
             if xy:
                 style = ("^", "-.") if name.endswith("worst case") else \
                     ("s", ":") if "EOT" in name else ("o", "-")  # (marker, line style)
-                ax.plot(*zip(*xy, strict=True), marker=style[0], color=f"C{colour}",
-                        linestyle=style[1], label=name)
+                xs, ys = zip(*xy, strict=True)
+                ax.errorbar(xs, ys, yerr=_yerr(ys, n), marker=style[0], color=f"C{colour}",
+                            linestyle=style[1], label=name, capsize=2, elinewidth=0.8)
         ax.set_ylim(-2, 102)
-        for i, (n, r) in enumerate(refs):
-            hlines = [("--", n, r.clean("none") if panel == "clean" else r.robust("none", att.key))]
+        for i, (ref, r) in enumerate(refs):
+            n_ref = run_n(r)
+            hlines = [("--", ref,
+                       r.clean("none") if panel == "clean" else r.robust("none", att.key))]
             if panel == "robust" and worst is not None:
-                hlines.append(("-.", f"{n}, worst case", r.robust("none", worst.key)))
+                hlines.append(("-.", f"{ref}, worst case", r.robust("none", worst.key)))
             for ls, lab, v in hlines:
                 if v is not None:
                     ax.axhline(100 * v, linestyle=ls, linewidth=1, color=f"C{7 + i % 3}", label=lab)
+                    if n_ref:
+                        lo, hi = rate_interval(v, n_ref)
+                        ax.axhspan(100 * lo, 100 * hi, color=f"C{7 + i % 3}", alpha=0.12, lw=0)
         title = "clean accuracy" if panel == "clean" else f"robust accuracy, {att.title}" + (
             f" (dash-dot: {worst.title})" if worst is not None else "")
         label_axes(ax, xlabel="sigma_test (0-255 scale)", ylabel="accuracy (%)", title=title,

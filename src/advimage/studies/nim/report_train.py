@@ -5,7 +5,9 @@ The paper pretrains a NIM (or the MIM baseline) autoencoder, then fine-tunes a c
 its encoder; the report compares De^3 with PGD adversarial training, so the cost of each step
 matters. A training folder is either a NIM/MIM pretraining (``nim.json``: per-epoch history and
 settings) or a classifier run (``metrics.jsonl`` and ``config.json``); :func:`training` sums the
-per-epoch seconds and states the recipe. Used by :mod:`advimage.studies.nim.report`.
+per-epoch seconds, states the recipe and, for a classifier, the test images its final accuracy
+was measured on (the recorded ``train.test_limit``; the HTML page puts a Wilson 95% interval over
+them beside the accuracy). Used by :mod:`advimage.studies.nim.report`.
 """
 
 from __future__ import annotations
@@ -38,8 +40,21 @@ def _recipe_pretrain(side: dict[str, Any]) -> str:
             f"{c.get('patch_size')}, sigma ~ Gamma({c.get('gamma_shape')}, {c.get('gamma_scale')})")
 
 
+def _config(folder: Path) -> dict[str, Any]:
+    return read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+
+
+def _test_images(folder: Path) -> str:
+    """The classifier's test images from its recorded config: ``test_limit``, ``all`` when the
+    whole split was used, DASH when the folder has no config."""
+    cfg = _config(folder)
+    if "train" not in cfg:
+        return DASH
+    return str(cfg["train"].get("test_limit") or "all")
+
+
 def _recipe_classifier(folder: Path) -> str:
-    cfg = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    cfg = _config(folder)
     t = cfg.get("train", {})
     parts = [f"{t.get('model', '?')} on {t.get('dataset', '?')}",
              f"{t.get('train_limit') or 'all'} images", f"batch {t.get('batch_size', '?')}",
@@ -64,7 +79,7 @@ def training(dirs: Mapping[str, Path]) -> list[str]:
             hist = side.get("history") or []
             last = f"loss {hist[-1]['loss']:.4f}" if hist else DASH
             rows.append([name, "autoencoder", len(hist),
-                         f"{sum(float(h.get('seconds', 0)) for h in hist):.1f}", last,
+                         f"{sum(float(h.get('seconds', 0)) for h in hist):.1f}", last, DASH,
                          _recipe_pretrain(side)])
         else:
             text = (folder / "metrics.jsonl").read_text(encoding="utf-8")
@@ -73,6 +88,9 @@ def training(dirs: Mapping[str, Path]) -> list[str]:
             rows.append([name, "classifier", len(hist),
                          f"{sum(float(h.get('seconds', 0)) for h in hist):.1f}",
                          DASH if acc is None else f"test acc. {pct(acc)}%",
-                         _recipe_classifier(folder)])
+                         _test_images(folder), _recipe_classifier(folder)])
     return ["## Training runs (wall-clock)", "",
-            *md_table(["run", "kind", "epochs", "seconds", "final", "recipe"], rows), ""]
+            "test images = the clean test images a classifier's final accuracy was measured on, "
+            "from its recorded config.json (train.test_limit; all = the whole test split).", "",
+            *md_table(["run", "kind", "epochs", "seconds", "final", "test images", "recipe"],
+                      rows), ""]
