@@ -63,7 +63,7 @@ def test_apgd_l1_stays_in_the_ball_and_fools(batch, cls) -> None:
 
 def test_unsupported_norms_and_budgets_are_one_line_errors() -> None:
     cases = [
-        (lambda: Square(norm="l1"), "square does not support norm 'l1'"),
+        (lambda: Square(norm="l0"), "square does not support norm 'l0'; it supports: linf, l2, l1"),
         (lambda: PGD(norm="l0", eps=3), "does not support norm 'l0'"),
         (lambda: FGSM(norm="l1"), "does not support"),
         (lambda: APGD(norm="l0", eps=3), "does not support"),

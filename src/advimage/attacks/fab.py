@@ -1,4 +1,4 @@
-"""FAB and FAB-T: the Fast Adaptive Boundary attack (minimal-norm, white-box), linf and l2.
+"""FAB and FAB-T: the Fast Adaptive Boundary attack (minimal-norm, white-box), linf, l2, l1.
 
 Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive boundary attack",
 ICML 2020. Each step linearises the classifier at the iterate, picks the closest linearised
@@ -6,8 +6,10 @@ decision boundary (untargeted FAB: over all classes; FAB-T: the boundary towards
 class), projects both the iterate and the clean image onto it inside the pixel box
 (:mod:`advimage.attacks.fab_projections`), and moves to a convex combination of the two
 projections, extrapolated by ``eta``; ``alpha`` biases it towards the clean image's projection
-(at most ``alpha_max``). Whenever the iterate is adversarial it is recorded if it is the
-closest so far and pulled back towards the clean image by ``beta``. FAB-T (used by AutoAttack,
+(at most ``alpha_max``); the closest boundary is the one nearest in the attack's norm,
+``|f| / ||grad f||_*`` with the dual norm (l1 for linf, l2 for l2, linf for l1). Whenever the
+iterate is adversarial it is recorded if it is the closest so far and pulled back towards the
+clean image by ``beta``. FAB-T (used by AutoAttack,
 Croce & Hein, ICML 2020b) runs this with the targeted boundary against each of the
 ``n_target_classes`` runner-up classes in turn; success still means misclassified.
 
@@ -15,7 +17,8 @@ Budgets and constants are the reference code's (auto-attack's ``fab_base.py``): 
 ``alpha_max = 0.1``, ``eta = 1.05``, ``beta = 0.9``, restarts after the first from a random
 point at half ``eps``. Departures, all deliberate: with a finite ``eps`` and ``early_stop`` a
 row stops once it has an adversarial point within ``eps`` (it cannot count more as fooled; the
-reference keeps shrinking it); random starts draw from the attack's generator.
+reference keeps shrinking it); random starts draw from the attack's generator and sit at
+``eps / 2`` (the reference: ``min(eps, best norm so far) / 2``).
 :meth:`FAB.run` also returns each sample's smallest adversarial norm found.
 """
 
@@ -42,10 +45,12 @@ from advimage.attacks.result_attack import ResultAttack
 
 __all__ = ["FAB", "FABT", "FABResult"]
 
-_FAB_NORMS = ("linf", "l2")
 _NOT_THIS_CLASS = 1e10  # the reference's "distance" of the true class's own boundary
 _DIV_TINY = 1e-12
 _NORM_TINY = 1e-8
+# per attack norm: the norm the step measures in, and its dual (the boundary distances)
+_ORDER = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
+_DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,11 @@ class FABResult(AttackResult):
 @register_attack("fab")
 @dataclass
 class FAB(ResultAttack[FABResult]):
-    """Untargeted FAB (Croce & Hein, ICML 2020), linf and l2.
+    """Untargeted FAB (Croce & Hein, ICML 2020), linf, l2 and l1.
 
     Args (dataclass fields):
         eps: Radius of the threat model; ``inf`` for a pure minimal-norm attack.
-        norm: ``"linf"`` or ``"l2"`` (L1 FAB waits for an L1 threat model).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         steps: Iterations per run (100 in the reference).
         restarts: Runs per point; runs after the first start at a random point at ``eps / 2``.
         alpha_max: Largest weight of the clean image's projection (0.1).
@@ -79,6 +84,7 @@ class FAB(ResultAttack[FABResult]):
 
     name: ClassVar[str] = "fab"
     supports_targeted: ClassVar[bool] = False
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     steps: int = 100
     restarts: int = 1
     alpha_max: float = 0.1
@@ -87,9 +93,7 @@ class FAB(ResultAttack[FABResult]):
     early_stop: bool = True
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.norm not in _FAB_NORMS:
-            raise ValueError(f"{self.name}: unsupported norm {self.norm!r}; choose linf or l2")
+        super().__post_init__()  # refuses norms outside ``norms`` in one line
         check_positive_int(self.steps, "steps")
         check_positive_int(self.restarts, "restarts")
         if self.restarts > 1 and math.isinf(self.eps):
@@ -172,13 +176,14 @@ class FAB(ResultAttack[FABResult]):
         return rows.outcome()
 
     def _random_start(self, x0: Tensor, gen: torch.Generator) -> Tensor:
-        """A random point at distance ``eps / 2`` (the reference's restart), in the box."""
+        """A random point at distance ``eps / 2`` (the reference's restart), in the box:
+        a uniform (linf) or Gaussian (l2, l1) direction scaled to that norm."""
         if self.norm == "linf":
             t = 2 * torch.rand(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype) - 1
             scale = t.flatten(1).abs().amax(dim=1)
         else:
             t = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-            scale = t.flatten(1).norm(dim=1)
+            scale = t.flatten(1).norm(dim=1) if self.norm == "l2" else t.flatten(1).abs().sum(1)
         return self.threat.clamp(x0 + 0.5 * self.eps * t / rows_view(scale, t))
 
     def _step(self, x1: Tensor, x0: Tensor, df: Tensor, dg: Tensor) -> Tensor:
@@ -186,7 +191,7 @@ class FAB(ResultAttack[FABResult]):
         (:meth:`_linearise`): project ``x1`` and ``x0`` onto the closest linearised boundary
         and move to their biased, extrapolated combination."""
         b = len(x1)
-        dual = 1.0 if self.norm == "linf" else 2.0
+        dual = _DUAL[self.norm]
         dist = df.abs() / (_DIV_TINY + torch.linalg.vector_norm(dg, ord=dual, dim=2))
         ind = dist.argmin(dim=1)
         u = torch.arange(b, device=x1.device)
@@ -197,8 +202,8 @@ class FAB(ResultAttack[FABResult]):
             self.norm, torch.cat((x1f, x0f)), torch.cat((w, w)), torch.cat((off, off)),
             self.threat.bounds,
         )
-        order = math.inf if self.norm == "linf" else 2.0
-        a0 = torch.linalg.vector_norm(d3, ord=order, dim=1, keepdim=True).clamp_min(_NORM_TINY)
+        a0 = torch.linalg.vector_norm(d3, ord=_ORDER[self.norm], dim=1, keepdim=True)
+        a0 = a0.clamp_min(_NORM_TINY)
         a1, a2 = a0[:b], a0[b:]
         alpha = (a1 / (a1 + a2)).clamp(0.0, self.alpha_max)  # (b, 1)
         new = (x1f + self.eta * d3[:b]) * (1 - alpha) + (x0f + self.eta * d3[b:]) * alpha

@@ -1,13 +1,15 @@
-"""Square Attack: a score-based black-box attack by random search (linf and l2).
+"""Square Attack: a score-based black-box attack by random search (linf, l2 and l1).
 
 Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box adversarial
 attack via random search", ECCV 2020. Starting from vertical stripes of +-eps, each query pastes
 a random square of side ``s`` (per channel +-eps) onto the current best point and keeps it when
 the margin loss drops (l2: a square of the paper's eta pattern takes over the perturbation
-mass of the square and of a second random square, keeping the point on the eps-sphere). The
-square's area fraction ``p`` follows the paper's piecewise-constant
-schedule, shrinking from ``p_init`` as queries are spent. No gradients are used, so the attack is
-immune to gradient masking; that is why AutoAttack includes it.
+mass of the square and of a second random square, keeping the point on the eps-sphere; l1: the
+same move with the l1 pattern and masses of Croce & Hein's auto-attack code, each proposal and
+the initial grid projected exactly onto the l1 ball in the box). The square's area fraction
+``p`` follows the paper's piecewise-constant schedule, shrinking from ``p_init`` as queries are
+spent. No gradients are used, so the attack is immune to gradient masking; that is why
+AutoAttack includes it.
 
 Only samples not yet fooled are queried (each sample's own square position and signs, batched);
 :meth:`Square.run` reports the number of model evaluations per sample. On a CPU the
@@ -42,7 +44,8 @@ from advimage.attacks.restarts import (
     take,
 )
 from advimage.attacks.result_attack import ResultAttack
-from advimage.attacks.square_patterns import eta_pattern
+from advimage.attacks.square_patterns import eta_grid, placed_eta, random_sign, random_windows
+from advimage.lp_balls import lp_norms, project_l1_box
 from advimage.threat import l2_norms
 
 __all__ = ["Square", "SquareResult", "square_p_schedule"]
@@ -88,11 +91,11 @@ class SquareResult(AttackResult):
 @register_attack("square")
 @dataclass
 class Square(ResultAttack[SquareResult]):
-    """Square Attack (Andriushchenko et al., ECCV 2020), linf and l2, batched.
+    """Square Attack (Andriushchenko et al., ECCV 2020), linf, l2 and l1, batched.
 
     Args (dataclass fields):
-        eps: linf radius (pixel units).
-        norm: ``"linf"`` or ``"l2"``.
+        eps: Radius in ``norm`` (pixel units).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         seed: Seed of the random search (``None``: nondeterministic).
         queries: Model evaluations per sample and restart (5000 in AutoAttack), the stripe
             initialisation included; samples stop being queried once fooled.
@@ -110,6 +113,7 @@ class Square(ResultAttack[SquareResult]):
     """
 
     name: ClassVar[str] = "square"
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     queries: int = 5000
     p_init: float = 0.8
     restarts: int = 1
@@ -132,10 +136,6 @@ class Square(ResultAttack[SquareResult]):
     ) -> tuple[Tensor, Tensor]:
         """``(success, loss)``, both (B,); the search keeps proposals that raise the loss."""
         return is_success(logits, y, target), get_loss(self.loss)(logits, y, target)
-
-    def _random_sign(self, shape: tuple[int, ...], like: Tensor, gen: torch.Generator) -> Tensor:
-        bits = torch.randint(0, 2, shape, generator=gen, device=like.device)
-        return bits.to(like.dtype) * 2 - 1
 
     def _result(
         self,
@@ -178,7 +178,9 @@ class Square(ResultAttack[SquareResult]):
         Returns:
             Best points (B, C, H, W), success (B,), their loss (B,), queries spent (B,).
         """
-        x_best = self._init_linf(x, gen) if self.norm == "linf" else self._init_l2(x, gen)
+        init = {"linf": self._init_linf, "l2": self._init_l2, "l1": self._init_l1}[self.norm]
+        propose = self._propose_linf if self.norm == "linf" else self._propose_mass
+        x_best = init(x, gen)
         ok, loss = self._scores(model(x_best), y, target)
         rows = ActiveRows(x_best)
         queries = torch.ones_like(y)
@@ -190,7 +192,6 @@ class Square(ResultAttack[SquareResult]):
                 x, y, x_best, loss = (take(t, keep) for t in (x, y, x_best, loss))
                 target = take(target, keep)
             p = square_p_schedule(it, self.queries, self.p_init, self.rescale_schedule)
-            propose = self._propose_linf if self.norm == "linf" else self._propose_l2
             x_new = propose(x, x_best, p, gen)
             ok, loss_new = self._scores(model(x_new), y, target)
             better = (loss_new > loss) | ok
@@ -203,71 +204,73 @@ class Square(ResultAttack[SquareResult]):
         rows.finish(x_best, loss)
         return rows.x, rows.success, rows.loss, queries
 
-    # ------------------------------------------------------------------ windows
-    def _windows(self, x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """A random s x s window per sample: mask (b, 1, H, W), local row (b, H) / col (b, W)
-        index into the window (clamped outside it)."""
-        b, _, h, w = x.shape
-        vh = torch.randint(0, h - s + 1, (b, 1), generator=gen, device=x.device)  # top row
-        vw = torch.randint(0, w - s + 1, (b, 1), generator=gen, device=x.device)  # left col
-        li = torch.arange(h, device=x.device) - vh  # (b, H) row inside the window
-        lj = torch.arange(w, device=x.device) - vw  # (b, W)
-        mask = ((li >= 0) & (li < s))[:, None, :, None] & ((lj >= 0) & (lj < s))[:, None, None, :]
-        return mask, li.clamp(0, s - 1), lj.clamp(0, s - 1)
-
     # ------------------------------------------------------------------ linf
     def _init_linf(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """Vertical stripes: one sign per (sample, channel, column), at distance eps."""
         n, c, _, w = x.shape
-        return self.threat.project(x, x + self.eps * self._random_sign((n, c, 1, w), x, gen))
+        return self.threat.project(x, x + self.eps * random_sign((n, c, 1, w), x, gen))
 
     def _propose_linf(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
         """Paste an s x s square whose channels jump to x +- eps onto ``x_best``."""
         b, c, h, w = x.shape
         s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)  # side of the square (px)
-        mask, _, _ = self._windows(x, s, gen)
-        corner = x + self.eps * self._random_sign((b, c, 1, 1), x, gen)  # (b, C, H, W)
+        mask, _, _ = random_windows(x, s, gen)
+        corner = x + self.eps * random_sign((b, c, 1, 1), x, gen)  # (b, C, H, W)
         return self.threat.clamp(torch.where(mask, corner, x_best))
 
-    # ------------------------------------------------------------------ l2
+    # ------------------------------------------------------------------ l2 and l1
     def _init_l2(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        """A grid of s x s :func:`~advimage.attacks.square_patterns.eta_pattern` blocks
-        (s = H // 5) with random signs, rescaled to eps."""
-        n, c, h, w = x.shape
-        s = max(h // 5, 1)
-        eta = eta_pattern(s, x, transpose=False)  # (s, s)
-        delta = torch.zeros_like(x)  # (B, C, H, W)
-        start = (h - 5 * s) // 2 if h >= 5 * s else 0
-        for top in range(start, h, s):  # block positions, not samples: <= 25-64 iterations
-            for left in range(start, w, s):
-                hh, ww = min(s, h - top), min(s, w - left)
-                sign = self._random_sign((n, c, 1, 1), x, gen)
-                delta[:, :, top:top + hh, left:left + ww] += eta[:hh, :ww] * sign
-        return self._on_sphere(x, delta)
+        """A grid of eta blocks with random signs (:func:`eta_grid`), rescaled to eps."""
+        return self._on_sphere(x, eta_grid(x, "l2", gen))
+
+    def _init_l1(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """The grid of l1 eta blocks (:func:`eta_grid`), projected onto the l1 ball in the
+        box (the reference does not rescale it first)."""
+        return self._into_l1_ball(x, eta_grid(x, "l1", gen))
 
     def _on_sphere(self, x: Tensor, delta: Tensor) -> Tensor:
         """``clip(x + eps * delta / ||delta||_2)``: the proposal sits on the eps-sphere."""
         return self.threat.clamp(x + self.eps * delta / (l2_norms(delta).view(-1, 1, 1, 1) + 1e-12))
 
-    def _propose_l2(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
-        """Move the mass of window 2 into window 1 (Alg. 3 of the paper), batched per sample."""
+    def _into_l1_ball(self, x: Tensor, delta: Tensor) -> Tensor:
+        """``x + delta`` projected exactly onto the l1 ball in the box
+        (:func:`~advimage.lp_balls.project_l1_box`), of radius ``eps * (1 - 1e-6)`` as in the
+        reference, so float rounding of the l1 sum stays within ``eps``."""
+        radius = torch.full((len(x),), self.eps * (1.0 - 1e-6), dtype=x.dtype, device=x.device)
+        return self.threat.clamp(x + project_l1_box(delta, x, radius, self.threat.bounds))
+
+    def _window_norm(self, v: Tensor) -> Tensor:
+        """Per (sample, channel) norm over the pixels of ``v`` ``(b, C, H, W)`` -> (b, C, 1, 1)."""
+        if self.norm == "l1":
+            return v.abs().sum(dim=(2, 3), keepdim=True)
+        return v.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
+
+    def _mass_budget(self, delta: Tensor, both: Tensor) -> Tensor:
+        """The norm the new square may carry: the mass of both windows ``both`` plus the budget
+        ``delta`` leaves unused, per channel (l2: Alg. 3 of the paper; l1: the reference's
+        per-channel masses, whose overshoot the l1 projection then removes)."""
+        c = delta.shape[1]
+        if self.norm == "l1":
+            unused = (self.eps - lp_norms(delta, "l1").view(-1, 1, 1, 1)).clamp_min(0.0)
+            return (unused / c + self._window_norm(both)) * c  # (b, C, 1, 1)
+        norm_img = l2_norms(delta).view(-1, 1, 1, 1)  # (b, 1, 1, 1)
+        norm_win = l2_norms(both).view(-1, 1, 1, 1)  # mass in both windows
+        return ((self.eps**2 - norm_img**2).clamp_min(0.0) / c + norm_win**2).sqrt()
+
+    def _propose_mass(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
+        """Move the mass of window 2 into window 1 (l2: Alg. 3 of the paper; l1: the same with
+        the reference code's l1 pattern, masses and projection), batched per sample."""
         b, c, h, w = x.shape
         s = max(int(round(math.sqrt(p * h * w))), 3)
         s = min(s + 1 - s % 2, h, w)  # odd side, at most the image
         delta = x_best - x  # (b, C, H, W)
-        mask1, li, lj = self._windows(x, s, gen)
-        mask2, _, _ = self._windows(x, s, gen)
-        norm_img = l2_norms(delta).view(-1, 1, 1, 1)  # (b, 1, 1, 1)
-        norm_win = l2_norms(delta * (mask1 | mask2)).view(-1, 1, 1, 1)  # mass in both windows
+        mask1, li, lj = random_windows(x, s, gen)
+        mask2, _, _ = random_windows(x, s, gen)
+        budget = self._mass_budget(delta, delta * (mask1 | mask2))
         in1 = delta * mask1
-        norm_in1 = in1.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (b, C, 1, 1)
         # the eta pattern placed at each sample's window 1, randomly transposed per sample
-        etas = torch.stack([eta_pattern(s, x, False), eta_pattern(s, x, True)])  # (2, s, s)
-        flip = torch.randint(0, 2, (b, 1, 1), generator=gen, device=x.device)
-        eta_img = etas[flip, li[:, :, None], lj[:, None, :]][:, None] * mask1  # (b, 1, H, W)
-        new = eta_img * self._random_sign((b, c, 1, 1), x, gen) + in1 / (norm_in1 + 1e-12)
-        new_norm = new.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()  # (b, C, 1, 1)
-        budget = ((self.eps**2 - norm_img**2).clamp_min(0.0) / c + norm_win**2).sqrt()
-        new = new / (new_norm + 1e-12) * budget  # (b, C, H, W), zero outside window 1
+        eta_img = placed_eta(x, s, li, lj, mask1, self.norm, gen)  # (b, 1, H, W)
+        new = eta_img * random_sign((b, c, 1, 1), x, gen) + in1 / (self._window_norm(in1) + 1e-12)
+        new = new / (self._window_norm(new) + 1e-12) * budget  # zero outside window 1
         delta = torch.where(mask1, new, torch.where(mask2, torch.zeros_like(delta), delta))
-        return self._on_sphere(x, delta)
+        return self._into_l1_ball(x, delta) if self.norm == "l1" else self._on_sphere(x, delta)
