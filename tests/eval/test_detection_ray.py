@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 import advimage
 from advimage.cli import main
+from advimage.eval.config_schema import ExecutorConfig
 from advimage.eval.detection import run_detection
 from advimage.eval.executor import BatchesFailedError
 from advimage.studies.detection import build_job
@@ -34,16 +35,17 @@ CONFIG = """\
 name: t
 model: bundled
 data: {name: digits}
-calibration: {split: train, limit: 40}
-test: {split: test, limit: 20}
-detector: {criteria: "c1,c2t", set: {sigma: 0.05, n_noise: 2, c2t_lr: 0.005, c2t_cap: 20}}
+calibration: {split: train, limit: 30}
+test: {split: test, limit: 12}
+detector: {criteria: "c1,c2t", set: {sigma: 0.05, n_noise: 2, c2t_lr: 0.005, c2t_cap: 10}}
 fprs: [0.1]
-batch_size: 8
+batch_size: 5
 attacks:
   - {label: g, kind: pgd, eps: [0.1, 0.2], options: {steps: 3}}
   - {label: ad, kind: adaptive, eps: [0.1], options: {steps: 2, eot: 1}}
 """
 NAMES = ["g@0.1", "g@0.2", "ad@0.1"]  # units 2, 3, 4
+ONE = ExecutorConfig(name="ray", workers=1)  # one actor to start: the failure tests stay cheap
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,7 +102,7 @@ def test_ray_stores_exactly_the_serial_scores(config, serial, tmp_path, capsys) 
     assert rc == 0 and "ad@0.1: success" in capsys.readouterr().out
     ray_rows, serial_rows = _stored(out), _stored(serial)
     assert [u[0] for u in ray_rows["units"]] == [0, 1, 2, 3, 4]
-    assert len(ray_rows["scores"]) == (40 + 20 * 4) * 2  # every image, both criteria
+    assert len(ray_rows["scores"]) == (30 + 12 * 4) * 2  # every image, both criteria
     assert ray_rows == serial_rows
     assert _untimed(out) == _untimed(serial)
 
@@ -111,7 +113,7 @@ def test_a_unit_failing_every_attempt_is_named_and_exits_non_zero(tmp_path, caps
                    encoding="utf-8")
     out = tmp_path / "run"
     rc = main(["eval", "detection", "--config", str(cfg), "--out", str(out),
-               "--executor", "ray"])
+               "--executor", "ray", "--workers", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err
     assert "batch 4 (ad@0.1) failed on all 3 attempts: ValueError" in err
@@ -145,12 +147,12 @@ def test_a_rerun_after_failures_computes_only_the_missing_unit(config, serial,
     flag, out = tmp_path / "flag", tmp_path / "run"
     flag.touch()
     with pytest.raises(BatchesFailedError) as info:
-        run_detection(_job(config, flag), out, executor="ray")
+        run_detection(_job(config, flag), out, executor=ONE)
     assert str(info.value).startswith("batch 3 (g@0.2) failed on all 3 attempts: "
                                       "RuntimeError: flaky")
     assert info.value.failed.keys() == {3}
     flag.unlink()
-    res = run_detection(_job(config, flag), out, executor="ray")
+    res = run_detection(_job(config, flag), out, executor=ONE)
     sessions = dict(_rows(out, "SELECT batch, session FROM batches"))
     assert [b for b, s in sessions.items() if s == max(sessions.values())] == [3]
     assert res["pending"] == [] and list(res["attacks"]) == NAMES
