@@ -42,9 +42,9 @@ fprs: [0.1]
 batch_size: 5
 attacks:
   - {label: g, kind: pgd, eps: [0.1, 0.2], options: {steps: 3}}
-  - {label: ad, kind: adaptive, eps: [0.1], options: {steps: 2, eot: 1}}
+  - {label: ad, kind: adaptive, eps: [0.2], options: {steps: 5, eot: 1, step_size: 0.05, kappa: 0}}
 """
-NAMES = ["g@0.1", "g@0.2", "ad@0.1"]  # units 2, 3, 4
+NAMES = ["g@0.1", "g@0.2", "ad@0.2"]  # units 2, 3, 4
 ONE = ExecutorConfig(name="ray", workers=1)  # one actor to start: the failure tests stay cheap
 
 
@@ -99,7 +99,7 @@ def test_ray_stores_exactly_the_serial_scores(config, serial, tmp_path, capsys) 
     capsys.readouterr()
     rc = main(["eval", "detection", "--config", str(config), "--out", str(out),
                "--executor", "ray", "--workers", "2"])
-    assert rc == 0 and "ad@0.1: success" in capsys.readouterr().out
+    assert rc == 0 and "ad@0.2: success 0.833" in capsys.readouterr().out
     ray_rows, serial_rows = _stored(out), _stored(serial)
     assert [u[0] for u in ray_rows["units"]] == [0, 1, 2, 3, 4]
     assert len(ray_rows["scores"]) == (30 + 12 * 4) * 2  # every image, both criteria
@@ -109,17 +109,16 @@ def test_ray_stores_exactly_the_serial_scores(config, serial, tmp_path, capsys) 
 
 def test_a_unit_failing_every_attempt_is_named_and_exits_non_zero(tmp_path, capsys) -> None:
     cfg = tmp_path / "bad.yaml"  # steps 0: the attack refuses to build, on every worker
-    cfg.write_text(CONFIG.replace("{steps: 2, eot: 1}", "{steps: 0, eot: 1}"),
-                   encoding="utf-8")
+    cfg.write_text(CONFIG.replace("steps: 5", "steps: 0")
+                   + "executor: {name: ray, workers: 1}\n", encoding="utf-8")
     out = tmp_path / "run"
-    rc = main(["eval", "detection", "--config", str(cfg), "--out", str(out),
-               "--executor", "ray", "--workers", "1"])
+    rc = main(["eval", "detection", "--config", str(cfg), "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err
-    assert "batch 4 (ad@0.1) failed on all 3 attempts: ValueError" in err
+    assert "batch 4 (ad@0.2) failed on all 3 attempts: ValueError" in err
     assert "rerun the same command" in err
     assert sorted(b for (b,) in _rows(out, "SELECT batch FROM batches")) == [0, 1, 2, 3]
-    assert json.loads((out / "results.json").read_text())["pending"] == ["ad@0.1"]
+    assert json.loads((out / "results.json").read_text())["pending"] == ["ad@0.2"]
     assert _rows(out, "SELECT value FROM meta WHERE key = 'finished'") == []
 
 
@@ -157,3 +156,14 @@ def test_a_rerun_after_failures_computes_only_the_missing_unit(config, serial,
     assert [b for b, s in sessions.items() if s == max(sessions.values())] == [3]
     assert res["pending"] == [] and list(res["attacks"]) == NAMES
     assert _stored(out) == _stored(serial)
+
+
+def test_an_unreachable_address_is_one_line_and_writes_nothing(config, tmp_path,
+                                                               capsys) -> None:
+    out = tmp_path / "run"
+    rc = main(["eval", "detection", "--config", str(config), "--out", str(out),
+               "--executor", "ray", "--address", "127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in err
+    assert not out.exists()
