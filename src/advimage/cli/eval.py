@@ -22,6 +22,7 @@ from advimage.cli.common import (
     parse_shard,
 )
 from advimage.cli.eval_minimal import add_minimal_parser
+from advimage.cli.run import add_executor_args, executor_settings
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
@@ -132,11 +133,12 @@ def _write_robust_files(a: argparse.Namespace, out: Path, table: list[dict[str, 
 
 def cmd_eval_detection(a: argparse.Namespace) -> int:
     """Run a detection config (resumable); print success and detection rates per attack."""
-    from advimage.studies.detection import run_from_config
+    from advimage.studies.detection.config import executor_of, run_from_config
 
     check_out_arg(a, "dir")
     res = run_from_config(a.config, a.out, only=a.only.split(",") if a.only else None,
-                          shard=a.shard, device=a.device)
+                          shard=a.shard, device=a.device,
+                          executor=executor_settings(a, executor_of(a.config)))
     for name, r in res["attacks"].items():
         rates = " ".join(f"{x['fpr_target']:g}:{x['detection_rate']:.3f}" for x in r["rates"]
                          if x["criterion"] == "combined")
@@ -229,7 +231,8 @@ def _add_detection_parser(esub: Any) -> None:
                      "detector for the attacks of a config; resumable."),
         epilog=("examples:\n"
                 "  advimage eval detection --config configs/detection-resnet20.yaml --out "
-                "runs/det"),
+                "runs/det\n"
+                "  advimage eval detection --config C.yaml --out runs/det --executor ray"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="detection rates at FPR of a detector (resumable)")
     ed.add_argument("--config", required=True, help="e.g. configs/detection-resnet20.yaml")
@@ -240,6 +243,7 @@ def _add_detection_parser(esub: Any) -> None:
     ed.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="craft only every N-th attack, from the I-th (1-based), so N processes "
                          "share --out (they may start together)")
+    add_executor_args(ed, "the scored sets")
     ed.add_argument("--device", default="cpu", help="cpu|cuda|auto (default: cpu)")
     ed.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     ed.add_argument("-v", "--verbose", action="store_true", help="log more")

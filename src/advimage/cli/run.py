@@ -10,7 +10,8 @@ from typing import Any
 from advimage.cli.common import CliError, add_common_args, check_out_arg, parse_shard
 from advimage.cli.track_options import add_track_arg, tracking_for
 
-__all__ = ["add_report_parser", "add_run_parser", "cmd_report", "cmd_run"]
+__all__ = ["add_executor_args", "add_report_parser", "add_run_parser", "cmd_report", "cmd_run",
+           "executor_settings"]
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -38,7 +39,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         run_evaluation(cfg, run_dir, resume=bool(a.resume),
                        device=None if a.device == "auto" else a.device,
                        progress=not a.no_progress, shard=a.shard,
-                       executor=_executor(a, cfg.executor))
+                       executor=executor_settings(a, cfg.executor))
         report = write_report(run_dir)
         _track_results(tracker, run_dir)
     print(f"run {run_dir}: results {run_dir / 'results.sqlite'}, report {report}"
@@ -61,14 +62,15 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise CliError(f"configs of one sweep need distinct names, got {', '.join(names)}")
     out = Path(a.out) if a.out else Path("runs")
-    dirs = run_sweep(cfgs, [out / n for n in names], executor=_executor(a, cfgs[0].executor),
+    dirs = run_sweep(cfgs, [out / n for n in names],
+                     executor=executor_settings(a, cfgs[0].executor),
                      device=None if a.device == "auto" else a.device)
     for d in dirs:
         print(f"run {d}: results {d / 'results.sqlite'}, report {write_report(d)}")
     return 0
 
 
-def _executor(a: argparse.Namespace, configured: Any) -> Any:
+def executor_settings(a: argparse.Namespace, configured: Any) -> Any:
     """The config's ``executor:`` section with ``--executor``/``--address``/``--workers``
     applied (an address or a worker count alone implies ``ray``)."""
     from dataclasses import replace
@@ -140,17 +142,22 @@ def add_run_parser(sub: Any) -> None:
     ru.add_argument("--shard", default=None, metavar="I/N", type=parse_shard,
                     help="do only every N-th batch, from batch I (1-based), so N processes share "
                          "one run: start one with CONFIG --out RUN, the others with --resume RUN")
-    ru.add_argument("--executor", default=None, choices=("serial", "ray"),
-                    help="where batches are computed (default: the config's executor, serial): "
-                         "ray runs them on Ray actors, this process alone writes RUN")
-    ru.add_argument("--address", default=None, metavar="ADDR",
-                    help="Ray cluster HOST:PORT or ray://HOST:PORT (default: a local Ray "
-                         "instance on this machine's CPUs and GPUs)")
-    ru.add_argument("--workers", default=None, type=_positive, metavar="N",
-                    help="Ray actors (default: one per CPU of the cluster)")
+    add_executor_args(ru, "batches")
     add_track_arg(ru)
     add_common_args(ru)
     ru.set_defaults(func=cmd_run, seed=None)  # None: the config's seed
+
+
+def add_executor_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--executor``, ``--address`` and ``--workers`` (see :func:`executor_settings`)."""
+    p.add_argument("--executor", default=None, choices=("serial", "ray"),
+                   help=f"where {what} are computed (default: the config's executor, serial): "
+                        "ray runs them on Ray actors, this process alone writes the run")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster HOST:PORT or ray://HOST:PORT (default: a local Ray "
+                        "instance on this machine's CPUs and GPUs)")
+    p.add_argument("--workers", default=None, type=_positive, metavar="N",
+                   help="Ray actors (default: one per CPU of the cluster)")
 
 
 def _positive(text: str) -> int:

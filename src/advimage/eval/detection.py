@@ -12,6 +12,13 @@ check refuses a damaged store, and the folder's manifest (:mod:`advimage.rundir`
 one resolved configuration. Attacks run with their own seeds, in config order, exactly as
 before the harness was shared, so stored scores are unchanged. ``results.json`` (rates at FPRs
 and AUCs, :func:`advimage.eval.detection_store.detection_results`) is rewritten after every set.
+
+The sets are computed by the evaluation's executor (:mod:`advimage.eval.executor`):
+``executor="ray"`` computes them on Ray actors that receive the job (model, detector, images,
+attacks) once through Ray's object store (:class:`DetectionWork`), with the executor's retries
+and :class:`~advimage.eval.executor.BatchesFailedError`; this process alone writes the store.
+A unit is a whole set: the detector scores a set in one call whose noise draws run on from
+image to image, so a set cut into chunks would not score as the serial run does.
 """
 
 from __future__ import annotations
@@ -22,18 +29,15 @@ import json
 import logging
 import os
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from advimage.attacks.base import model_dtype_device
-from advimage.detect.base import Detector
-from advimage.detect.metrics import DEFAULT_FPRS
+from advimage.eval.config_schema import ExecutorConfig, parse_executor
+from advimage.eval.detection_job import AttackFn, DetectionAttack, DetectionJob, DetectionWork
 from advimage.eval.detection_store import (
     CALIBRATION,
     TEST,
@@ -43,13 +47,15 @@ from advimage.eval.detection_store import (
     unit_of,
     write_set,
 )
+from advimage.eval.executor import BatchesFailedError
+from advimage.eval.executor_ray import RayExecutor
 from advimage.eval.store import DB_NAME, ResultStore
 from advimage.rundir import open_run_dir
 from advimage.utils import write_json
 from advimage.validation import check_shard
 
-__all__ = ["KIND", "DetectionAttack", "DetectionJob", "attack_rows", "run_detection",
-           "tensor_digest"]
+__all__ = ["KIND", "AttackFn", "DetectionAttack", "DetectionJob", "DetectionWork", "attack_rows",
+           "run_detection", "tensor_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -57,45 +63,6 @@ KIND = "detection"  # the run kind recorded in the manifest and the store
 RESULTS_NAME = "results.json"
 # what an advimage before the shared harness wrote: such a folder is refused, never resumed
 _LEGACY = ("calibration.pt", "clean.pt", "attack-*.pt", "results.json", DB_NAME)
-_PREDICT_BATCH = 256  # images per prediction forward
-
-AttackFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class DetectionAttack:
-    """One attack of a detection run: ``factory(calibration scores) -> attack(model, x, y)``
-    (a white-box attacker may read the calibrated thresholds) and what describes it."""
-
-    factory: Callable[[Mapping[str, Tensor]], AttackFn]
-    kind: str
-    eps: float
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DetectionJob:
-    """Everything one detection run needs (built by :mod:`advimage.studies.detection`).
-
-    Args:
-        model: The classifier (images in [0, 1] -> logits).
-        detector: The detector; every criterion of ``criterion_scores`` is evaluated.
-        calibration: Clean held-out ``(x, y)``; thresholds come from these only.
-        test: Clean evaluation ``(x, y)``; the attacks start from these.
-        attacks: name -> attack, in run order.
-        fprs: Target false-positive rates.
-        batch_size: Images attacked at once.
-        source: What the arguments cannot tell (paths, the detector's name and options).
-    """
-
-    model: nn.Module
-    detector: Detector
-    calibration: tuple[Tensor, Tensor]
-    test: tuple[Tensor, Tensor]
-    attacks: Mapping[str, DetectionAttack]
-    fprs: Sequence[float] = DEFAULT_FPRS
-    batch_size: int = 100
-    source: Mapping[str, Any] = field(default_factory=dict)
 
 
 def tensor_digest(*tensors: Tensor) -> str:
@@ -154,43 +121,21 @@ def _open_store(db: Path, meta: Mapping[str, Any], attacks: list[dict[str, Any]]
     return ResultStore(db)
 
 
-def _on_device(job: DetectionJob, x: Tensor) -> Tensor:
-    return x.to(model_dtype_device(job.model, x)[1])
+Units = Callable[[list[int], Callable[[int], Any]], Iterator[tuple[int, ScoredSet]]]
 
 
-def _score_set(job: DetectionJob, x: Tensor, y: Tensor,
-               seconds_attack: float | None = None) -> ScoredSet:
-    """Criterion scores (the whole set in one call) and predictions of images ``x``."""
-    t0 = time.time()
-    xd = _on_device(job, x)
-    scores = {k: v.detach().cpu() for k, v in job.detector.criterion_scores(xd).items()}
-    with torch.no_grad():
-        pred = torch.cat([job.model(xd[i : i + _PREDICT_BATCH]).argmax(1).cpu()
-                          for i in range(0, len(xd), _PREDICT_BATCH)])
-    return ScoredSet(y.cpu(), pred, scores, seconds_attack, time.time() - t0)
+def _serial_units(job: DetectionJob) -> Units:
+    """Units computed here, one after the other (the job as it is, on its device)."""
+    work = DetectionWork(job)
+    return lambda todo, load: (work.compute(b, load(b)) for b in todo)
 
 
-def _attack_set(job: DetectionJob, name: str, calib: Mapping[str, Tensor]) -> ScoredSet:
-    """Craft attack ``name`` on the test images in batches and score its output."""
-    x_test, y_test = job.test
-    attack = job.attacks[name].factory(calib)
-    bs = job.batch_size
-    t0 = time.time()
-    dev = model_dtype_device(job.model, x_test)[1]  # attacks compute where the model lives
-    x_adv = torch.cat([attack(job.model, x_test[i : i + bs].to(dev), y_test[i : i + bs].to(dev))
-                       .cpu() for i in range(0, len(x_test), bs)])
-    t_attack = time.time() - t0
-    out = _score_set(job, x_adv, y_test, t_attack)
-    log.info("attack %s: %.0f s, scoring %.0f s", name, t_attack, out.seconds_score)
-    return out
-
-
-def _clean_sets(store: ResultStore, session: int, job: DetectionJob) -> None:
-    """Score the calibration and test images unless stored (by this or another process)."""
-    for batch, split, (x, y) in ((CALIBRATION, "calibration", job.calibration),
-                                 (TEST, "test", job.test)):
-        if batch not in store.done_batches():
-            write_set(store, batch, session, split, "", _score_set(job, x, y))
+def _ray_units(pool: RayExecutor, job: DetectionJob) -> Units:
+    """Units computed on ``pool``'s actors; failures name the unit's set."""
+    names = {CALIBRATION: "calibration images", TEST: "test images",
+             **{unit_of(i): n for i, n in enumerate(job.attacks)}}
+    return lambda todo, load: pool.units(todo, load, names=names,
+                                         then="rerun the same command to compute them")
 
 
 def _publish(store: ResultStore, out: Path) -> dict[str, Any]:
@@ -200,8 +145,18 @@ def _publish(store: ResultStore, out: Path) -> dict[str, Any]:
 
 
 def run_detection(job: DetectionJob, out_dir: str | Path,
-                  shard: tuple[int, int] | None = None) -> dict[str, Any]:
+                  shard: tuple[int, int] | None = None,
+                  executor: str | ExecutorConfig | None = None,
+                  device: str = "cpu") -> dict[str, Any]:
     """Score the clean sets, then craft and score every attack of ``job`` into ``out_dir``.
+
+    Args:
+        job: The run.
+        out_dir: The run folder (created, or resumed: stored sets are kept).
+        shard: ``(i, n)``: craft only every n-th attack, from the i-th.
+        executor: ``serial`` (default), ``ray`` or an :class:`ExecutorConfig`.
+        device: Where Ray workers compute (``cpu``, ``cuda``, ``auto``); the serial run
+            computes where ``job.model`` is.
 
     Returns:
         The summary also written to ``results.json``; ``pending`` lists the attacks not
@@ -211,8 +166,32 @@ def run_detection(job: DetectionJob, out_dir: str | Path,
         ValueError: a bad ``shard``.
         ConfigMismatchError: ``out_dir`` holds results of another configuration.
         CorruptFileError: a damaged store or manifest.
+        advimage.eval.executor.ExecutorError: Ray unreachable or a worker unable to build the
+            job (nothing written); its ``BatchesFailedError`` names the sets that failed every
+            attempt, after the others are stored.
     """
     check_shard(shard)
+    settings = parse_executor(executor) if isinstance(executor, str) else (
+        executor or ExecutorConfig())
+    pool = RayExecutor(settings) if settings.name == "ray" else None
+    try:
+        if pool is not None:  # workers ready before anything is written
+            job.model.cpu()  # the driver's copy only fingerprints the model
+            pool.start_workloads([DetectionWork(job)], device)
+        units = _serial_units(job) if pool is None else _ray_units(pool, job)
+        results = _run_units(job, Path(out_dir), shard, units)
+    finally:
+        if pool is not None:
+            pool.close()
+    if results["pending"]:
+        log.warning("%s lacks %d attack(s) of other shards: %s", RESULTS_NAME,
+                    len(results["pending"]), ", ".join(results["pending"]))
+    return results
+
+
+def _run_units(job: DetectionJob, out_dir: Path, shard: tuple[int, int] | None,
+               units: Units) -> dict[str, Any]:
+    """The clean sets, then this process's attacks, each stored as it arrives."""
     run = open_run_dir(out_dir, KIND, _resolved(job), legacy=_LEGACY)
     criteria = list(job.detector.criteria)
     names = list(job.attacks)
@@ -222,16 +201,18 @@ def run_detection(job: DetectionJob, out_dir: str | Path,
     mine = set(names if shard is None else names[shard[0]::shard[1]])
     with _open_store(run.path / DB_NAME, meta, attack_rows(job.attacks)) as store:
         session = store.new_session()
-        _clean_sets(store, session, job)
+        clean = [b for b in (CALIBRATION, TEST) if b not in store.done_batches()]
+        for b, scored in units(clean, lambda b: None):
+            write_set(store, b, session, "test" if b == TEST else "calibration", "", scored)
         calib = read_detection(store).clean_scores()[0]
-        for i, name in enumerate(names):
-            if name in mine and unit_of(i) not in store.done_batches():
-                write_set(store, unit_of(i), session, "test", name,
-                          _attack_set(job, name, calib))
+        todo = [unit_of(i) for i, n in enumerate(names)
+                if n in mine and unit_of(i) not in store.done_batches()]
+        try:
+            for b, scored in units(todo, lambda b: calib):
+                write_set(store, b, session, "test", names[b - unit_of(0)], scored)
                 _publish(store, run.path)
+        except BatchesFailedError:
+            _publish(store, run.path)  # what is stored; the run is not finished
+            raise
         store.mark_finished(unit_of(len(names)))
-        results = _publish(store, run.path)
-    if results["pending"]:
-        log.warning("%s lacks %d attack(s) of other shards: %s", RESULTS_NAME,
-                    len(results["pending"]), ", ".join(results["pending"]))
-    return results
+        return _publish(store, run.path)

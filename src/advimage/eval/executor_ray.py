@@ -2,11 +2,13 @@
 
 Each actor receives the :class:`~advimage.eval.run_batch.RunSpec` (config, model, surrogates)
 through Ray's object store, builds the defended models and attacks once, and computes the
-batches the driver sends it, also through the object store: a dataset root or a model file that
-exists only on the driver works (Moritz et al., 2018, "Ray: A Distributed Framework for
-Emerging AI Applications"). Defense options that name files (a cache index, a NIM checkpoint)
-must exist on every worker; a worker that cannot build the run is a one-line
-:class:`~advimage.eval.executor.ExecutorError`.
+batches the driver sends it, also through the object store (any
+:class:`~advimage.eval.executor.Workload` likewise, e.g. a detection run's model, detector,
+images and attacks: :meth:`RayExecutor.start_workloads`, :meth:`RayExecutor.units`): a
+dataset root or a model file that exists only on the driver works (Moritz et al., 2018,
+"Ray: A Distributed Framework for Emerging AI Applications"). Defense options that name
+files (a cache index, a NIM checkpoint) must exist on every worker; a worker that cannot build
+the run is a one-line :class:`~advimage.eval.executor.ExecutorError`.
 
 The driver keeps two batches queued per actor. A batch whose actor died (killed, out of memory,
 node lost) or raised is sent again, to whichever actor is free, up to ``max_retries`` more
@@ -27,8 +29,16 @@ from typing import Any
 import torch
 
 from advimage.eval.config_schema import ExecutorConfig
-from advimage.eval.executor import BatchesFailedError, BatchLoader, ExecutorError, compute_on
-from advimage.eval.run_batch import BatchResult, RunParts, RunSpec, build_parts
+from advimage.eval.executor import (
+    BatchesFailedError,
+    BatchLoader,
+    EvalWorkload,
+    ExecutorError,
+    UnitComputer,
+    UnitLoader,
+    Workload,
+)
+from advimage.eval.run_batch import BatchResult, RunParts, RunSpec
 from advimage.utils import resolve_device
 
 __all__ = ["RayExecutor", "check_address"]
@@ -39,25 +49,24 @@ QUEUE_PER_WORKER = 2  # batches in flight per actor: one computing, one waiting 
 
 
 Job = tuple[int, int]  # (run: its index in the executor's specs, batch index)
-RunJobs = tuple[list[int], BatchLoader, "int | None"]  # a run's todo, loader, examples batch
+RunJobs = tuple[list[int], "BatchLoader | UnitLoader", "int | None"]  # todo, loader, examples
 
 
 class _Worker:
     """A Ray actor's state: the parts of every run it serves (one, or a sweep's), built once."""
 
-    def __init__(self, device: str, threads: int, *specs: RunSpec) -> None:
+    def __init__(self, device: str, threads: int, *work: Workload) -> None:
         torch.set_num_threads(threads)
-        self.parts: list[RunParts] = [build_parts(s, resolve_device(device)) for s in specs]
+        self.parts: list[UnitComputer] = [w.build(resolve_device(device)) for w in work]
 
     def ready(self) -> int:
         """The actor's process id, once the parts are built."""
         return os.getpid()
 
-    def compute(self, job: Job, start: int, batch: tuple[torch.Tensor, torch.Tensor],
-                keep_examples: bool) -> BatchResult:
-        """Batch ``job[1]`` of run ``job[0]`` (images, labels on the CPU)."""
-        x, y = batch
-        return compute_on(self.parts[job[0]], job[1], start, x, y, keep_examples)
+    def compute(self, job: Job, payload: Any, keep_examples: bool) -> Any:
+        """Batch ``job[1]`` of run ``job[0]`` (for a run, ``(start, images, labels)`` on the
+        CPU)."""
+        return self.parts[job[0]].compute(job[1], payload, keep_examples)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -130,6 +139,14 @@ class RayExecutor:
 
     def start_many(self, specs: list[RunSpec], device: str) -> None:
         """:meth:`start` for several runs (a sweep): every actor builds every run."""
+        for spec in specs:  # the driver's copy only labels the store's rows in a Ray run
+            for m in [spec.model, *spec.surrogates.values()]:
+                m.cpu()
+        self.start_workloads([EvalWorkload(spec) for spec in specs], device)
+
+    def start_workloads(self, work: list[Workload], device: str) -> None:
+        """Connect to (or start) Ray, put ``work`` in the object store, start the actors (each
+        builds every workload once)."""
         ray = _ray()
         s = self.settings
         if s.address:
@@ -138,10 +155,7 @@ class RayExecutor:
             ray.init(address=s.address, log_to_driver=False, include_dashboard=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": str(s.cpus_per_worker)}})
             self._started_ray = True
-        for spec in specs:  # the driver's copy only labels the store's rows in a Ray run
-            for m in [spec.model, *spec.surrogates.values()]:
-                m.cpu()
-        self._spec_refs = [ray.put(spec) for spec in specs]
+        self._spec_refs = [ray.put(w) for w in work]
         self._device = device
         for _ in range(self._n_workers(ray, device)):
             self._actors.append(self._new_actor(ray))
@@ -181,15 +195,22 @@ class RayExecutor:
     def run(self, parts: RunParts, todo: list[int], load: BatchLoader,
             examples_batch: int | None) -> Iterator[BatchResult]:
         """Yield each batch of ``todo`` as an actor finishes it; retry failed ones elsewhere."""
+        yield from self.units(todo, load, examples_batch)
+
+    def units(self, todo: list[int], load: UnitLoader, keep: int | None = None,
+              **report: Any) -> Iterator[Any]:
+        """Yield the result of each unit of ``todo`` of the one workload as an actor finishes
+        it (``keep``: the unit that keeps examples); then raise :class:`BatchesFailedError`
+        for those that failed every attempt (``report``: its ``names`` and ``then``)."""
         failed: dict[Job, str] = {}
-        for _, result in self.run_many([(todo, load, examples_batch)], failed):
+        for _, result in self.run_many([(todo, load, keep)], failed):
             yield result
         if failed:
             raise BatchesFailedError({b: why for (_, b), why in failed.items()},
-                                     self.settings.max_retries + 1)
+                                     self.settings.max_retries + 1, **report)
 
     def run_many(self, runs: list[RunJobs], failed: dict[Job, str]
-                 ) -> Iterator[tuple[int, BatchResult]]:
+                 ) -> Iterator[tuple[int, Any]]:
         """Yield ``(run, batch result)`` for the batches of every run, filling the actors from
         one queue; ``failed`` receives the jobs that failed every attempt."""
         ray = _ray()
@@ -225,11 +246,9 @@ class RayExecutor:
                 return
             job = pending.popleft()
             _, load, examples_batch = runs[job[0]]
-            if job not in refs:
-                start, x, y = load(job[1])
-                refs[job] = (start, ray.put((x.cpu(), y.cpu())))
-            start, data = refs[job]
-            ref = actor.compute.remote(job, start, data, job[1] == examples_batch)
+            if job not in refs:  # put once, sent again on a retry
+                refs[job] = ray.put(load(job[1]))
+            ref = actor.compute.remote(job, refs[job], job[1] == examples_batch)
             inflight[ref] = (job, actor)
             load_per_actor[id(actor)] += 1
 

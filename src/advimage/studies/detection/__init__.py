@@ -5,8 +5,8 @@ calibrated on held-out clean images, gray-box PGD/CW at several budgets tau, whi
 adaptive attacks, detection rates at fixed false-positive rates and ROC/AUC.
 :mod:`~advimage.studies.detection.config` turns a ``configs/detection-*.yaml`` file into a run
 of :mod:`advimage.eval.detection` (the harness's detection run kind: SQLite store, resume,
-shards); :mod:`~advimage.studies.detection.report` builds the tables and ROC figures of
-``reports/detection`` from a run folder.
+shards, Ray workers with ``executor: ray``); :mod:`~advimage.studies.detection.report`
+builds the tables and ROC figures of ``reports/detection`` from a run folder.
 """
 
 from advimage.studies.detection.config import build_job, run_from_config

@@ -9,7 +9,10 @@ detector with {preset, criteria, seed, set: {field: value}}), ``fprs``, ``batch_
 ``attacks``: a list of {label, kind (``hu``, ``adaptive`` or a registered attack), eps: [...],
 options}. ``hu`` and ``adaptive`` attack the noise-signature detector
 (:mod:`advimage.detect.adaptive`); ``adaptive`` gets ``c1_threshold``, the C1 threshold at the
-largest target FPR, unless its options set it.
+largest target FPR, unless its options set it. ``executor`` (as in run configs:
+``serial``, ``ray`` or {name, address, workers, ...},
+:func:`advimage.eval.config_schema.parse_executor`) says where the sets are computed; it is
+no part of the run's configuration, so a run may resume on another executor.
 """
 
 from __future__ import annotations
@@ -30,16 +33,17 @@ from advimage.detect.calibration import threshold_at
 from advimage.detect.metrics import DEFAULT_FPRS
 from advimage.detect.registry import build_detector
 from advimage.detect.signature_detector import SignatureDetector
-from advimage.eval.config_schema import resolve_path
+from advimage.eval.config_schema import ExecutorConfig, parse_executor, resolve_path
 from advimage.eval.detection import AttackFn, DetectionAttack, DetectionJob, run_detection
 from advimage.models.hub import load_model
 from advimage.utils import resolve_device
 from advimage.validation import parse_fraction
 
-__all__ = ["attack_specs", "build_job", "detector_spec", "read_config", "run_from_config"]
+__all__ = ["attack_specs", "build_job", "detector_spec", "executor_of", "read_config",
+           "run_from_config"]
 
 _TOP = ("name", "description", "model", "data", "calibration", "test", "detector", "fprs",
-        "batch_size", "attacks")
+        "batch_size", "attacks", "executor")
 _SIGNATURE_KEYS = ("preset", "criteria", "seed", "set")
 
 
@@ -161,8 +165,19 @@ def build_job(path: str | Path, only: Sequence[str] | None = None,
                         int(raw.get("batch_size", 100)), source)
 
 
+def executor_of(path: str | Path) -> ExecutorConfig:
+    """The ``executor`` section of config ``path`` (serial when absent)."""
+    return parse_executor(read_config(path)[0].get("executor"))
+
+
 def run_from_config(path: str | Path, out_dir: str | Path, only: Sequence[str] | None = None,
-                    shard: tuple[int, int] | None = None, device: str = "cpu") -> dict[str, Any]:
+                    shard: tuple[int, int] | None = None, device: str = "cpu",
+                    executor: str | ExecutorConfig | None = None) -> dict[str, Any]:
     """Run config ``path`` into ``out_dir`` (resumable; ``shard`` splits the attacks over
-    processes, see :func:`advimage.eval.detection.run_detection`); returns the summary."""
-    return run_detection(build_job(path, only, device), out_dir, shard=shard)
+    processes; ``executor`` overrides the config's, e.g. ``ray``, see
+    :func:`advimage.eval.detection.run_detection`); returns the summary."""
+    settings = parse_executor(executor) if isinstance(executor, str) else (
+        executor or executor_of(path))
+    on_ray = settings.name == "ray"  # then the driver only fingerprints the model
+    job = build_job(path, only, "cpu" if on_ray else device)
+    return run_detection(job, out_dir, shard=shard, executor=settings, device=device)
