@@ -65,6 +65,7 @@ def test_a_list_parses_to_an_ensemble_and_a_single_path_is_unchanged(other: str)
     {"surrogate": ["bundled", "OTHER"], "surrogate_weights": [1]},
     {"surrogate": ["bundled", "OTHER"], "surrogate_weights": [1, -1]},
     {"surrogate": ["bundled", "OTHER"], "surrogate_weights": [0, 0]},
+    {"surrogate": ["bundled", "OTHER"], "surrogate_weights": ["a", 1]},
     {"surrogate_weights": [1, 1]}])
 def test_bad_surrogate_lists_are_one_line_errors(bad: dict, other: str) -> None:
     bad = {k: [other if v == "OTHER" else v for v in x] if isinstance(x, list) else x

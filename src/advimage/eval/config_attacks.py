@@ -94,13 +94,14 @@ def parse_surrogates(where: str, paths: object, weights: object, base: Path | No
             raise ValueError(f"config: '{key}' lists {p!r} twice; use surrogate_weights")
     if weights is None:
         return tuple(out), None
-    ok = (isinstance(weights, list) and len(out) > 1 and len(weights) == len(out)
-          and all(isinstance(w, (int, float)) and not isinstance(w, bool)
-                  and 0 <= w < math.inf for w in weights) and sum(weights) > 0)
+    w = weights if isinstance(weights, list) else []
+    ok = (len(out) > 1 and len(w) == len(out)
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+                  for v in w) and sum(w) > 0)
     if not ok:
         raise ValueError(f"config: '{where}.surrogate_weights' must be {len(out)} numbers >= 0 "
                          f"(one per surrogate of a list of 2 or more), not all 0; got {weights!r}")
-    return tuple(out), tuple(float(w) for w in weights)  # type: ignore[union-attr]
+    return tuple(out), tuple(float(v) for v in w)
 
 
 def model_short_name(spec: str) -> str:
