@@ -9,9 +9,15 @@ gradients (else attack it through BPDA), and does it already use a BPDA surrogat
 - ``is_randomized = None`` (unknown: EOT runs every pass it is asked for),
 - ``is_differentiable = True``, ``uses_bpda = False`` (a plain classifier).
 
-The attack loop (:func:`advimage.attacks.loop.declares_deterministic`) and the evaluation
-harness (the stored ``defenses`` table and the gradient-masking checks) both read this module,
-so they cannot disagree.
+A model that only wraps another (a precision adapter, an attack's rounding marker) is a
+:class:`Wrapper`: it declares nothing itself and :func:`model_flags` reads the flags of the
+model it wraps (``.inner``), at every call, so a flag that changes later is never frozen in a
+copy.
+
+The attack loop (:func:`advimage.attacks.loop.declares_deterministic`), the fast forward of
+the score-based attacks (:mod:`advimage.attacks.fast_forward`) and the evaluation harness (the
+stored ``defenses`` table and the gradient-masking checks) all read this module, so they
+cannot disagree.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DeclaresFlags", "ModelFlags", "model_flags"]
+__all__ = ["DeclaresFlags", "ModelFlags", "Wrapper", "model_flags", "unwrap"]
 
 
 class DeclaresFlags(ABC):
@@ -44,6 +50,29 @@ class DeclaresFlags(ABC):
     @abstractmethod
     def uses_bpda(self) -> bool:
         """Gradients come from a BPDA surrogate, not from the forward computation."""
+
+
+class Wrapper:
+    """Mixin of a model that runs ``self.inner`` and declares no flag of its own.
+
+    :func:`model_flags` (and so EOT and the fast forward) reads the wrapped model's flags
+    through it. A wrapper that changes what the flags say (one that adds randomness, say)
+    must be a :class:`DeclaresFlags` instead, which answers for itself.
+    """
+
+    inner: Any  # the wrapped model (a module or any callable)
+
+
+def unwrap(model: Any) -> Any:
+    """``model`` with the :class:`Wrapper` layers around it removed (stops at a model that
+    declares its own flags)."""
+    seen: set[int] = set()
+    while isinstance(model, Wrapper) and not isinstance(model, DeclaresFlags):
+        if id(model) in seen:  # a wrapper that (indirectly) wraps itself
+            raise ValueError(f"{type(model).__name__} wraps itself")
+        seen.add(id(model))
+        model = model.inner
+    return model
 
 
 @dataclass(frozen=True)
@@ -78,11 +107,13 @@ def _declared(model: DeclaresFlags, name: str) -> bool:
 
 
 def model_flags(model: Any) -> ModelFlags:
-    """The flags ``model`` declares (a :class:`DeclaresFlags`), else :data:`UNDECLARED`.
+    """The flags ``model`` declares (a :class:`DeclaresFlags`, looked up through any
+    :class:`Wrapper` around it), else :data:`UNDECLARED`.
 
     Raises:
         ValueError: a declared flag is not a bool.
     """
+    model = unwrap(model)
     if not isinstance(model, DeclaresFlags):
         return UNDECLARED
     return ModelFlags(is_randomized=_declared(model, "is_randomized"),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.errors import UserInputError
+from advimage.model_flags import Wrapper
 
 __all__ = [
     "PRECISIONS",
@@ -95,11 +96,12 @@ def full_precision(device: torch.device | str) -> Iterator[None]:
         yield
 
 
-class AutocastModel(nn.Module):
+class AutocastModel(nn.Module, Wrapper):
     """``model`` (a module or any callable) run under autocast; logits come back in float32.
 
     Attribute reads the wrapper does not answer (``classes``, ``fingerprint``, ``arch``,
-    ``is_randomized``, ...) pass through to the wrapped model.
+    ``is_randomized``, ...) pass through to the wrapped model; as a
+    :class:`~advimage.model_flags.Wrapper`, its flags are the wrapped model's.
     """
 
     def __init__(self, model: Any, precision: str, device: torch.device | str,

@@ -9,6 +9,7 @@ from torch import nn
 
 from advimage.attacks.fast_forward import inference_forward
 from advimage.attacks.square import Square
+from advimage.model_flags import DeclaresFlags
 from advimage.models import create_model
 
 
@@ -40,22 +41,28 @@ def test_reference_architecture_traces() -> None:
 
 
 class _Noisy(nn.Module):
-    """Adds fresh noise each call, declared or not."""
+    """Adds fresh noise each call, undeclared (caught by comparing two passes)."""
 
-    def __init__(self, inner: nn.Module, declare: bool) -> None:
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        if declare:
-            self.is_randomized = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x + 0.05 * torch.randn_like(x))
 
 
+class _DeclaredNoisy(_Noisy, DeclaresFlags):
+    """The same, declared randomized (read by ``model_flags``, as EOT reads it)."""
+
+    is_randomized = True
+    is_differentiable = True
+    uses_bpda = False
+
+
 @pytest.mark.parametrize("declare", [True, False])
 def test_randomized_models_stay_eager(trained_digits, declare: bool) -> None:
     model, x, _ = _cpu(trained_digits)
-    noisy = _Noisy(model, declare).eval()
+    noisy = (_DeclaredNoisy if declare else _Noisy)(model).eval()
     fwd, kind = inference_forward(noisy, x)
     assert kind == "eager" and fwd is noisy
 

@@ -11,8 +11,9 @@ ResNet-20) to 3x (LeNet5) faster.
 The trace replaces the model only where that is safe, else the eager model is used:
 
 - CPU tensors and an ``nn.Module`` in eval mode (attacks run models frozen; freezing needs it);
-- no submodule declares ``is_randomized`` (defenses that draw noise must be re-drawn per query),
-  and two eager passes on the probe batch agree exactly (catches undeclared randomness);
+- no submodule declares ``is_randomized`` True (:func:`advimage.model_flags.model_flags`, read
+  through wrappers, as EOT reads it; defenses that draw noise must be re-drawn per query), and
+  two eager passes on the probe batch agree exactly (catches undeclared randomness);
 - no module has forward hooks (their Python side effects would run once, at trace time);
 - tracing, freezing and optimising succeed, and the trace's logits match the eager model's on the
   probe batch and on half of it in reverse order (attacks shrink batches as samples succeed;
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.attacks.base import Model
+from advimage.model_flags import model_flags
 
 __all__ = ["inference_forward"]
 
@@ -46,11 +48,13 @@ _RTOL = 1e-4
 
 
 def _unsafe(model: nn.Module) -> bool:
-    """A submodule declares randomness or carries hooks a trace would not re-run."""
-    return any(
-        bool(getattr(m, "is_randomized", False)) or m._forward_hooks or m._forward_pre_hooks
-        for m in model.modules()
-    )
+    """A submodule declares randomness (or a flag that is not a bool) or carries hooks a trace
+    would not re-run."""
+    try:
+        randomized = any(model_flags(m).is_randomized for m in model.modules())
+    except ValueError:  # a malformed declaration: stay eager rather than fail
+        return True
+    return randomized or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def inference_forward(model: Model, example: Tensor) -> tuple[Model, str]:

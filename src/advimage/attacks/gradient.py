@@ -14,9 +14,7 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import Model, check_positive_int
-from advimage.attacks.preparation import AtDtype
-from advimage.model_flags import DeclaresFlags, model_flags
-from advimage.precision import AutocastModel
+from advimage.model_flags import DeclaresFlags, model_flags, unwrap
 
 __all__ = ["declares_deterministic", "input_gradient"]
 
@@ -27,12 +25,11 @@ def declares_deterministic(model: Model) -> bool:
 
     Flags are read by :func:`advimage.model_flags.model_flags`, as the evaluation harness reads
     them: a model that declares nothing (a plain classifier, a callable) counts as possibly
-    random, so EOT skips its repeated passes only on an explicit declaration. The precision
-    wrappers an attack puts around the model itself (``AutocastModel``, ``AtDtype``) are
-    seen through.
+    random, so EOT skips its repeated passes only on an explicit declaration. The wrappers an
+    attack puts around the model itself (``AutocastModel``, ``AtDtype``, the minimal-norm
+    rounding marker: every :class:`~advimage.model_flags.Wrapper`) are seen through.
     """
-    while isinstance(model, (AutocastModel, AtDtype)):
-        model = model.inner
+    model = unwrap(model)
     if model_flags(model).is_randomized is not False:
         return False
     if isinstance(model, torch.nn.Module):

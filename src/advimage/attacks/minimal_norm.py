@@ -20,6 +20,7 @@ from advimage.attacks.base import AttackResult, Model
 from advimage.attacks.losses import is_success
 from advimage.attacks.result_attack import ResultAttack
 from advimage.lp_balls import lp_norms, rows
+from advimage.model_flags import Wrapper
 from advimage.threat import _round_towards, is_low_precision  # the projection's own rounding
 
 __all__ = ["MinimalNormAttack", "MinimalNormResult", "Search", "snap"]
@@ -108,14 +109,14 @@ def snap(model: Model, x_adv: Tensor, x: Tensor) -> Tensor:
     return _round_towards(x_adv.float(), x.to(model.dtype)).to(x_adv.dtype)
 
 
-class _Rounded(nn.Module):
-    """``model`` unchanged, marked with the dtype its iterates are rounded to (:func:`snap`)."""
+class _Rounded(nn.Module, Wrapper):
+    """``model`` unchanged, marked with the dtype its iterates are rounded to (:func:`snap`);
+    a :class:`~advimage.model_flags.Wrapper`, so ``model``'s flags are read through it."""
 
     def __init__(self, model: Model, dtype: torch.dtype) -> None:
         super().__init__()
         self.inner = model
         self.dtype = dtype
-        self.is_randomized = getattr(model, "is_randomized", None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(x)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from advimage.model_flags import Wrapper
+
 __all__ = ["AtDtype", "Model", "frozen", "model_dtype_device", "seeded"]
 
 Model = Callable[[Tensor], Tensor]
@@ -55,19 +57,18 @@ def model_dtype_device(model: Model, x: Tensor) -> tuple[torch.dtype, torch.devi
     return x.dtype, x.device
 
 
-class AtDtype(nn.Module):
+class AtDtype(nn.Module, Wrapper):
     """``model`` called with inputs cast to its low-precision ``dtype``, logits in float32.
 
     Attacks on float16/bfloat16 models compute steps, norms and losses in float32 (constants
     like 1e-12 underflow to zero in float16); only the model's own forward runs in its dtype.
+    A :class:`~advimage.model_flags.Wrapper`: EOT and the fast forward read ``model``'s flags.
     """
 
     def __init__(self, model: Model, dtype: torch.dtype) -> None:
         super().__init__()
         self.inner = model
         self.dtype = dtype
-        # declarations attacks look for (EOT's deterministic check) pass through
-        self.is_randomized = getattr(model, "is_randomized", None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(x.to(self.dtype)).float()

@@ -34,6 +34,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from advimage.attacks.preparation import Model
+from advimage.model_flags import DeclaresFlags, model_flags
 
 __all__ = [
     "DiverseInputs",
@@ -68,8 +69,11 @@ def smooth(grad: Tensor, size: int, nsig: float) -> Tensor:
     return F.conv2d(grad, k, padding="same", groups=c)
 
 
-class DiverseInputs(nn.Module):
+class DiverseInputs(nn.Module, DeclaresFlags):
     """``model`` seen through DI's random resize-and-pad (Xie et al., 2019).
+
+    Declares itself randomized (EOT and the fast forward must not treat it as fixed); its
+    other flags are ``model``'s, read at each call (:func:`advimage.model_flags.model_flags`).
 
     Args:
         model: The surrogate.
@@ -80,11 +84,21 @@ class DiverseInputs(nn.Module):
         generator: Source of the draws (the attack's seeded generator).
     """
 
-    is_randomized = True  # EOT and the fast-forward trace must not treat it as fixed
+    is_randomized = True
 
     def __init__(self, model: Model, prob: float, resize: float, generator: torch.Generator):
         super().__init__()
         self.inner, self.prob, self.resize, self.generator = model, prob, resize, generator
+
+    @property
+    def is_differentiable(self) -> bool:
+        """As the wrapped model (resizing and padding pass gradients)."""
+        return model_flags(self.inner).is_differentiable
+
+    @property
+    def uses_bpda(self) -> bool:
+        """As the wrapped model."""
+        return model_flags(self.inner).uses_bpda
 
     def _draw(self, high: int) -> int:
         """An integer in ``[0, high)`` from the attack's generator (0 when the range is empty)."""

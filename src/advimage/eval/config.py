@@ -1,12 +1,12 @@
 """Declarative evaluation configs (``advimage run configs/NAME.yaml``) and their schema.
 
 A run config names the model, the data, the attack grid (each attack with its threat model:
-norm and a list of budgets), defenses and detectors (by registry name, see
-:mod:`advimage.defend.registry` and :mod:`advimage.detect.registry`), the report's metrics and
-the gradient-masking checks. Every section is validated by a small schema: an unknown key or
-a wrong type is a one-line ``ValueError`` naming the key and the allowed keys or values, so a
-typo never silently falls back to a default. Relative paths resolve against the config file's
-folder, then the cwd.
+norm and a list of budgets, and a transfer attack's surrogates; :mod:`.config_attacks`),
+defenses and detectors (by registry name, see :mod:`advimage.defend.registry` and
+:mod:`advimage.detect.registry`), the report's metrics and the gradient-masking checks.
+Every section is validated by a small schema: an unknown key or a wrong type is a one-line
+``ValueError`` naming the key and the allowed keys or values, so a typo never silently falls
+back to a default. Relative paths resolve against the config file's folder, then the cwd.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ from typing import Any
 
 import yaml
 
-from advimage.attacks.registry import list_attacks
 from advimage.data.registry import list_datasets
 from advimage.defend.registry import list_defenses
 from advimage.detect.registry import list_detectors
+from advimage.eval.config_attacks import ATTACK_KINDS, AttackConfig, parse_attacks
 from advimage.eval.config_schema import (
     ExecutorConfig,
     Key,
-    check_attack_options,
-    check_budget,
-    eps_values,
     parse_executor,
     positive_int,
     resolve_path,
@@ -41,9 +38,6 @@ __all__ = ["METRICS", "ATTACK_KINDS", "AttackConfig", "ChecksConfig", "Component
            "resolve_path", "same_run"]
 
 METRICS = ("clean_accuracy", "robust_accuracy", "mean_distance", "seconds")
-ATTACK_KINDS = ("white-box", "black-box", "transfer")
-NORMS = ("linf", "l2")
-_BLACK_BOX = {"square"}  # registered attacks that use no gradients
 
 # ----------------------------------------------------------------------------- sections
 @dataclass
@@ -56,24 +50,6 @@ class DataConfig:
     limit: int | None = None  # images, class-balanced (ImageDataset.balanced)
     batch_size: int = 256  # images per batch (one SQLite transaction each)
     image_size: int | None = None  # pixels (square); None keeps the native size
-
-
-@dataclass
-class AttackConfig:
-    """One attack at one budget (configs list several budgets; they expand to one each)."""
-
-    name: str
-    eps: float
-    norm: str = "linf"
-    options: dict[str, Any] = field(default_factory=dict)
-    label: str = ""
-    kind: str = "white-box"
-    surrogate: str | None = None  # craft on this model, evaluate on the defended one
-
-    @property
-    def key(self) -> str:
-        """Unique row name, e.g. ``pgd@0.03137``."""
-        return f"{self.label}@{self.eps:.6g}"
 
 
 @dataclass
@@ -126,11 +102,7 @@ class RunConfig:
             "examples": self.examples,
             "model": {"path": self.model},
             "data": vars(self.data).copy(),
-            "attacks": [
-                {"name": a.name, "eps": a.eps, "norm": a.norm, "options": dict(a.options),
-                 "label": a.label, "kind": a.kind, "surrogate": a.surrogate}
-                for a in self.attacks
-            ],
+            "attacks": [a.to_dict() for a in self.attacks],
             "defenses": [vars(d).copy() for d in self.defenses],
             "detectors": [vars(d).copy() for d in self.detectors],
             "checks": vars(self.checks).copy(),
@@ -187,47 +159,6 @@ def _parse_data(raw: object, base: Path | None) -> DataConfig:
     return DataConfig(**d)
 
 
-def _parse_attack(where: str, item: object, base: Path | None) -> list[AttackConfig]:
-    """One ``attacks[i]`` entry, expanded to one :class:`AttackConfig` per budget."""
-    if isinstance(item, str):
-        item = {"name": item}
-    a = section(where, item, {
-        "name": Key((str,), choices=list_attacks),
-        "eps": Key((int, float, str, list), 8 / 255),
-        "norm": Key((str,), "linf", choices=NORMS),
-        "options": Key((dict,), dict),
-        "label": Key((str,), None, nullable=True),
-        "kind": Key((str,), None, nullable=True, choices=ATTACK_KINDS),
-        "surrogate": Key((str,), None, nullable=True),
-    })
-    name = a["name"].lower()
-    check_attack_options(where, name, a["options"])
-    surrogate = a["surrogate"]
-    if surrogate is not None:
-        surrogate = resolve_path(surrogate, base, f"surrogate model ({where}.surrogate)")
-    kind = a["kind"] or ("transfer" if surrogate else
-                         "black-box" if name in _BLACK_BOX else "white-box")
-    label = a["label"] or (f"{name}-transfer" if surrogate else name)
-    out = []
-    for eps in eps_values(f"{where}.eps", a["eps"]):
-        check_budget(f"{where}.eps", a["norm"], eps)
-        out.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind, surrogate))
-    return out
-
-
-def _parse_attacks(items: list[object], base: Path | None) -> list[AttackConfig]:
-    if not items:
-        raise ValueError("config: 'attacks' needs at least one attack, e.g. [{name: pgd, "
-                         "eps: [8/255]}]")
-    attacks = [a for i, item in enumerate(items) for a in _parse_attack(f"attacks[{i}]", item,
-                                                                          base)]
-    keys = [a.key for a in attacks]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ValueError(f"config: attack {dup[0]!r} appears twice; give one a 'label'")
-    return attacks
-
-
 def _parse_checks(raw: object) -> ChecksConfig:
     c = section("checks", raw, {
         k: Key((type(v),) if not isinstance(v, float) else (int, float), v)
@@ -271,7 +202,7 @@ def parse_config(raw: object, base: Path | None = None) -> RunConfig:
         raise ValueError(f"config: 'examples' must be >= 0, got {top['examples']}")
     model = _parse_model(top["model"], base)  # the order of the checks: the old single pass
     data = _parse_data(top["data"], base)
-    attacks = _parse_attacks(top["attacks"], base)
+    attacks = parse_attacks(top["attacks"], base)
     checks = _parse_checks(top["checks"])
     metrics = _parse_metrics(top["metrics"])
     defenses = _components("defenses", top["defenses"], list_defenses) or [

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from advimage.attacks.base import Attack, frozen
 from advimage.attacks.registry import create_attack
+from advimage.attacks.transfer import SurrogateEnsemble
 from advimage.defend.registry import build_defense
 from advimage.detect.base import Detector
 from advimage.detect.registry import build_detector
@@ -30,7 +31,7 @@ from advimage.precision import with_precision
 from advimage.utils import atomic_write_bytes
 
 __all__ = ["EXAMPLES_DIR", "UNBOUNDED_LABEL", "BatchResult", "RunParts", "RunSpec", "build_parts",
-           "grad_stats", "run_batch", "save_examples"]
+           "build_surrogates", "grad_stats", "run_batch", "save_examples"]
 
 EXAMPLES_DIR = "examples"
 UNBOUNDED_LABEL = "unbounded-pgd"
@@ -51,7 +52,9 @@ def grad_stats(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, float]:
 @dataclass(frozen=True)
 class RunParts:
     """What every batch of a run uses: the config, the attack grid (specs and built attacks),
-    the defended models, their detectors, the transfer surrogates and the device."""
+    the defended models, their detectors, the transfer surrogates (keyed by
+    :attr:`AttackConfig.surrogate_key`: one model, or a :class:`SurrogateEnsemble` of several)
+    and the device."""
 
     cfg: RunConfig
     specs: list[AttackConfig]
@@ -76,8 +79,9 @@ class BatchResult:
 @dataclass(frozen=True)
 class RunSpec:
     """What builds a run's :class:`RunParts` anywhere, without files: the config, the loaded
-    model and transfer surrogates (on the CPU, before precision), one image of the data (for the
-    budget check) and the channels-last choice. A Ray worker receives it through the object
+    model and transfer surrogates (keyed by path, each loaded once however many attacks and
+    ensembles use it; on the CPU, before precision), one image of the data (for the budget and
+    class-count checks) and the channels-last choice. A Ray worker receives it through the object
     store (:mod:`advimage.eval.executor_ray`), so neither the model nor the data need to exist
     on the worker's disk."""
 
@@ -111,12 +115,44 @@ def build_parts(spec: RunSpec, dev: torch.device) -> RunParts:
     defended: list[tuple[str, nn.Module]] = [
         (d.label, build_defense(d.name, model, d.options).to(dev).eval())
         for d in config.defenses]
-    surrogates = {path: with_precision(m.to(dev).eval(), config.precision, dev,
-                                       spec.channels_last, "precision")
-                  for path, m in spec.surrogates.items()}
+    surrogates = build_surrogates(spec, model, dev)
     detectors = {label: [(d.label, build_detector(d.name, m, d.options))
                          for d in config.detectors] for label, m in defended}
     return RunParts(config, specs, attacks, defended, detectors, surrogates, dev)
+
+
+def build_surrogates(spec: RunSpec, model: nn.Module, dev: torch.device) -> dict[str, nn.Module]:
+    """Each transfer attack's surrogate on ``dev`` by :attr:`AttackConfig.surrogate_key`: one
+    model as it is, a list as the :class:`SurrogateEnsemble` of its logits (Dong et al., 2018),
+    sharing the members (each put in the run's precision once).
+
+    Raises:
+        ValueError: a surrogate is missing from ``spec`` or does not give as many classes as
+            ``model`` (checked on one image of the data).
+    """
+    cfg = spec.cfg
+    members = {path: with_precision(m.to(dev).eval(), cfg.precision, dev, spec.channels_last,
+                                    "precision") for path, m in spec.surrogates.items()}
+    if not members:
+        return {}
+    with torch.no_grad():
+        first = spec.first.to(dev)
+        classes = model(first).shape[-1]
+        for path, m in members.items():
+            if m(first).shape[-1] != classes:
+                raise ValueError(f"surrogate {path} gives {m(first).shape[-1]} classes, the "
+                                 f"model {classes}; a transfer attack needs the same classes")
+    out: dict[str, nn.Module] = {}
+    for a in cfg.attacks:
+        key = a.surrogate_key
+        if key is None or key in out:
+            continue
+        missing = [p for p in a.surrogates if p not in members]
+        if missing:
+            raise ValueError(f"attack {a.key}: surrogate {missing[0]} was not loaded")
+        out[key] = members[key] if key in members else SurrogateEnsemble(
+            [members[p] for p in a.surrogates], a.surrogate_weights)
+    return out
 
 
 def run_batch(
@@ -149,8 +185,9 @@ def run_batch(
         for spec, attack in zip(specs, attacks, strict=True):
             seed = batch_seed(cfg.seed, b, dname, spec.key)
             # transfer attacks are crafted on their surrogate, then evaluated on the defense
+            source = surrogates[spec.surrogate_key] if spec.surrogate_key else None
             out = attack_batch(dmodel, attack, x, y, pred, norm=spec.norm, seed=seed,
-                               source=surrogates[spec.surrogate] if spec.surrogate else None)
+                               source=source)
             x_adv = out.x_adv  # (B, C, H, W)
             timings.append((b, dname, spec.key, out.seconds))
             columns = (pred, out.pred_adv, out.clean_correct.int(), out.robust.int(),

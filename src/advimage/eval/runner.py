@@ -168,7 +168,8 @@ def _load_inputs(config: RunConfig, model: nn.Module | None, dataset: ImageDatas
             ds = ds.balanced(d.limit)
     if len(ds) == 0:
         raise ValueError("the dataset is empty")
-    surrogates = {s.surrogate: load_model(s.surrogate)[0] for s in config.attacks if s.surrogate}
+    paths = dict.fromkeys(p for s in config.attacks for p in s.surrogates)  # each loaded once
+    surrogates = {p: load_model(p)[0] for p in paths}
     first = ds.subset([0]).tensors()[0]  # (1, C, H, W): the budget check
     return RunSpec(config, model, surrogates, first, channels_last), model_meta, ds
 
