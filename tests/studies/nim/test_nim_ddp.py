@@ -116,8 +116,8 @@ def test_an_interrupted_two_process_run_resumes(tmp_path, one_process) -> None:
 
 @pytest.mark.parametrize("mode", ["nim", "mim"])
 def test_the_shared_objective_is_forward_exactly(mode: str) -> None:
-    """One process: global draws + the objective give ``NIMAutoencoder.forward``'s loss bit
-    for bit (the path every existing single-process run takes)."""
+    """The draws and objective of the torchrun path, given a whole batch, compute
+    ``NIMAutoencoder.forward``'s loss (one process's path) bit for bit."""
     cfg = NIMConfig(image_size=(8, 8), in_channels=1, patch_size=2, enc_dim=16, enc_depth=1,
                     enc_heads=2, dec_dim=16, dec_depth=1, dec_heads=2, mode=mode)
     torch.manual_seed(0)

@@ -98,7 +98,8 @@ class _Objective(nn.Module):
     :meth:`NIMAutoencoder.forward` draws the corruption for the rows it gets; under torchrun a
     rank gets a share, so :func:`_draw` makes the draws for the global batch (the calls, order
     and device of ``forward``: sigma, then the noise; or the mask) and each rank passes its rows
-    here. One process computes exactly ``forward``'s loss; DDP wraps this module.
+    here. Given a whole batch it computes exactly ``forward``'s loss (checked in the tests; one
+    process calls ``forward`` itself); DDP wraps this module.
     """
 
     def __init__(self, nim: NIMAutoencoder) -> None:
@@ -129,7 +130,7 @@ class _Run:
     """What every step of one pretraining run works with."""
 
     model: NIMAutoencoder
-    net: nn.Module  # the objective, or its DDP wrapper under torchrun
+    net: nn.Module  # under torchrun the DDP-wrapped objective (else the model)
     opt: torch.optim.Optimizer
     images: Tensor  # (N, C, H, W), CPU
     bs: int  # global batch
@@ -142,8 +143,9 @@ class _Run:
 def _epoch(run: _Run, order: Tensor, epoch: int) -> float:
     """One epoch over ``order``; returns the sum of the global batches' losses.
 
-    Every rank draws the whole global batch's corruption (same seed, same draws) and trains on
-    its contiguous share; DDP averages the equal shares' gradients.
+    One process calls ``forward``, which draws the corruption. Under torchrun every rank draws
+    the whole global batch's (same seed, same calls) and trains on its contiguous share; DDP
+    averages the equal shares' gradients.
     """
     total, warmup, lr = run.schedule
     steps_per_epoch = len(order) // run.bs
@@ -152,11 +154,12 @@ def _epoch(run: _Run, order: Tensor, epoch: int) -> float:
         for g in run.opt.param_groups:
             g["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, lr)
         x = run.images[order[i * run.bs:(i + 1) * run.bs]].to(run.dev)  # global batch
-        parts = (x, *_draw(run.model, x))
-        if run.dist is not None:
+        if run.dist is None:  # one process: the model draws its own corruption
+            loss, _ = run.model(x)
+        else:  # the global batch's draws, this rank's rows of everything
             ctx = run.dist
-            parts = tuple(None if t is None else ctx.share(t) for t in parts)
-        loss = run.net(*parts)
+            loss = run.net(*(None if t is None else ctx.share(t)
+                             for t in (x, *_draw(run.model, x))))
         check_finite_loss(loss, epoch + 1, run.out, last_good=epoch)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,13 +183,12 @@ def _resume(out: Path, model: NIMAutoencoder, opt: torch.optim.Optimizer, dev: t
 
 
 def _wrap(model: NIMAutoencoder, ctx: DistContext | None, dev: torch.device) -> nn.Module:
-    """The objective the steps call: as is, or in DDP under torchrun."""
-    objective = _Objective(model)
+    """Under torchrun the DDP-wrapped :class:`_Objective`; else the model itself."""
     if ctx is None:
-        return objective
+        return model
     if model.config.mode == "nim":  # DDP needs a gradient for every trainable parameter; NIM
         model.mask_token.requires_grad_(False)  # never uses this one and AdamW skips it anyway
-    return ctx.wrap(objective, dev)
+    return ctx.wrap(_Objective(model), dev)
 
 
 def _train_epoch(run: _Run, epoch: int, seed: int, steps_per_epoch: int) -> dict[str, Any]:
@@ -235,8 +237,7 @@ def pretrain(
         ``(model, history)``; history holds ``{"epoch", "loss", "lr", "seconds", "imgs_per_s"}``.
 
     Raises:
-        UserInputError: under torchrun, a global batch the world size does not divide (one
-            line, before anything is written).
+        UserInputError: under torchrun, a global batch the world size does not divide.
         ConfigMismatchError: ``out_dir`` holds a run with other settings.
     """
     _check_inputs(config, images)
