@@ -45,6 +45,7 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     from advimage.data import load_dataset
     from advimage.defend.nim.model import NIMConfig
     from advimage.studies.nim.train import pretrain
+    from advimage.train.distributed import check_batch, is_rank_zero
 
     check_out_arg(a, "dir")
     ds = load_dataset(a.data, "train", data_root=a.data_root)
@@ -57,21 +58,25 @@ def cmd_nim_pretrain(a: argparse.Namespace) -> int:
     cfg = NIMConfig(image_size=(h, w), in_channels=c, patch_size=a.patch_size,
                     enc_dim=a.enc_dim, enc_depth=a.enc_depth, enc_heads=a.enc_heads,
                     dec_dim=a.dec_dim, dec_depth=a.dec_depth, dec_heads=a.dec_heads, mode=a.mode)
+    check_batch(min(a.batch_size, len(images)))  # pretrain's global batch, before --track
     with tracking_for(a, a.out, {**cfg.to_dict(), "epochs": a.epochs, "lr": a.lr}):
         _, hist = pretrain(cfg, images, a.out, epochs=a.epochs, batch_size=a.batch_size,
                            lr=a.lr, seed=a.seed, resume=not a.no_resume, device=a.device)
     last = hist[-1]
-    sys.stdout.write(f"{a.mode} epoch {last['epoch']}: loss {last['loss']:.4f} "
-                     f"({last['imgs_per_s']:.0f} images/s) -> {a.out}/nim.safetensors\n")
+    if is_rank_zero():  # under torchrun: one line, from rank 0
+        sys.stdout.write(f"{a.mode} epoch {last['epoch']}: loss {last['loss']:.4f} "
+                         f"({last['imgs_per_s']:.0f} images/s) -> {a.out}/nim.safetensors\n")
     return 0
 
 
 def cmd_nim_finetune(a: argparse.Namespace) -> int:
     """Fine-tune on De^3 reconstructions; print test accuracies and the checkpoint path."""
     from advimage.studies.nim.finetune import finetune
+    from advimage.train.distributed import check_batch, is_rank_zero
 
     check_out_arg(a, "dir")
     cfg = train_config(a, model="nim-vit")  # the same recipe plumbing as `advimage train`
+    check_batch(cfg.batch_size)  # under torchrun: before --track writes anything
     sigma_test = None if a.sigma_test < 0 else a.sigma_test
     with tracking_for(a, a.out, cfg.to_dict()):
         _, m = finetune(a.nim, cfg, a.out, sigma_max=a.sigma_max, sigma_test=sigma_test,
@@ -79,8 +84,9 @@ def cmd_nim_finetune(a: argparse.Namespace) -> int:
                         progress=not a.no_progress)
     de3 = (f"; De3 (sigma_test {m['de3_sigma_test']:g}) accuracy {m['de3_accuracy']:.4f}"
            if "de3_accuracy" in m else "")
-    sys.stdout.write(f"test accuracy {m['test_accuracy']:.4f} on {m['test_images']} images{de3}; "
-                     f"checkpoint {a.out}/model.safetensors\n")
+    if is_rank_zero():  # under torchrun: one line, from rank 0
+        sys.stdout.write(f"test accuracy {m['test_accuracy']:.4f} on {m['test_images']} "
+                         f"images{de3}; checkpoint {a.out}/model.safetensors\n")
     return 0
 
 

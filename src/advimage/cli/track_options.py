@@ -32,10 +32,13 @@ def tracking_for(
     a: argparse.Namespace, out_dir: Any, params: Mapping[str, Any] | None = None
 ) -> AbstractContextManager[Any]:
     """The ``--track`` tracker of ``out_dir``, active inside the ``with`` block (closed after);
-    ``params`` (e.g. the training config) are recorded first."""
+    ``params`` (e.g. the training config) are recorded first. Under torchrun only rank 0
+    tracks (one TensorBoard event file, one MLflow run); the other ranks get the no-op tracker."""
     from advimage.tracking import activate, make_tracker
+    from advimage.train.distributed import is_rank_zero
 
-    tracker = make_tracker(getattr(a, "track", "none"), out_dir)
+    kind = getattr(a, "track", "none") if is_rank_zero() else "none"  # torchrun: rank 0 logs
+    tracker = make_tracker(kind, out_dir)
     if params:
         tracker.log_params(params)
     return activate(tracker)

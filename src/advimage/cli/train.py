@@ -23,17 +23,20 @@ __all__ = ["add_distill_parser", "add_train_parser", "cmd_distill", "cmd_train"]
 def cmd_train(a: argparse.Namespace) -> int:
     """Train (resuming from ``--out``); print the test accuracy and the checkpoint path."""
     from advimage.train import train
+    from advimage.train.distributed import check_batch, is_rank_zero
 
     check_out_arg(a, "dir")
     cfg = train_config(a)
+    check_batch(cfg.batch_size)  # under torchrun: before --track writes anything
     with tracking_for(a, a.out, cfg.to_dict()):
         _, metrics = train(
             cfg, a.out, device=a.device, resume=not a.no_resume, progress=not a.no_progress
         )
-    print(
-        f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
-        f"checkpoint {Path(a.out) / 'model.safetensors'}"
-    )
+    if is_rank_zero():  # under torchrun: one line, from rank 0
+        print(
+            f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_images']} images; "
+            f"checkpoint {Path(a.out) / 'model.safetensors'}"
+        )
     return 0
 
 
@@ -41,9 +44,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
     """Train one student arm; print its test accuracy and the checkpoint path."""
     from advimage.models.hub import load_model
     from advimage.studies.distill import DistillConfig, distill
+    from advimage.train.distributed import check_batch, is_rank_zero
 
     check_out_arg(a, "dir")
     cfg = train_config(a)
+    check_batch(cfg.batch_size)  # under torchrun: before --track writes anything
     teacher, teacher_meta = (None, None) if a.arm == "independent" else load_model(a.teacher)
     layers = a.hint_layers.split(",") if a.hint_layers else [None, None]
     if len(layers) != 2:
@@ -57,10 +62,11 @@ def cmd_distill(a: argparse.Namespace) -> int:
             cfg, dcfg, a.out, teacher=teacher, teacher_meta=teacher_meta, device=a.device,
             resume=not a.no_resume, progress=not a.no_progress,
         )
-    print(
-        f"{a.arm} student: test accuracy {metrics['test_accuracy']:.4f} on "
-        f"{metrics['test_images']} images; checkpoint {Path(a.out) / 'model.safetensors'}"
-    )
+    if is_rank_zero():  # under torchrun: one line, from rank 0
+        print(
+            f"{a.arm} student: test accuracy {metrics['test_accuracy']:.4f} on "
+            f"{metrics['test_images']} images; checkpoint {Path(a.out) / 'model.safetensors'}"
+        )
     return 0
 
 

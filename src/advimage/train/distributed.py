@@ -1,7 +1,8 @@
 """Data-parallel training under ``torchrun`` (PyTorch DDP; Li et al., VLDB 2020, "PyTorch
 Distributed: Experiences on Accelerating Data Parallel Training").
 
-``torchrun --nproc-per-node N -m advimage.cli train ...`` starts N processes; :func:`setup`
+``torchrun --nproc-per-node N -m advimage.cli train ...`` (or ``distill``, ``nim pretrain``,
+``nim finetune``) starts N processes; :func:`setup`
 reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), joins the process group
 (gloo on CPU, NCCL on CUDA, one GPU per process by local rank) and returns a
 :class:`DistContext`. Every process walks the same seeded sequence of global batches
@@ -9,14 +10,19 @@ reads torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), joins t
 contiguous share of each (:meth:`DistContext.share`), so N processes take the same optimizer
 steps on the same global batches as one process: DDP averages the gradients of equal shares,
 which is the gradient of the global mean loss. Rank 0 alone writes checkpoints, logs and the
-final model; every rank resumes from the same ``state.safetensors``.
+final model; every rank resumes from the same ``state.safetensors``. The command line keeps its
+other side effects (the ``--track`` logger, the final output line) on rank 0
+(:func:`is_rank_zero`, which reads torchrun's environment and works before and after the group).
 
 BatchNorm: on CUDA its layers become ``SyncBatchNorm`` (statistics over the global batch, as one
 process computes them); PyTorch's ``SyncBatchNorm`` does not run on CPU, so under gloo each
 process normalizes with its own share's statistics and the running statistics are rank 0's
 (DDP broadcasts buffers every step). Weights then match one process only approximately.
 Random parts of a step that draw per row (dropout, PGD's random start in adversarial
-training) draw for the share, not the global batch: equal in distribution, not bit for bit.
+training, ``nim finetune``'s noise) draw for the share, not the global batch: equal in
+distribution, not bit for bit. ``nim pretrain`` (:mod:`advimage.studies.nim.train`) draws its
+noise and masks for the global batch on every rank and takes the share, so each image gets the
+draw it gets in one process.
 """
 
 from __future__ import annotations
@@ -31,16 +37,35 @@ from torch.nn.parallel import DistributedDataParallel
 
 from advimage.errors import UserInputError
 
-__all__ = ["DistContext", "is_main", "setup", "world_size"]
+__all__ = ["DistContext", "check_batch", "is_main", "is_rank_zero", "setup", "world_size"]
+
+
+def _env_int(name: str, default: int) -> int:
+    """torchrun's integer environment variable ``name`` (``default`` when unset)."""
+    try:
+        return int(os.environ.get(name, str(default)))
+    except ValueError:
+        raise UserInputError(f"{name} must be an integer, got {os.environ[name]!r}") from None
 
 
 def world_size() -> int:
     """Processes of this torchrun job (1 when not under torchrun)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise UserInputError(f"WORLD_SIZE must be an integer, got "
-                             f"{os.environ['WORLD_SIZE']!r}") from None
+    return _env_int("WORLD_SIZE", 1)
+
+
+def is_rank_zero() -> bool:
+    """Whether this process does the job's single side effects: not under torchrun, or its
+    rank 0 (torchrun's ``RANK``; valid before the process group is joined and after it is left)."""
+    return world_size() <= 1 or _env_int("RANK", 0) == 0
+
+
+def check_batch(batch_size: int) -> None:
+    """A one-line :class:`UserInputError` when the global ``batch_size`` does not split evenly
+    over torchrun's processes (nothing to do outside torchrun); call it before writing anything."""
+    world = world_size()
+    if world > 1 and batch_size % world:
+        raise UserInputError(f"--batch-size {batch_size} does not split evenly over {world} "
+                             f"torchrun processes; use a multiple of {world}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,12 @@ class DistContext:
         t = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         dist.all_reduce(t)
         return float(t[0]), int(t[1]), int(t[2])
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over every rank (e.g. the mean loss of equal shares)."""
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0]) / self.world
 
     def wrap(self, model: nn.Module, device: torch.device, loss_hook: object = None
              ) -> nn.Module:
@@ -112,10 +143,8 @@ def setup(batch_size: int, device: torch.device) -> tuple[DistContext | None, to
     world = world_size()
     if world <= 1:
         return None, device
-    if batch_size % world:
-        raise UserInputError(f"--batch-size {batch_size} does not split evenly over {world} "
-                             f"torchrun processes; use a multiple of {world}")
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    check_batch(batch_size)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

@@ -194,11 +194,11 @@ def _run_epoch(run: _Run, epoch: int, history: list[dict[str, Any]]) -> None:
               "train_acc": correct / max(seen, 1), "test_acc": test_acc,
               "lr": run.opt.param_groups[0]["lr"], "seconds": time.time() - t0}
     history.append(record)
-    log_scalars(epoch + 1, record, "train")  # --track: a no-op unless one is active
     log.info("epoch %d: loss %.4f train %.4f test %.4f (%.0fs)", epoch + 1,
              record["train_loss"], record["train_acc"], test_acc, record["seconds"])
     if not is_main(run.dist):
         return
+    log_scalars(epoch + 1, record, "train")  # --track: a no-op unless one is active
     with open(run.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     state_meta = {"epoch": epoch + 1, "history": history, "config": run.cfg.to_dict()}

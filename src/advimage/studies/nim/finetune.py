@@ -40,6 +40,7 @@ from advimage.eval.accuracy import evaluate_accuracy
 from advimage.models import ImageClassifier
 from advimage.models.nim_vit import POOLS
 from advimage.train.config import TrainConfig
+from advimage.train.distributed import is_rank_zero
 from advimage.train.trainer import train
 from advimage.utils import resolve_device, write_json
 
@@ -222,7 +223,7 @@ def finetune(
 
     model, metrics = train(cfg, out_dir, device=dev, resume=resume, progress=progress,
                            loss_hook=hook, run_info=run_info, model_init=model_init)
-    if sigma_test is not None:
+    if sigma_test is not None and is_rank_zero():  # under torchrun rank 0 scores and writes
         metrics.update(_score_de3(nim, model, cfg, sigma_test, dev))
         model.cpu()
         write_json(Path(out_dir) / "metrics.json", metrics)

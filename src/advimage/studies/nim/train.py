@@ -6,23 +6,35 @@ per step. Every epoch writes ``state.safetensors`` + ``state.json`` in the train
 (:mod:`advimage.train.trainer`); the data order, noise levels, noise and masks of epoch ``e``
 depend only on ``(seed, e)``, so a resumed run ends with the same weights as an uninterrupted
 one. The final model goes to ``nim.safetensors`` + ``nim.json`` (:func:`save_nim`).
+
+Under ``torchrun --nproc-per-node N`` the loop is data-parallel through
+:mod:`advimage.train.distributed` (as ``advimage train``): every process walks the same seeded
+global batches of ``batch_size`` images, draws the corruption (sigma and noise, or the mask) for
+the whole global batch with the same seeded generator, and trains on its contiguous share, so each
+image gets exactly the noise it gets in a single process; DDP averages the equal shares'
+gradients, i.e. the gradient of the global mean loss (the model has LayerNorm only, no BatchNorm
+and no dropout). Rank 0 alone logs, checkpoints and writes the final model; every rank resumes
+from the same ``state.safetensors`` (and a run saved by N processes resumes with any number
+that divides the batch).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from advimage.defend.nim.io import save_nim
-from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig, normalized_patches
 from advimage.errors import ConfigMismatchError
 from advimage.tracking import log_scalars
 from advimage.train.config import check_int, check_range
+from advimage.train.distributed import DistContext, is_main, setup
 from advimage.train.state import (
     check_finite_loss,
     check_finite_state,
@@ -80,23 +92,80 @@ def _adamw(model: NIMAutoencoder, lr: float, weight_decay: float) -> torch.optim
                              betas=(0.9, 0.95))
 
 
-def _epoch(model: NIMAutoencoder, opt: torch.optim.Optimizer, images: Tensor, order: Tensor,
-           epoch: int, bs: int, schedule: tuple[int, int, float], dev: torch.device,
-           out: Path) -> float:
-    """One epoch of pretraining over ``order``; returns the sum of the batch losses."""
-    total, warmup, lr = schedule
-    steps_per_epoch = len(order) // bs
+class _Objective(nn.Module):
+    """The NIM (or MIM) loss of rows whose corruption was drawn for the whole global batch.
+
+    :meth:`NIMAutoencoder.forward` draws the corruption for the rows it gets; under torchrun a
+    rank gets a share, so :func:`_draw` makes the draws for the global batch (the calls, order
+    and device of ``forward``: sigma, then the noise; or the mask) and each rank passes its rows
+    here. Given a whole batch it computes exactly ``forward``'s loss (checked in the tests; one
+    process calls ``forward`` itself); DDP wraps this module.
+    """
+
+    def __init__(self, nim: NIMAutoencoder) -> None:
+        super().__init__()
+        self.nim = nim
+
+    def forward(self, x: Tensor, sigma: Tensor | None, noise: Tensor | None,
+                mask: Tensor | None) -> Tensor:
+        """Mean squared error against the normalized patches of clean ``x`` (B, C, H, W)."""
+        nim = self.nim
+        target, _, _ = normalized_patches(x, nim.config.patch_size)  # (B, N, P)
+        if mask is None:  # nim: every patch of x + sigma / 255 * noise
+            pred = nim.decode(nim.encode(nim.add_noise(x, cast(Tensor, sigma), noise)))
+            return ((pred - target) ** 2).mean()
+        pred = nim.decode(nim.encode(x, mask), mask)  # mim: the hidden patches only
+        return ((pred - target) ** 2).mean(dim=-1)[mask].mean()
+
+
+def _draw(nim: NIMAutoencoder, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(sigma (B,), noise like x, None)`` for NIM, ``(None, None, mask (B, N))`` for MIM."""
+    if nim.config.mode == "nim":
+        return nim.sample_sigma(x), torch.randn_like(x), None
+    return None, None, nim.random_mask(x)
+
+
+@dataclass
+class _Run:
+    """What every step of one pretraining run works with."""
+
+    model: NIMAutoencoder
+    net: nn.Module  # under torchrun the DDP-wrapped objective (else the model)
+    opt: torch.optim.Optimizer
+    images: Tensor  # (N, C, H, W), CPU
+    bs: int  # global batch
+    schedule: tuple[int, int, float]  # (total steps, warm-up steps, peak lr)
+    dev: torch.device
+    out: Path
+    dist: DistContext | None
+
+
+def _epoch(run: _Run, order: Tensor, epoch: int) -> float:
+    """One epoch over ``order``; returns the sum of the global batches' losses.
+
+    One process calls ``forward``, which draws the corruption. Under torchrun every rank draws
+    the whole global batch's (same seed, same calls) and trains on its contiguous share; DDP
+    averages the equal shares' gradients.
+    """
+    total, warmup, lr = run.schedule
+    steps_per_epoch = len(order) // run.bs
     loss_sum = 0.0
     for i in range(steps_per_epoch):
-        for g in opt.param_groups:
+        for g in run.opt.param_groups:
             g["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, lr)
-        loss, _ = model(images[order[i * bs:(i + 1) * bs]].to(dev))
-        check_finite_loss(loss, epoch + 1, out, last_good=epoch)
-        opt.zero_grad(set_to_none=True)
+        x = run.images[order[i * run.bs:(i + 1) * run.bs]].to(run.dev)  # global batch
+        if run.dist is None:  # one process: the model draws its own corruption
+            loss, _ = run.model(x)
+        else:  # the global batch's draws, this rank's rows of everything
+            ctx = run.dist
+            loss = run.net(*(None if t is None else ctx.share(t)
+                             for t in (x, *_draw(run.model, x))))
+        check_finite_loss(loss, epoch + 1, run.out, last_good=epoch)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        run.opt.step()
         loss_sum += float(loss.detach())
-    return loss_sum
+    return loss_sum if run.dist is None else run.dist.mean(loss_sum)
 
 
 def _resume(out: Path, model: NIMAutoencoder, opt: torch.optim.Optimizer, dev: torch.device,
@@ -111,6 +180,29 @@ def _resume(out: Path, model: NIMAutoencoder, opt: torch.optim.Optimizer, dev: t
     meta = load_train_state(out, model, opt, dev)
     log.info("resuming %s at epoch %d", out, meta["epoch"])
     return meta["epoch"], meta["history"]
+
+
+def _wrap(model: NIMAutoencoder, ctx: DistContext | None, dev: torch.device) -> nn.Module:
+    """Under torchrun the DDP-wrapped :class:`_Objective`; else the model itself."""
+    if ctx is None:
+        return model
+    if model.config.mode == "nim":  # DDP needs a gradient for every trainable parameter; NIM
+        model.mask_token.requires_grad_(False)  # never uses this one and AdamW skips it anyway
+    return ctx.wrap(_Objective(model), dev)
+
+
+def _train_epoch(run: _Run, epoch: int, seed: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Epoch ``epoch`` (0-based) with its seeded order and corruption; returns its record."""
+    run.model.train()
+    torch.manual_seed(seed * 100_003 + epoch)  # order, sigma, noise and masks of this epoch
+    order = torch.randperm(len(run.images))
+    t0 = time.time()
+    loss_sum = _epoch(run, order, epoch)
+    check_finite_state([run.model], run.opt, epoch + 1, run.out, last_good=epoch)
+    seconds = time.time() - t0
+    return {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
+            "lr": run.opt.param_groups[0]["lr"], "seconds": seconds,
+            "imgs_per_s": steps_per_epoch * run.bs / max(seconds, 1e-9)}
 
 
 def pretrain(
@@ -133,7 +225,8 @@ def pretrain(
         config: architecture, corruption and image size (must match ``images``).
         images: the training images (CPU tensor).
         out_dir: receives per-epoch ``state.*`` and the final ``nim.*``.
-        epochs, batch_size: the schedule (the last partial batch is dropped).
+        epochs, batch_size: the schedule (the last partial batch is dropped); under torchrun
+            ``batch_size`` is the global batch, split evenly over the processes.
         lr: peak learning rate; weight_decay: AdamW decay on weight matrices.
         warmup_epochs: linear warm-up length in epochs.
         seed: seeds initialization and every epoch's shuffling and corruption.
@@ -142,34 +235,33 @@ def pretrain(
 
     Returns:
         ``(model, history)``; history holds ``{"epoch", "loss", "lr", "seconds", "imgs_per_s"}``.
+
+    Raises:
+        UserInputError: under torchrun, a global batch the world size does not divide.
+        ConfigMismatchError: ``out_dir`` holds a run with other settings.
     """
     _check_inputs(config, images)
     _check_schedule(epochs, batch_size, lr, weight_decay, warmup_epochs)
+    bs, steps_per_epoch, total, warmup = _steps(len(images), batch_size, epochs, warmup_epochs)
+    ctx, dev = setup(bs, resolve_device(device))  # torchrun: join its group; nothing written yet
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
     torch.manual_seed(seed)
     model = NIMAutoencoder(config).to(dev)
     opt = _adamw(model, lr, weight_decay)
     settings = {"config": config.to_dict(), "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
                 "seed": seed, "n_images": int(images.shape[0])}
-    bs, steps_per_epoch, total, warmup = _steps(len(images), batch_size, epochs, warmup_epochs)
     start, history = _resume(out, model, opt, dev, settings) if resume else (0, [])
+    run = _Run(model, _wrap(model, ctx, dev), opt, images, bs, (total, warmup, lr), dev, out, ctx)
     for epoch in range(start, epochs):
-        model.train()
-        torch.manual_seed(seed * 100_003 + epoch)  # order, sigma, noise and masks of this epoch
-        order = torch.randperm(len(images))
-        t0 = time.time()
-        loss_sum = _epoch(model, opt, images, order, epoch, bs, (total, warmup, lr), dev, out)
-        check_finite_state([model], opt, epoch + 1, out, last_good=epoch)
-        seconds = time.time() - t0
-        history.append({"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch,
-                        "lr": opt.param_groups[0]["lr"], "seconds": seconds,
-                        "imgs_per_s": steps_per_epoch * bs / max(seconds, 1e-9)})
-        _log_epoch(history[-1])
-        save_train_state(out, model, opt, {"epoch": epoch + 1, "history": history,
-                                      "settings": settings})
+        history.append(_train_epoch(run, epoch, seed, steps_per_epoch))
+        if is_main(ctx):  # rank 0 alone logs and checkpoints
+            _log_epoch(history[-1])
+            save_train_state(out, model, opt, {"epoch": epoch + 1, "history": history,
+                                               "settings": settings})
     model.eval()
+    if ctx is not None and not ctx.finish():  # off rank 0: nothing to write
+        return model, history
     save_nim(model, out / "nim", meta={"history": history, "settings": settings})
     return model, history
