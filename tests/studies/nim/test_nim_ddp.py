@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 import advimage
 from advimage.cli import main
 from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
-from advimage.studies.nim.train import _draw, _Objective
+from advimage.studies.nim.train import _Objective
 
 SRC = str(Path(advimage.__file__).resolve().parents[1])
 TINY = ["--data", "digits", "--limit", "96", "--patch-size", "2", "--enc-dim", "32",
@@ -125,5 +125,5 @@ def test_the_shared_objective_is_forward_exactly(mode: str) -> None:
     torch.manual_seed(1)
     want, _ = model(x)
     torch.manual_seed(1)
-    got = _Objective(model)(x, *_draw(model, x))
+    got = _Objective(model)(x, *model.draw_corruption(x))
     assert torch.equal(got, want)

@@ -208,17 +208,35 @@ class NIMAutoencoder(nn.Module):
             z = block(z)
         return self.decoder_pred(self.decoder_norm(z))[:, 1:]  # (B, N, P)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Training step on clean images ``x`` in [0, 1]: ``(loss, predicted patches)``."""
+    def draw_corruption(self, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """A training step's random corruption of ``x`` (B, C, H, W), in the order
+        :meth:`forward` draws it: ``(sigma (B,), noise like x, None)`` for NIM,
+        ``(None, None, mask (B, N))`` for MIM. Under torchrun every rank draws it for the
+        global batch and keeps its rows (:mod:`advimage.studies.nim.train`)."""
+        if self.config.mode == "nim":
+            return self.sample_sigma(x), torch.randn_like(x), None
+        return None, None, self.random_mask(x)
+
+    def corrupted_loss(self, x: Tensor, sigma: Tensor | None, noise: Tensor | None,
+                       mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(loss, predicted patches)`` of clean ``x`` under a drawn corruption
+        (:meth:`draw_corruption`): NIM, the MSE over every patch of ``x + sigma / 255 *
+        noise``; MIM, over the hidden patches only. Targets are the normalized patches."""
         self._check(x)
         target, _, _ = normalized_patches(x, self.config.patch_size)  # (B, N, P)
-        if self.config.mode == "nim":
-            pred = self.decode(self.encode(self.add_noise(x, self.sample_sigma(x))))
+        if mask is None:
+            if sigma is None or noise is None:
+                raise ValueError("a NIM step needs sigma and noise (draw_corruption)")
+            pred = self.decode(self.encode(self.add_noise(x, sigma, noise)))
             return ((pred - target) ** 2).mean(), pred
-        mask = self.random_mask(x)  # (B, N)
         pred = self.decode(self.encode(x, mask), mask)
         per_patch = ((pred - target) ** 2).mean(dim=-1)  # (B, N)
         return per_patch[mask].mean(), pred
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Training step on clean images ``x`` in [0, 1]: ``(loss, predicted patches)``."""
+        self._check(x)
+        return self.corrupted_loss(x, *self.draw_corruption(x))
 
     def reconstruct(self, corrupted: Tensor, reference: Tensor) -> Tensor:
         """Image (B, C, H, W) from ``corrupted``, un-normalized with ``reference``'s patch stats.

@@ -24,13 +24,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from advimage.defend.nim.io import save_nim
-from advimage.defend.nim.model import NIMAutoencoder, NIMConfig, normalized_patches
+from advimage.defend.nim.model import NIMAutoencoder, NIMConfig
 from advimage.errors import ConfigMismatchError
 from advimage.tracking import log_scalars
 from advimage.train.config import check_int, check_range
@@ -96,10 +96,10 @@ class _Objective(nn.Module):
     """The NIM (or MIM) loss of rows whose corruption was drawn for the whole global batch.
 
     :meth:`NIMAutoencoder.forward` draws the corruption for the rows it gets; under torchrun a
-    rank gets a share, so :func:`_draw` makes the draws for the global batch (the calls, order
-    and device of ``forward``: sigma, then the noise; or the mask) and each rank passes its rows
-    here. Given a whole batch it computes exactly ``forward``'s loss (checked in the tests; one
-    process calls ``forward`` itself); DDP wraps this module.
+    rank gets a share, so every rank draws for the global batch
+    (:meth:`NIMAutoencoder.draw_corruption`, ``forward``'s own draws) and passes its rows
+    here, to ``forward``'s own loss (:meth:`NIMAutoencoder.corrupted_loss`); DDP wraps this
+    module (one process calls ``forward`` itself).
     """
 
     def __init__(self, nim: NIMAutoencoder) -> None:
@@ -108,21 +108,8 @@ class _Objective(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor | None, noise: Tensor | None,
                 mask: Tensor | None) -> Tensor:
-        """Mean squared error against the normalized patches of clean ``x`` (B, C, H, W)."""
-        nim = self.nim
-        target, _, _ = normalized_patches(x, nim.config.patch_size)  # (B, N, P)
-        if mask is None:  # nim: every patch of x + sigma / 255 * noise
-            pred = nim.decode(nim.encode(nim.add_noise(x, cast(Tensor, sigma), noise)))
-            return ((pred - target) ** 2).mean()
-        pred = nim.decode(nim.encode(x, mask), mask)  # mim: the hidden patches only
-        return ((pred - target) ** 2).mean(dim=-1)[mask].mean()
-
-
-def _draw(nim: NIMAutoencoder, x: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """``(sigma (B,), noise like x, None)`` for NIM, ``(None, None, mask (B, N))`` for MIM."""
-    if nim.config.mode == "nim":
-        return nim.sample_sigma(x), torch.randn_like(x), None
-    return None, None, nim.random_mask(x)
+        """The loss of clean rows ``x`` (B, C, H, W) under their share of the draws."""
+        return self.nim.corrupted_loss(x, sigma, noise, mask)[0]
 
 
 @dataclass
@@ -159,7 +146,7 @@ def _epoch(run: _Run, order: Tensor, epoch: int) -> float:
         else:  # the global batch's draws, this rank's rows of everything
             ctx = run.dist
             loss = run.net(*(None if t is None else ctx.share(t)
-                             for t in (x, *_draw(run.model, x))))
+                             for t in (x, *run.model.draw_corruption(x))))
         check_finite_loss(loss, epoch + 1, run.out, last_good=epoch)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
