@@ -13,6 +13,14 @@ gradient work, and is optional (``--torchattacks``) because it is slow.
 
     python bench/autoattack_speed.py --case mnist --n 200 --threads 2 [--torchattacks]
     python bench/autoattack_speed.py --case cifar --n 200 --threads 2
+    python bench/autoattack_speed.py --case mnist --norm l1 --n 200 --threads 2
+
+``--norm l1`` runs L1 AutoAttack (Croce & Hein, ICML 2021: APGD-CE and APGD-T with the
+large-radius schedule, FAB-T, Square, all L1) at eps 10 on MNIST (the MNIST L1 radius of
+Tramer & Boneh, NeurIPS 2019; the L1 AutoAttack paper itself reports CIFAR-10 and ImageNet,
+not MNIST) and eps 12 on CIFAR-10 (the L1 AutoAttack paper's). ``--norm l2``: eps 2 (MNIST,
+Tramer & Boneh) and 0.5 (CIFAR-10, the AutoAttack paper's). ``--eps`` overrides.
+torchattacks has no L1 AutoAttack; ``--torchattacks`` runs with ``--norm linf`` only.
 """
 
 from __future__ import annotations
@@ -26,8 +34,12 @@ from torch import Tensor
 
 from advimage.attacks import AutoAttack
 
-CASES = {"mnist": (load_mnist, 0.3, "LeNet5 (adv. trained), MNIST, eps 0.3"),
-         "cifar": (load_cifar, 2 / 255, "ResNet-20, CIFAR-10, eps 2/255")}
+CASES = {"mnist": (load_mnist, "LeNet5 (adv. trained), MNIST"),
+         "cifar": (load_cifar, "ResNet-20, CIFAR-10")}
+# default eps per (case, norm) and how the title prints it; see the module doc for the sources
+EPS = {("mnist", "linf"): (0.3, "0.3"), ("mnist", "l2"): (2.0, "2"),
+       ("mnist", "l1"): (10.0, "10"), ("cifar", "linf"): (2 / 255, "2/255"),
+       ("cifar", "l2"): (0.5, "0.5"), ("cifar", "l1"): (12.0, "12")}
 MAX_GAP = 0.1  # points: our robust accuracy may exceed the original's by at most this
 MAX_TIME_RATIO = 0.5  # our wall time / the original's
 
@@ -38,13 +50,21 @@ def main() -> None:
     parser.add_argument("--case", choices=sorted(CASES), default="mnist")
     parser.add_argument("--n", type=int, default=200, help="points")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--norm", choices=("linf", "l2", "l1"), default="linf")
+    parser.add_argument("--eps", type=float, default=None, help="default: see the module doc")
     parser.add_argument("--torchattacks", action="store_true", help="also torchattacks' AA")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    load, eps, title = CASES[args.case]
+    load, name = CASES[args.case]
+    eps, eps_text = EPS[(args.case, args.norm)]
+    if args.eps is not None:
+        eps, eps_text = args.eps, f"{args.eps:g}"
+    title = f"{name}, {args.norm} eps {eps_text}"
+    if args.torchattacks and args.norm != "linf":
+        parser.error("--torchattacks runs its L-inf AutoAttack only")
     model, x, y = load(args.shared, args.n)
-    ours_attack = AutoAttack(eps=eps, version="standard", seed=args.seed)
+    ours_attack = AutoAttack(eps=eps, norm=args.norm, version="standard", seed=args.seed)
     reports = []
 
     def ours() -> Tensor:
@@ -53,7 +73,8 @@ def main() -> None:
         return result.x_adv
 
     contenders: list[tuple[str, Callable[[], Tensor]]] = [
-        ("original (pyautoattack)", lambda: peers.aa_autoattack(model, x, y, eps, args.seed)),
+        ("original (pyautoattack)",
+         lambda: peers.aa_autoattack(model, x, y, eps, args.seed, norm=args.norm)),
         ("advimage", ours),
     ]
     if args.torchattacks:

@@ -296,7 +296,7 @@ def aa_autoattack(
     """The original AutoAttack (Croce & Hein's code, ``pyautoattack``), its own ensemble loop."""
     from pyautoattack import AutoAttack as OriginalAutoAttack
 
-    aa = OriginalAutoAttack(model, eps=eps, norm="Linf" if norm == "linf" else "L2",
+    aa = OriginalAutoAttack(model, eps=eps, norm={"linf": "Linf", "l2": "L2", "l1": "L1"}[norm],
                             seed=seed, version=version, device=x.device)
     x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     return x_adv.detach()

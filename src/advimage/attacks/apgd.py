@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.apgd_l1 import apgd_l1_run
+from advimage.attacks.apgd_largereps import apgd_l1_largereps_run, largereps_schedule
 from advimage.attacks.apgd_schedule import StepSizeRule, apgd_checkpoints
 from advimage.attacks.base import Attack, Model, check_positive_float, check_positive_int
 from advimage.attacks.loop import input_gradient
@@ -62,6 +63,9 @@ class APGD(Attack):
             classified as the target); they keep their first adversarial point.
         eot: Gradient samples averaged per step (Expectation over Transformation, for
             randomized models); 1 for deterministic models.
+        use_largereps: l1 only: each run goes through the radii ``3 eps``, ``2 eps``, ``eps``
+            (30/30/40% of the steps; L1 AutoAttack's schedule, Croce & Hein, ICML 2021:
+            :mod:`advimage.attacks.apgd_largereps`); off by default, as in the original.
     """
 
     name: ClassVar[str] = "apgd-ce"
@@ -73,6 +77,7 @@ class APGD(Attack):
     momentum: float = 0.75
     early_stop: bool = True
     eot: int = 1
+    use_largereps: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +91,10 @@ class APGD(Attack):
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.use_largereps:
+            if self.norm != "l1":
+                raise ValueError(f"use_largereps is an l1 schedule; norm is {self.norm!r}")
+            largereps_schedule(self.eps, self.steps)  # refuses too few steps
 
     # ------------------------------------------------------------------ losses
     def _loss(self, logits: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
@@ -224,7 +233,8 @@ class APGD(Attack):
         def fwd(xa: Tensor, ya: Tensor, lt: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
             return self._forward(model, xa, ya, lt)
 
-        return apgd_l1_run(self.threat, self.steps, self.early_stop, fwd, s, generator)
+        run = apgd_l1_largereps_run if self.use_largereps else apgd_l1_run
+        return run(self.threat, self.steps, self.early_stop, fwd, s, generator)
 
     def _momentum_step(self, model: Model, s: dict[str, Tensor], i: int) -> tuple[Tensor, Tensor]:
         """Step ``i`` of APGD in place on the state ``s``; returns logits and loss at the new

@@ -58,9 +58,18 @@ def apgd_l1_run(
     forward: Forward,
     s: dict[str, Tensor],
     generator: torch.Generator,
+    x_init: Tensor | None = None,
+    judge: bool = True,
 ) -> RunOutcome:
     """One l1-APGD run on the rows in ``s`` (``x``, ``y``, optional ``target`` deciding
     success and ``loss_target`` steering the loss).
+
+    Args (besides the state):
+        x_init: Start here (inside the threat model) instead of a random start; the sparsity
+            ``k`` then starts at ``||x_init - x||_0 / 1.5``, as the reference's custom start
+            does (the stages of :mod:`advimage.attacks.apgd_largereps`).
+        judge: Whether success counts; ``False`` (a stage at a larger radius than the
+            threat model's) returns every row's highest-loss iterate, none successful.
 
     Returns:
         ``(x_adv, success, loss)`` as APGD's runs do: the first adversarial iterate, else the
@@ -68,22 +77,17 @@ def apgd_l1_run(
     """
     x = s["x"]
     eps = float(threat.eps)
-    s["x_adv"] = threat.random_start(x, generator)
+    s["x_adv"] = threat.random_start(x, generator) if x_init is None else x_init
     rows_ = ActiveRows(s["x_adv"])
     logits, loss, s["grad"] = forward(s["x_adv"], s["y"], s.get("loss_target"))
     n_fts = x[0].numel()
-    s.update(
-        x_best=s["x_adv"].clone(), grad_best=s["grad"].clone(), loss_best=loss.clone(),
-        step=torch.full((len(x),), eps, dtype=x.dtype, device=x.device),
-        topk=torch.full((len(x),), _TOPK_START, dtype=x.dtype, device=x.device),
-        sp_old=torch.full((len(x),), float(n_fts), dtype=x.dtype, device=x.device),
-    )
+    _start_state(s, loss, eps, n_fts, custom=x_init is not None)
     check = max(int(_CHECK_EVERY * steps), 1)
     for i in range(steps + 1):
-        ok = is_success(logits, s["y"], s.get("target"))
-        if not early_stop:
+        ok = is_success(logits, s["y"], s.get("target")) if judge else None
+        if ok is not None and not early_stop:
             rows_.record(ok, s["x_adv"])
-        elif bool(ok.any()):
+        elif ok is not None and bool(ok.any()):
             keep = rows_.retire(ok, s["x_adv"])
             if keep.numel() == 0:
                 return rows_.outcome()
@@ -105,6 +109,23 @@ def apgd_l1_run(
         logits, loss, s["grad"] = forward(s["x_adv"], s["y"], s.get("loss_target"))
     rows_.finish(s["x_best"], s["loss_best"])
     return rows_.outcome()
+
+
+def _start_state(s: dict[str, Tensor], loss: Tensor, eps: float, n_fts: int, custom: bool) -> None:
+    """Best point, step, sparsity ``k`` and last sparsity of a run starting at ``s["x_adv"]``:
+    ``k`` is 20% of the features after a random start, ``||x_adv - x||_0 / 1.5`` after a
+    custom one (the reference's ``x_init``)."""
+    x = s["x"]
+    full = torch.full((len(x),), 1.0, dtype=x.dtype, device=x.device)
+    if custom:
+        sp = ((s["x_adv"] - x).flatten(1) != 0).sum(dim=1).to(x.dtype)
+        topk, sp_old = sp / n_fts / _SPARSITY_MARGIN, sp
+    else:
+        topk, sp_old = full * _TOPK_START, full * float(n_fts)
+    s.update(
+        x_best=s["x_adv"].clone(), grad_best=s["grad"].clone(), loss_best=loss.clone(),
+        step=full * eps, topk=topk, sp_old=sp_old,
+    )
 
 
 def _sparsity_check(s: dict[str, Tensor], eps: float, n_fts: int) -> None:

@@ -13,6 +13,13 @@ restarts, Square, APGD-T and FAB-T; ``rand`` (randomized defenses) runs APGD-CE 
 with EOT over 20 gradient draws. ``fast`` (advimage's own: 25 steps, 3 targets, 500 queries, no
 FAB-T) is for CI and quick looks and is weaker.
 
+L1 (Croce & Hein, "Mind the box", ICML 2021; the original's ``_set_version`` for ``'L1'``):
+``standard`` runs APGD-CE with 5 restarts and APGD-T with 5 target classes, both with the
+large-radius schedule (``use_largereps``: :mod:`advimage.attacks.apgd_largereps`), then FAB-T
+and Square in L1 with the budgets above. ``plus`` and ``rand`` in L1 are the L-inf/L2 members
+in L1 without that schedule, as the original runs them (it only logs "please check" for
+``plus``); ``fast`` in L1 keeps the schedule on its 25-step APGD members.
+
 Departure in ``rand``: the original judges each member's result on one forward pass of the
 randomized model; advimage judges it on ``RAND_DRAWS`` passes and counts a point as fooled only
 if most of them misclassify it, so one lucky draw of the defense's randomness does not decide.
@@ -54,6 +61,13 @@ from advimage.attacks.square import Square
 __all__ = ["AttackStage", "AutoAttack", "AutoAttackReport", "AutoAttackResult"]
 
 VERSIONS = ("standard", "plus", "rand", "fast")
+# members of each version, in run order (the original's ``_set_version``)
+MEMBERS: dict[str, tuple[str, ...]] = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+    "fast": ("apgd-ce", "apgd-t", "square"),
+}
 RAND_EOT = 20  # gradient draws per APGD step in version "rand" (the original's eot_iter)
 RAND_DRAWS = 5  # forward passes that judge a member's result in version "rand"
 
@@ -112,11 +126,11 @@ class AutoAttackResult(AttackResult):
 @register_attack("autoattack")
 @dataclass
 class AutoAttack(Attack):
-    """AutoAttack (untargeted), linf or l2, in the original's versions.
+    """AutoAttack (untargeted), linf, l2 or l1, in the original's versions.
 
     Args (dataclass fields):
         eps: Radius of the threat model.
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (see the module doc for L1's members).
         seed: Seed shared by the members' random starts and searches.
         version: ``"standard"``, ``"plus"`` or ``"rand"`` (the original's versions, see the
             module doc) or ``"fast"`` (25 steps, 3 targets, 500 queries: for CI, weaker).
@@ -130,6 +144,7 @@ class AutoAttack(Attack):
 
     name: ClassVar[str] = "autoattack"
     supports_targeted: ClassVar[bool] = False
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     version: str = "standard"
     eot: int = 1
     batch_size: int | None = 256
@@ -147,29 +162,42 @@ class AutoAttack(Attack):
 
     def members(self) -> list[Attack]:
         """The member attacks, in the order they run (the original's ``_set_version``)."""
-        common: dict[str, Any] = {
+        return [self.member(name) for name in MEMBERS[self.version]]
+
+    def member(self, name: str) -> Attack:
+        """Member ``name`` (one of ``MEMBERS[version]``) with this version's budgets.
+
+        FAB and Square members are built with this ensemble's norm and raise their own one-line
+        ``ValueError`` for a norm they lack; the APGD members can be built alone.
+        """
+        if name not in MEMBERS[self.version]:
+            raise ValueError(f"version {self.version!r} has no member {name!r}; it has: "
+                             f"{', '.join(MEMBERS[self.version])}")
+        c: dict[str, Any] = {
             "eps": self.eps, "norm": self.norm, "seed": self.seed, "bounds": self.bounds,
         }
-        if self.version == "rand":
-            eot = self.eot if self.eot > 1 else RAND_EOT
-            return [APGD(loss="ce", eot=eot, **common), APGDDLR(eot=eot, **common)]
-        if self.version == "fast":
-            return [
-                APGD(loss="ce", steps=25, eot=self.eot, **common),
-                APGDT(steps=25, n_target_classes=3, eot=self.eot, **common),
-                Square(queries=500, p_init=0.8, **common),
-            ]
-        apgdt = APGDT(loss="dlr", n_target_classes=9, eot=self.eot, **common)
-        fabt = FABT(n_target_classes=9, **common)
+        v, l1 = self.version, self.norm == "l1"
+        fast, eot = v == "fast", self.eot if self.eot > 1 or v != "rand" else RAND_EOT
+        steps = 25 if fast else 100
+        reps = l1 and v in ("standard", "fast")  # the large-radius schedule (L1 standard)
+        if name == "apgd-ce":
+            restarts = 5 if v == "plus" or (l1 and v == "standard") else 1
+            return APGD(loss="ce", steps=steps, restarts=restarts, eot=eot,
+                        use_largereps=reps, **c)
+        if name == "apgd-dlr":
+            return APGDDLR(restarts=5 if v == "plus" else 1, eot=eot, **c)
+        if name == "apgd-t":
+            targets = 3 if fast else 5 if l1 and v == "standard" else 9
+            return APGDT(loss="dlr", steps=steps, n_target_classes=targets, eot=eot,
+                         use_largereps=reps, **c)
+        if name == "fab":
+            return FAB(restarts=5, **c)
+        if name == "fab-t":
+            return FABT(n_target_classes=9, **c)
+        if fast:
+            return Square(queries=500, p_init=0.8, **c)
         # 5000 queries on the 10,000-query p schedule, not rescaled (resc_schedule=False)
-        square = Square(queries=5000, p_init=0.8, rescale_schedule=False, **common)
-        if self.version == "standard":
-            return [APGD(loss="ce", eot=self.eot, **common), apgdt, fabt, square]
-        return [  # plus
-            APGD(loss="ce", restarts=5, eot=self.eot, **common),
-            APGDDLR(restarts=5, eot=self.eot, **common),
-            FAB(restarts=5, **common), square, apgdt, fabt,
-        ]
+        return Square(queries=5000, p_init=0.8, rescale_schedule=False, **c)
 
     def run(self, model: Model, x: Tensor, y: Tensor) -> AutoAttackResult:
         """Attack like ``self(model, x, y)`` and report what each member did.
