@@ -13,6 +13,7 @@ leave the batch as soon as they flip (active-set compaction). The counts are exa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,6 +118,11 @@ def _judge_last(model: Model, last: list[_Rows], counts: list[Tensor], k: int) -
         counts[r.search][r.act[flipped]] = k
 
 
+def _signed_ce(logits: Tensor, cls: Tensor, sign: Tensor) -> Tensor:
+    """``sign * CE(logits, cls)`` per row, ``(b,)``."""
+    return sign * F.cross_entropy(logits, cls, reduction="none")
+
+
 def _gradient(
     model: Model, rows: list[_Rows], max_rows: int | None
 ) -> tuple[Tensor, Tensor]:
@@ -134,9 +140,7 @@ def _gradient(
     sizes = chunk_sizes(len(x), max_rows)
     grads, logits = [], []
     for xc, cc, sc in zip(x.split(sizes), cls.split(sizes), sign.split(sizes), strict=True):
-        g, _, lg = input_gradient(
-            model, xc, lambda z, cc=cc, sc=sc: sc * F.cross_entropy(z, cc, reduction="none")
-        )
+        g, _, lg = input_gradient(model, xc, functools.partial(_signed_ce, cls=cc, sign=sc))
         grads.append(g)
         logits.append(lg)
     if len(grads) == 1:
