@@ -82,3 +82,45 @@ def test_detector_pass_rows_keep_every_decision(digits_model, digits_test, fast_
     assert torch.allclose(whole["c1"], chunked["c1"], atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="pass_rows"):
         NoiseSignatureDetector(digits_model, fast_config, crit, pass_rows=0)
+
+
+def test_fast_copy_keeps_decisions_and_the_model(digits_model, digits_test, fast_config):
+    from advimage.detect.fast_model import scoring_copy
+
+    x = digits_test[0][:60]
+    state = {k: v.clone() for k, v in digits_model.state_dict().items()}
+    plain = NoiseSignatureDetector(digits_model, fast_config, "c1,c2t,c2u", fast_copy=False)
+    fast = NoiseSignatureDetector(digits_model, fast_config, "c1,c2t,c2u")
+    a, b = plain.score(x), fast.score(x)
+    for k in ("c2t", "c2u"):
+        assert torch.equal(a[k], b[k])
+    assert torch.allclose(a["c1"], b["c1"], atol=1e-5)
+    after = digits_model.state_dict()
+    assert all(torch.equal(state[k], after[k]) for k in state)  # the copy, not the model
+    copy_ = scoring_copy(digits_model.eval())
+    assert copy_ is not digits_model
+    with torch.no_grad():
+        assert torch.allclose(copy_(x), digits_model(x), atol=1e-5)
+
+
+def test_scoring_copy_folds_batchnorm():
+    from torch import nn
+
+    from advimage.detect.fast_model import scoring_copy
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    bn = net[1]
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.normal_()
+    bn.bias.data.normal_()
+    net.eval()
+    fast = scoring_copy(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    x = torch.rand(5, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), net(x), atol=1e-5)
+    assert scoring_copy(net.train()) is net  # training mode: batch statistics, no folding
