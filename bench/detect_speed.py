@@ -16,6 +16,7 @@ may time the reference on an evenly spaced subset (``--ref-n``); per-image cost 
 depend on the other images, so images/s stays comparable.
 
     python bench/detect_speed.py [--n 256] [--ref-n 64] [--criteria c1,c2t,c2u] [--model M]
+                                 [--pass-rows 64] [--no-fast-copy] [--threads N]
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def main() -> None:
     parser.add_argument("--c2u-cap", type=int, default=50, help="C2u cap (official: 1000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pass-rows", type=int, default=64,
+                        help="the detector's pass_rows (rows per model pass; 0: no chunks)")
+    parser.add_argument("--no-fast-copy", action="store_true",
+                        help="score with the model itself, not the detector's scoring_copy")
     args = parser.parse_args()
     setup_threads(args.threads)
     spec = args.model or sorted((args.shared / "models").glob("resnet20-*.th"))[0]
@@ -111,10 +116,12 @@ def main() -> None:
     x = x.to(args.device)
     config = get_preset("cifar10").replace(c2u_cap=args.c2u_cap)
     det = NoiseSignatureDetector(model, config, args.criteria, seed=args.seed,
-                                 batch_size=args.n)
+                                 batch_size=args.n, pass_rows=args.pass_rows or None,
+                                 fast_copy=not args.no_fast_copy)
     print(header("noise-signature detector: batched vs per-image official loop"))
     print(f"model {spec}, device {args.device}, {args.n} CIFAR-10 test images, criteria "
-          f"{','.join(det.criteria)}, config {config.as_dict()}")
+          f"{','.join(det.criteria)}, config {config.as_dict()}, pass_rows {det.pass_rows}, "
+          f"fast_copy {det.fast_copy}")
 
     det.score(x[:8])  # warm-up
     start, cpu0 = time.perf_counter(), time.process_time()

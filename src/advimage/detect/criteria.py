@@ -21,16 +21,12 @@ does), so it stops costing compute. Step counts are those of the official loop e
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from advimage.attacks.base import Model, check_positive_float, check_positive_int, frozen
-from advimage.attacks.loop import input_gradient
-from advimage.attacks.losses import ce_loss
-from advimage.threat import ThreatModel
+from advimage.attacks.base import Model, check_positive_float, check_positive_int
+from advimage.detect.step_search import StepSearch, joint_steps_to_flip
 
 __all__ = ["draw_noise", "random_targets", "softmax_l1_change", "steps_to_flip"]
 
@@ -121,48 +117,6 @@ def steps_to_flip(
     Returns:
         ``(B,)`` int64 step counts in ``[0, cap]`` on ``x``'s device.
     """
-    check_positive_int(cap, "cap")
-    lr = check_positive_float(lr, "lr")
-    threat = ThreatModel("linf", radius, bounds)
-    with frozen(model):
-        return _count_steps(model, x.detach(), label, target, threat, lr, cap,
-                            stop_at_fixed_point)
-
-
-def _count_steps(model: Model, x: Tensor, label: Tensor, target: Tensor | None,
-                 threat: ThreatModel, lr: float, cap: int, stop_at_fixed_point: bool) -> Tensor:
-    """The loop of :func:`steps_to_flip`; a row leaves the batch once its label flipped.
-
-    Rows still searching after ``cap - 1`` steps get one forward pass at ``x_{cap-1}`` (its
-    label decides between ``cap - 1`` and ``cap``); the official loop's last backward pass
-    only produces ``x_cap``, which is never judged.
-    """
-    n = len(x)
-    counts = torch.full((n,), cap, dtype=torch.long, device=x.device)
-    act = torch.arange(n, device=x.device)  # rows of x still searching
-    xa, la, ta = x, label, target
-    x_adv = xa
-    for k in range(cap - 1):
-        grad, _, logits = input_gradient(
-            model, x_adv, functools.partial(ce_loss, y=la, target=ta)
-        )  # (b, C, H, W), -, (b, K)
-        flipped = logits.argmax(dim=1) != la  # (b,) judged at x_k before stepping
-        x_next = threat.project(xa, x_adv + lr * grad).detach()  # (b, C, H, W)
-        done = flipped
-        if stop_at_fixed_point:
-            done = done | (x_next == x_adv).flatten(1).all(dim=1)  # stuck: count = cap
-        if bool(done.any()):
-            counts[act[flipped]] = k
-            keep = (~done).nonzero()[:, 0]
-            if keep.numel() == 0:
-                break
-            act, xa, la = act[keep], xa[keep], la[keep]
-            ta = None if ta is None else ta[keep]
-            x_next = x_next[keep]
-        x_adv = x_next
-    else:  # x_{cap-1}: only its label counts (x_cap is never judged), so no backward pass
-        with torch.no_grad():
-            flipped = model(x_adv).argmax(dim=1) != la
-        counts[act[flipped]] = cap - 1
-    return counts
-
+    search = StepSearch(lr=lr, radius=radius, cap=cap, target=target)
+    return joint_steps_to_flip(model, x, label, [search], bounds=bounds,
+                               stop_at_fixed_point=stop_at_fixed_point)[0]

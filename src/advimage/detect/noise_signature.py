@@ -23,13 +23,11 @@ from torch import Tensor
 from advimage.attacks.base import Model, frozen, model_dtype_device
 from advimage.detect.calibration import check_fpr, joint_thresholds
 from advimage.detect.config import DetectorConfig, check_criteria, get_preset
-from advimage.detect.criteria import (
-    draw_noise,
-    random_targets,
-    softmax_l1_change,
-    steps_to_flip,
-)
+from advimage.detect.criteria import draw_noise, random_targets, softmax_l1_change
 from advimage.detect.detector_file import FORMAT, DetectorFile, model_fingerprint
+from advimage.detect.fast_model import scoring_copy
+from advimage.detect.row_chunks import RowChunks
+from advimage.detect.step_search import StepSearch, joint_steps_to_flip
 from advimage.validation import check_images, check_labels
 
 __all__ = ["DEFAULT_CRITERIA", "FORMAT", "NoiseSignatureDetector", "model_fingerprint"]
@@ -53,6 +51,12 @@ class NoiseSignatureDetector(DetectorFile):
         seed: Seed of the noise draws and random targets; each :meth:`score` call restarts
             from it, so scoring is reproducible.
         batch_size: Images scored at once (memory bound; speed grows with it).
+        pass_rows: Largest number of rows one model pass gets: a batch's passes run in
+            near-equal chunks of at most this many rows (cheaper per image on a CPU, see
+            :mod:`advimage.detect.row_chunks`); ``None`` runs each pass on all its rows.
+        fast_copy: Score with :func:`~advimage.detect.fast_model.scoring_copy` of the model
+            (BatchNorm folded, channels-last on CPU): about 30% less CPU time on ResNet-20,
+            same function but not bit-identical; ``False`` uses the model itself.
         bounds: Valid pixel range of the model's inputs.
     """
 
@@ -64,6 +68,8 @@ class NoiseSignatureDetector(DetectorFile):
         *,
         seed: int = 0,
         batch_size: int = 256,
+        pass_rows: int | None = 64,
+        fast_copy: bool = True,
         bounds: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         self.config = get_preset(config) if isinstance(config, str) else config
@@ -74,7 +80,12 @@ class NoiseSignatureDetector(DetectorFile):
             raise ValueError(f"seed must be an int, got {seed!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.seed, self.batch_size = seed, batch_size
+        if pass_rows is not None and (
+            isinstance(pass_rows, bool) or not isinstance(pass_rows, int) or pass_rows < 1
+        ):
+            raise ValueError(f"pass_rows must be an integer >= 1 or None, got {pass_rows!r}")
+        self.seed, self.batch_size, self.pass_rows = seed, batch_size, pass_rows
+        self.fast_copy = bool(fast_copy)
         self.bounds: tuple[float, float] = (bounds[0], bounds[1])
         self.model: Model | None = None
         self.fingerprint: str | None = None
@@ -120,25 +131,24 @@ class NoiseSignatureDetector(DetectorFile):
     def _score_batch(
         self, model: Model, x: Tensor, generator: torch.Generator
     ) -> tuple[dict[str, Tensor], Tensor]:
-        cfg = self.config
+        cfg, chunked = self.config, RowChunks(model, self.pass_rows)
         with torch.no_grad():
-            logits = model(x)  # (B, K)
+            logits = chunked(x)  # (B, K)
         labels = logits.argmax(dim=1)  # (B,) the model's own prediction, as in the paper
         noise, targets = self.draws(x, labels, logits.shape[1], generator)
         out: dict[str, Tensor] = {}
         if noise is not None:
             with torch.no_grad():
-                out["c1"] = softmax_l1_change(model, x, noise, F.softmax(logits, dim=1))
+                out["c1"] = softmax_l1_change(chunked, x, noise, F.softmax(logits, dim=1))
+        searches = {}  # C2t and C2u share every gradient pass
         if targets is not None:
-            out["c2t"] = steps_to_flip(
-                model, x, labels, lr=cfg.c2t_lr, radius=cfg.c2t_radius, cap=cfg.c2t_cap,
-                target=targets, bounds=self.bounds,
-            )
+            searches["c2t"] = StepSearch(cfg.c2t_lr, cfg.c2t_radius, cfg.c2t_cap, targets)
         if "c2u" in self.criteria:
-            out["c2u"] = steps_to_flip(
-                model, x, labels, lr=cfg.c2u_lr, radius=cfg.c2u_radius, cap=cfg.c2u_cap,
-                bounds=self.bounds,
-            )
+            searches["c2u"] = StepSearch(cfg.c2u_lr, cfg.c2u_radius, cfg.c2u_cap)
+        if searches:
+            counts = joint_steps_to_flip(model, x, labels, list(searches.values()),
+                                         bounds=self.bounds, max_rows=self.pass_rows)
+            out.update(zip(searches, counts, strict=True))
         return out, labels
 
     def score_with_labels(
@@ -153,9 +163,10 @@ class NoiseSignatureDetector(DetectorFile):
         parts: list[dict[str, Tensor]] = []
         labels: list[Tensor] = []
         with frozen(model):
+            scorer = scoring_copy(model) if self.fast_copy else model
             for start in range(0, len(x), self.batch_size):
                 chunk = x[start : start + self.batch_size].detach().to(device=device, dtype=dtype)
-                scores, lab = self._score_batch(model, chunk, generator)
+                scores, lab = self._score_batch(scorer, chunk, generator)
                 parts.append({k: v.cpu() for k, v in scores.items()})
                 labels.append(lab.cpu())
         merged = {k: torch.cat([p[k] for p in parts]) for k in self.criteria}
