@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 
 import torch
 from torch import Tensor, nn
-from torch.fx.experimental.optimization import fuse
 
 from advimage.attacks.base import Model
+
+with warnings.catch_warnings():  # torch 2.13's module defines its helpers with jit.script_method
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
+                            category=DeprecationWarning)
+    from torch.fx.experimental.optimization import fuse
 
 __all__ = ["scoring_copy"]
 
