@@ -124,3 +124,33 @@ def test_scoring_copy_folds_batchnorm():
     with torch.no_grad():
         assert torch.allclose(fast(x), net(x), atol=1e-5)
     assert scoring_copy(net.train()) is net  # training mode: batch statistics, no folding
+
+
+def test_scoring_copy_leaves_randomized_models_alone():
+    """A model with a submodule that declares itself randomized is scored as it is: a copy
+    would draw from its own copy of the generator (and leave the model's state behind)."""
+    from torch import nn
+
+    from advimage.detect.fast_model import scoring_copy
+    from advimage.model_flags import DeclaresFlags
+
+    class Noise(nn.Module, DeclaresFlags):
+        is_randomized, is_differentiable, uses_bpda = True, True, False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 0.01 * torch.randn_like(x)
+
+    class Malformed(nn.Identity, DeclaresFlags):
+        is_randomized, is_differentiable, uses_bpda = "yes", True, False  # type: ignore[assignment]
+
+    def net(first: nn.Module) -> nn.Module:
+        return nn.Sequential(first, nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                             nn.LazyLinear(3)).eval()
+
+    plain = net(nn.Identity())
+    plain(torch.rand(1, 1, 6, 6))  # materialize the lazy layer
+    assert scoring_copy(plain) is not plain  # the control: a deterministic model is copied
+    for first in (Noise(), Malformed()):
+        model = net(first)
+        model(torch.rand(1, 1, 6, 6))
+        assert scoring_copy(model) is model

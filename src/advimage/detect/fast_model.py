@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from advimage.attacks.base import Model
+from advimage.model_flags import model_flags
 
 with warnings.catch_warnings():  # torch 2.13's module defines its helpers with jit.script_method
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
@@ -60,13 +61,25 @@ def _fold(module: nn.Module) -> nn.Module:
         return module
 
 
+def _draws_noise(model: nn.Module) -> bool:
+    """Whether ``model`` or a submodule declares itself randomized (or declares malformed
+    flags, which are read as "may be")"""
+    try:
+        return any(bool(model_flags(m).is_randomized) for m in model.modules())
+    except ValueError:
+        return True
+
+
 def scoring_copy(model: Model) -> Model:
     """A copy of ``model`` (in eval mode, frozen) with the rewrites of the module docstring.
 
-    Returns ``model`` itself when it is not an ``nn.Module``, is in training mode, or has no
-    convolution.
+    Returns ``model`` itself when it is not an ``nn.Module``, is in training mode, declares
+    itself randomized (a copy would draw from its own copy of the generators and leave the
+    model's untouched), or has no convolution.
     """
     if not isinstance(model, nn.Module) or model.training:
+        return model
+    if _draws_noise(model):
         return model
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return model
