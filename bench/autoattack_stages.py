@@ -7,6 +7,11 @@ the stage that fooled it. Then each such stage is re-run from advimage's side on
 points the original's stage received.
 
     python bench/autoattack_stages.py [--n 200] [--threads 2]
+    python bench/autoattack_stages.py --n 1000 --skip 200 --stages 2 --threads 1
+
+``--skip K`` drops the first K of the N points (points already compared), ``--stages S`` runs
+the first S members of both chains only (2: APGD-CE and APGD-T). Point indices printed are
+indices into the first N test images.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from advimage.attacks import AutoAttack
 EPS = 0.3
 
 
-def original_chain(model, x, y, seed: int, norm: str = "Linf") -> dict[str, torch.Tensor]:
+def original_chain(model, x, y, seed: int, norm: str = "Linf",
+                   stages: int | None = None) -> dict[str, torch.Tensor]:
     """Robust flags after each stage of pyautoattack's standard version (its own loop)."""
     from pyautoattack import AutoAttack as PyAA
 
@@ -30,7 +36,7 @@ def original_chain(model, x, y, seed: int, norm: str = "Linf") -> dict[str, torc
     with torch.no_grad():
         robust = model(x).argmax(1) == y
     flags = {"clean": robust.clone()}
-    for name in aa.attacks_to_run:
+    for name in aa.attacks_to_run[:stages]:
         idx = robust.nonzero().flatten()
         t0 = time.perf_counter()
         if len(idx):
@@ -60,24 +66,34 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", type=int, default=0, help="drop the first K points")
+    parser.add_argument("--stages", type=int, default=None, help="run the first S members")
     args = parser.parse_args()
     setup_threads(args.threads)
     model, x, y = load_mnist(args.shared, args.n)
-    orig = original_chain(model, x, y, args.seed)
-    res = AutoAttack(eps=EPS, seed=args.seed).run(model, x, y)
+    x, y, k0 = x[args.skip:], y[args.skip:], args.skip
+    orig = original_chain(model, x, y, args.seed, stages=args.stages)
+    stages = args.stages
+
+    class Chain(AutoAttack):
+        def members(self) -> list:  # the first ``stages`` members only
+            return super().members()[:stages]
+
+    res = Chain(eps=EPS, seed=args.seed).run(model, x, y)
     for k, s in enumerate(res.report.stages):
-        hit = (res.report.fooled_by == k).nonzero().flatten().tolist()
-        print(f"advimage {s.name:10s} robust {int(round(s.robust_accuracy * args.n)):4d}  "
+        hit = ((res.report.fooled_by == k).nonzero().flatten() + k0).tolist()
+        print(f"advimage {s.name:10s} robust {int(round(s.robust_accuracy * len(x))):4d}  "
               f"{s.seconds:6.1f}s  fooled {hit}")
-    only_orig = (res.report.robust & ~orig["square"]).nonzero().flatten()
-    only_ours = (~res.report.robust & orig["square"]).nonzero().flatten()
+    last = orig[list(orig)[-1]]
+    only_orig = (res.report.robust & ~last).nonzero().flatten() + k0
+    only_ours = (~res.report.robust & last).nonzero().flatten() + k0
     print(f"robust for advimage, fooled by the original: {only_orig.tolist()}")
     print(f"robust for the original, fooled by advimage: {only_ours.tolist()}")
     names = [k for k in orig if k != "clean"]
     prev = orig["clean"]
     for name in names:
         hit = prev & ~orig[name]
-        print(f"  original {name}: fooled {hit.nonzero().flatten().tolist()}")
+        print(f"  original {name}: fooled {(hit.nonzero().flatten() + k0).tolist()}")
         prev = orig[name]
 
 
