@@ -14,14 +14,13 @@ import dataclasses
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness_helpers import local_ray
 from torch import Tensor, nn
 
-import advimage
 from advimage.cli import main
 from advimage.eval.config_schema import ExecutorConfig
 from advimage.eval.detection import run_detection
@@ -30,7 +29,6 @@ from advimage.studies.detection import build_job
 
 ray = pytest.importorskip("ray")
 
-SRC = str(Path(advimage.__file__).resolve().parents[1])
 CONFIG = """\
 name: t
 model: bundled
@@ -51,11 +49,8 @@ ONE = ExecutorConfig(name="ray", workers=1)  # one actor to start: the failure t
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():  # noqa: ANN201
     """One local Ray instance with 2 CPUs; workers import advimage from this checkout."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    info = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                    runtime_env={"env_vars": {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}})
-    yield info
-    ray.shutdown()
+    with local_ray(__name__) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness_helpers import tiny_config
+from harness_helpers import SRC, local_ray, tiny_config
 from test_resume import _dump, _rows
 from torch import Tensor, nn
 
-import advimage
 from advimage.data.registry import load_dataset
 from advimage.eval.config import parse_config
 from advimage.eval.executor import BatchesFailedError, ExecutorError
@@ -34,17 +33,13 @@ ray = pytest.importorskip("ray")
 
 N_IMAGES = 30
 BATCH = 4  # 8 batches, the last of 2 images
-SRC = str(Path(advimage.__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():  # noqa: ANN201
     """One local Ray instance with 2 CPUs; workers import advimage from this checkout."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    info = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                    runtime_env={"env_vars": {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}})
-    yield info
-    ray.shutdown()
+    with local_ray(__name__) as info:
+        yield info
 
 
 def _config(**over: object) -> dict:

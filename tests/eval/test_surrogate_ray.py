@@ -3,22 +3,19 @@ actor builds the same logit ensemble, and the stored rows equal the serial run's
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from harness_helpers import tiny_config
+from harness_helpers import local_ray, tiny_config
 from test_resume import _dump
 
-import advimage
 from advimage.eval.config import parse_config
 from advimage.eval.runner import run_evaluation
 from advimage.models import create_model, save_checkpoint
 
 ray = pytest.importorskip("ray")
 
-SRC = str(Path(advimage.__file__).resolve().parents[1])
 
 
 def test_ray_crafts_on_the_same_ensemble_as_the_serial_run(tmp_path: Path) -> None:
@@ -31,12 +28,7 @@ def test_ray_crafts_on_the_same_ensemble_as_the_serial_run(tmp_path: Path) -> No
                  {"name": "fgsm", "eps": [0.2], "surrogate": "bundled"}],
         examples=0, checks={"enabled": False}))
     run_evaluation(cfg, tmp_path / "serial", device="cpu")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}})
-    try:
+    with local_ray(__name__):
         run_evaluation(cfg, tmp_path / "ray", device="cpu", executor="ray")
-    finally:
-        ray.shutdown()
     serial, on_ray = _dump(tmp_path / "serial"), _dump(tmp_path / "ray")
     assert len(serial["samples"]) == 24 and on_ray == serial
