@@ -1,8 +1,9 @@
 """Budgets out of range are refused in one line, for every registered attack and in the CLI.
 
-eps is in pixel units of [0, 1] images: an L-inf eps above 1 (the whole box) or an L2 eps above
-the box diagonal sqrt(C*H*W) (the largest L2 distance between two images) is a unit mistake,
-e.g. 8 instead of 8/255, and used to be accepted silently.
+eps is in pixel units of [0, 1] images: an L-inf eps above 1 (the whole box), an L2 eps above
+the box diagonal sqrt(C*H*W) (the largest L2 distance between two images) or an L1 eps above
+C*H*W (every value moved across the box) is a unit mistake, e.g. 8 instead of 8/255, and used
+to be accepted silently; an L0 eps counts changed pixels, at most H*W.
 """
 
 from __future__ import annotations
@@ -56,6 +57,33 @@ def test_l2_eps_beyond_the_diagonal_is_refused_at_call(name, trained_digits) -> 
     assert "larger than 8," in msg
     ok = _create(name, norm="l2", eps=8.0)
     assert ok(trained_digits.model, x, y).shape == x.shape
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_l1_eps_beyond_the_whole_box_is_refused_at_call(name, trained_digits) -> None:
+    attack = _create(name, norm="l1", eps=64.5)  # digits are 1x8x8: at most 64 in L1
+    if attack is None:
+        pytest.skip(f"{name} has no l1 variant")
+    x, y = trained_digits.x[:4], trained_digits.y[:4]
+    with pytest.raises(UserInputError) as info:
+        attack(trained_digits.model, x, y)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: eps=64.5 ") and "1x8x8" in msg
+    assert "larger than 64," in msg and "L1" in msg
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_l0_eps_beyond_the_pixel_count_is_refused_at_call(name, trained_digits) -> None:
+    attack = _create(name, norm="l0", eps=65)  # 8x8 = 64 pixels
+    if attack is None:
+        pytest.skip(f"{name} has no l0 variant")
+    x, y = trained_digits.x[:4], trained_digits.y[:4]
+    with pytest.raises(UserInputError) as info:
+        attack(trained_digits.model, x, y)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: eps=65 ")
+    assert "64, the number of pixels" in msg
+    assert _create(name, norm="l0", eps=64)(trained_digits.model, x, y).shape == x.shape
 
 
 def test_minimal_perturbation_attacks_keep_eps_inf(trained_digits) -> None:

@@ -152,3 +152,58 @@ def test_the_ensemble_config_lists_the_shared_resnets(shared_models, cifar10_roo
     assert set(names.values()) == {"resnet20", "resnet20+resnet32", "resnet20+resnet32+resnet44"}
     for a in cfg.attacks:
         assert a.kind == "transfer" and create_attack(a.name, eps=a.eps, **a.options).steps == 10
+
+
+FGSM_EPS = 0.08  # FGSM on the bundled model itself leaves 60% of these 40 digits robust
+
+
+def _eval_robust(out: Path, *extra: str) -> list[dict]:
+    """``advimage eval robust`` with FGSM (no random draws) on 40 digits; its result rows."""
+    import json
+
+    argv = ["eval", "robust", "--model", "bundled", "--data", "digits", "--limit", "40",
+            "--attacks", "fgsm", "--eps", str(FGSM_EPS), "--out", str(out), "--no-progress",
+            *extra]
+    assert main(argv) == 0
+    return json.loads((out / "robust.json").read_text())["results"]
+
+
+def test_eval_robust_crafts_on_the_surrogates_of_the_command_line(tmp_path: Path,
+                                                                  other: str) -> None:
+    mean = _eval_robust(tmp_path / "mean", "--surrogate", f"bundled,{other}")
+    first = _eval_robust(tmp_path / "first", "--surrogate", f"bundled,{other}",
+                         "--surrogate-weights", "1,0")
+    white = _eval_robust(tmp_path / "white")
+    assert [r["attack"] for r in mean + first + white] == \
+        ["fgsm-transfer(bundled+other)@0.08"] * 2 + ["fgsm@0.08"]
+    # weights 1, 0: exactly FGSM crafted on the model itself (the same model here)
+    assert first[0]["robust_accuracy"] == white[0]["robust_accuracy"]
+    # equal weights: the test's own logit mean as the source, the bundled model as the target
+    target = load_model("bundled")[0]
+    source = MeanLogits(load_model("bundled")[0], load_model(other)[0])
+    x, y = load_dataset("digits", "test").balanced(40).tensors()
+    with torch.no_grad():
+        robust = target(create_attack("fgsm", eps=FGSM_EPS)(source, x, y)).argmax(1) == y
+    assert mean[0]["robust_accuracy"] == pytest.approx(float(robust.double().mean()))
+    preds = {}
+    for name in ("mean", "white"):
+        with ResultStore(tmp_path / name / "results.sqlite") as store:
+            preds[name] = [r["pred_adv"] for r in store.samples()]
+    assert preds["mean"] != preds["white"]  # the second model mattered
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--surrogate-weights", "1,1"], "needs --surrogate"),
+    (["--surrogate", "bundled,OTHER", "--surrogate-weights", "1,x"], "comma-separated numbers"),
+    (["--surrogate", "bundled,OTHER", "--surrogate-weights", "1"], "surrogate_weights"),
+    (["--surrogate", "gone.pt"], "not found"),
+])
+def test_eval_robust_refuses_bad_surrogate_options(tmp_path: Path, capsys, other: str,
+                                                   argv: list[str], says: str) -> None:
+    argv = [a.replace("OTHER", other) for a in argv]
+    code = main(["eval", "robust", "--model", "bundled", "--data", "digits", "--limit", "4",
+                 "--attacks", "fgsm", "--eps", str(EPS), "--out", str(tmp_path / "r"),
+                 "--no-progress", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says in err and "\n" not in err, err
+    assert not (tmp_path / "r").exists()

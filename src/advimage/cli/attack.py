@@ -144,7 +144,8 @@ def add_attack_parser(sub: Any) -> None:
         help="craft adversarial images and save them losslessly")
     add_model_data_args(at)
     at.add_argument("--attack", default="pgd", help="attack name (advimage.attacks.list_attacks)")
-    at.add_argument("--norm", default="linf", help="linf|l2")
+    at.add_argument("--norm", default="linf",
+                    help="linf|l2|l1|l0, as the attack supports (apgd-ce: linf|l2|l1; fmn: all)")
     at.add_argument("--eps", default="8/255", help="budget, e.g. 8/255")
     at.add_argument("--steps", type=int, default=None)
     at.add_argument("--restarts", type=int, default=None)

@@ -38,9 +38,10 @@ def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]
     from advimage.eval.config import parse_config
 
     attacks = []
+    transfer = _surrogate_keys(a)
     for n in names:
         kw = attack_kwargs(a, n, budgets[0], strict=False)
-        attacks.append({"name": n, "eps": budgets, "norm": a.norm,
+        attacks.append({"name": n, "eps": budgets, "norm": a.norm, **transfer,
                         "options": {k: v for k, v in kw.items() if k not in ("eps", "norm",
                                                                               "seed")}})
     defenses = None
@@ -54,6 +55,24 @@ def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]
         "model": {"path": a.model}, "data": data, "attacks": attacks, "defenses": defenses,
         "checks": {"enabled": False}, "precision": a.precision,
     })
+
+
+def _surrogate_keys(a: argparse.Namespace) -> dict[str, Any]:
+    """``surrogate`` (one path, or the list of a logit ensemble) and ``surrogate_weights`` of
+    every attack from ``--surrogate`` / ``--surrogate-weights``; empty without them."""
+    paths = [p.strip() for p in (a.surrogate or "").split(",") if p.strip()]
+    if not paths:
+        if a.surrogate_weights:
+            raise CliError("--surrogate-weights needs --surrogate with two or more models")
+        return {}
+    out: dict[str, Any] = {"surrogate": paths[0] if len(paths) == 1 else paths}
+    if a.surrogate_weights:
+        try:
+            out["surrogate_weights"] = [float(w) for w in a.surrogate_weights.split(",")]
+        except ValueError:
+            raise CliError(f"--surrogate-weights must be comma-separated numbers, got "
+                           f"{a.surrogate_weights!r}") from None
+    return out
 
 
 def cmd_eval_robust(a: argparse.Namespace) -> int:
@@ -79,6 +98,7 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
                        "another --out")
     names = [n.strip() for n in a.attacks.split(",") if n.strip()]
     budgets = eps_list(a.eps)
+    _surrogate_keys(a)  # --surrogate-weights without --surrogate etc.: before any work
     for n in names:  # each attack's own one-line errors (name, norm, steps) before any work
         for e in budgets:
             create_attack(n, **attack_kwargs(a, n, e, strict=False))
@@ -200,12 +220,15 @@ def _add_robust_parser(esub: Any) -> None:
                      "grid; `advimage run` is the full harness)."),
         epilog=("examples:\n"
                 "  advimage eval robust --model bundled --data digits --attacks fgsm,pgd --eps "
-                "0.05,0.1"),
+                "0.05,0.1\n"
+                "  advimage eval robust --model resnet56.th --surrogate resnet20.th,resnet32.th "
+                "--data cifar10 --attacks pgd --eps 8/255"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="clean and robust accuracy per attack and eps")
     add_model_data_args(er)
     er.add_argument("--attacks", default="fgsm,pgd", help="comma-separated attack names")
-    er.add_argument("--norm", default="linf")
+    er.add_argument("--norm", default="linf",
+                    help="linf|l2|l1|l0, as every listed attack supports (apgd-ce: linf|l2|l1)")
     er.add_argument(
         "--eps", default="8/255", help="comma-separated budgets, e.g. 2/255,4/255,8/255"
     )
@@ -216,6 +239,11 @@ def _add_robust_parser(esub: Any) -> None:
                          "robust.json")
     er.add_argument("--resume", action="store_true",
                     help="continue the interrupted run in --out (finished batches are kept)")
+    er.add_argument("--surrogate", default=None, metavar="MODEL[,MODEL...]",
+                    help="craft on this model instead (a transfer attack; several: on their "
+                         "logit ensemble, Dong et al. 2018) and evaluate on --model")
+    er.add_argument("--surrogate-weights", default=None, metavar="W1,W2,...",
+                    help="one weight >= 0 per --surrogate model (default: equal)")
     er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
                     help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
                          "tune`), cache:runs/c,lam=1,bpda_theta=5")

@@ -130,7 +130,8 @@ def attack_batch(
             with ``seed`` instead of its own when ``seed`` is given.
         x, y: images ``(B, C, H, W)`` in [0, 1] and labels ``(B,)`` on the model's device.
         pred_clean: ``predict(model, x)`` of this batch (computed once for all attacks).
-        norm: ``"linf"`` or ``"l2"``, the norm of the distance; ``None`` means L-inf.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` (changed pixels), the norm of the
+            distance; ``None`` means L-inf.
         seed: seed of this batch and attack (:func:`batch_seed`); ``None`` keeps the attack's
             seed and the global RNG as they are.
         source: craft the adversarials on this model instead (transfer attacks).

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advimage.attacks.registry import list_attacks
+from advimage.attacks.registry import attack_class, list_attacks
 from advimage.eval.config_schema import (
     Key,
     check_attack_options,
@@ -25,12 +25,13 @@ from advimage.eval.config_schema import (
     resolve_path,
     section,
 )
+from advimage.threat import NORMS as THREAT_NORMS
 
-__all__ = ["ATTACK_KINDS", "NORMS", "AttackConfig", "model_short_name", "parse_attacks",
-           "parse_surrogates"]
+__all__ = ["ATTACK_KINDS", "NORMS", "AttackConfig", "check_attack_norm", "model_short_name",
+           "parse_attacks", "parse_surrogates"]
 
 ATTACK_KINDS = ("white-box", "black-box", "transfer")
-NORMS = ("linf", "l2")
+NORMS = THREAT_NORMS  # linf, l2, l1, l0; each attack takes the subset in its ``norms``
 _BLACK_BOX = {"square"}  # registered attacks that use no gradients
 
 
@@ -128,6 +129,7 @@ def _parse_attack(where: str, item: object, base: Path | None) -> list[AttackCon
         "surrogate_weights": Key((list,), None, nullable=True),
     })
     name = a["name"].lower()
+    check_attack_norm(where, name, a["norm"])
     check_attack_options(where, name, a["options"])
     paths, weights = parse_surrogates(where, a["surrogate"], a["surrogate_weights"], base)
     kind = a["kind"] or ("transfer" if paths else
@@ -140,6 +142,16 @@ def _parse_attack(where: str, item: object, base: Path | None) -> list[AttackCon
         out.append(AttackConfig(name, eps, a["norm"], dict(a["options"]), label, kind, paths,
                                 weights))
     return out
+
+
+def check_attack_norm(where: str, name: str, norm: str) -> None:
+    """One line naming ``where.norm`` when attack ``name`` has no ``norm`` (e.g. PGD in L1),
+    with the attacks that have it."""
+    norms = attack_class(name).norms
+    if norm not in norms:
+        have = [n for n in list_attacks() if norm in attack_class(n).norms]
+        raise ValueError(f"config: '{where}.norm': attack {name!r} has no {norm} (it has: "
+                         f"{', '.join(norms)}); attacks with {norm}: {', '.join(have)}")
 
 
 def parse_attacks(items: list[object], base: Path | None) -> list[AttackConfig]:

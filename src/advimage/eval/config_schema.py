@@ -122,11 +122,14 @@ def eps_values(where: str, value: object) -> list[float]:
 
 
 def check_budget(where: str, norm: str, eps: float) -> None:
-    """One line naming the config key when ``eps`` does not fit the norm (linf above 1)."""
+    """One line naming the config key when ``eps`` does not fit the norm (linf above 1, a
+    fractional l0 pixel count)."""
     try:
         ThreatModel(norm, eps)  # type: ignore[arg-type]
     except UserInputError as err:
         raise UserInputError(f"config: {where!r}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"config: {where!r}: {err}") from None
 
 
 def check_attack_options(where: str, name: str, options: Mapping[str, Any]) -> None:

@@ -75,6 +75,9 @@ def _error_bars(pts: Sequence[tuple[float, float, int | None]]) -> list[list[flo
             [max(0.0, c[1] - p[1]) for p, c in zip(pts, cis, strict=True)]]
 
 
+_NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1"}
+
+
 def accuracy_vs_eps_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> plt.Figure:
     """Robust accuracy against eps, one line per attack label (and norm) with Wilson 95% error
     bars where rows carry ``n``; clean accuracy dashed (its interval shaded); eps ticks as
@@ -97,7 +100,10 @@ def accuracy_vs_eps_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -
             ax.axhspan(*rate_interval(clean, n), color="gray", alpha=0.15, lw=0)
     if ticks:
         ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
-    ax.set_xlabel("eps (budget, [0, 1] images)")
+    norms = {r["norm"] for r in rows}
+    ax.set_xlabel("eps (L0 budget: pixels changed)" if norms == {"l0"} else
+                  f"eps ({_NORM_NAMES.get(next(iter(norms)), '')} budget, [0, 1] images)"
+                  if len(norms) == 1 else "eps (budget, [0, 1] images)")
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10)
@@ -179,15 +185,17 @@ def _accuracy_section(report: HtmlReport, config: Mapping[str, Any], results: li
     report.heading("Clean and robust accuracy")
     report.how_to_read(_READ_TABLE)
     report.raw(results_table(results, [m for m in config.get("metrics", []) if m != "seconds"]))
-    by_defense: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_curve: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         if r["kind"] != "unbounded":
-            by_defense[r["defense"]].append(r)
-    if by_defense:
+            by_curve[(r["defense"], r["norm"])].append(r)
+    if by_curve:
         report.how_to_read(_READ_CURVES)
-    for defense, rows in by_defense.items():
-        report.figure(accuracy_vs_eps_figure(rows, f"defense: {defense}"),
-                      f"robust accuracy vs eps, defense {defense}; bars: Wilson 95% intervals")
+    several = len({norm for _, norm in by_curve}) > 1  # budgets of different norms: one axis each
+    for (defense, norm), rows in by_curve.items():
+        which = f"defense {defense}" + (f", {norm}" if several else "")
+        report.figure(accuracy_vs_eps_figure(rows, which.replace("defense ", "defense: ", 1)),
+                      f"robust accuracy vs eps, {which}; bars: Wilson 95% intervals")
 
 
 def _roc_section(report: HtmlReport, store: ResultStore, results: list[Any]) -> None:
