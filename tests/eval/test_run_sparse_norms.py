@@ -25,10 +25,10 @@ from advimage.models.hub import load_model
 N = 20  # digits test images, one batch
 ATTACKS = [
     {"name": "apgd-ce", "norm": "l1", "eps": [1.0, 3.0], "options": {"steps": 10}},
-    {"name": "square", "norm": "l1", "eps": [3.0], "options": {"queries": 40}},
+    {"name": "square", "norm": "l1", "eps": [1.0], "options": {"queries": 40}},
     {"name": "fmn", "norm": "l0", "eps": [1, 4], "options": {"steps": 20}},
 ]
-L1_KEYS = ("apgd-ce@1", "apgd-ce@3", "square@3")
+L1_KEYS = ("apgd-ce@1", "apgd-ce@3", "square@1")
 L0_KEYS = ("fmn@1", "fmn@4")
 
 
@@ -112,3 +112,24 @@ def test_eval_robust_cli_refuses_a_norm_the_attack_lacks(capsys) -> None:
                  "--attacks", "pgd", "--norm", "l1", "--eps", "2", "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "l1" in err and "pgd" in err, err
+
+
+def test_compare_counts_the_l1_worst_case_per_image(sparse_run, tmp_path) -> None:
+    """``advimage compare``: at L1 1 an image is robust only if apgd-ce and square both left it
+    classified correctly (recounted here from the stored samples); fmn's L0 budget of 1 is
+    another budget, not part of that worst case."""
+    assert main(["compare", str(sparse_run), "--out", str(tmp_path / "cmp")]) == 0
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    worst = {w["budget"]: w for w in doc["rows"][0]["worst_case"]}
+    assert set(worst) == {"L1 1", "L1 3", "L0 1", "L0 4"}
+    with ResultStore(sparse_run / "results.sqlite") as store:
+        samples = store.samples()
+    both = {}
+    for s in samples:
+        if s["attack"] in ("apgd-ce@1", "square@1"):
+            both[s["sample"]] = both.get(s["sample"], True) and bool(s["robust_correct"])
+    assert len(both) == N
+    assert worst["L1 1"]["robust_accuracy"] == pytest.approx(sum(both.values()) / N)
+    assert worst["L1 1"]["method"] == "per image" and worst["L1 1"]["norm"] == "l1"
+    assert sorted(worst["L1 1"]["attacks"]) == ["apgd-ce", "square"]
+    assert worst["L0 1"]["attacks"] == ["fmn"] and worst["L0 1"]["norm"] == "l0"
