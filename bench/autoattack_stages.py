@@ -27,9 +27,10 @@ from advimage.attacks import AutoAttack
 EPS = 0.3
 
 
-def original_chain(model, x, y, seed: int, norm: str = "Linf",
-                   stages: int | None = None) -> dict[str, torch.Tensor]:
-    """Robust flags after each stage of pyautoattack's standard version (its own loop)."""
+def original_chain(model, x, y, seed: int, norm: str = "Linf", stages: int | None = None,
+                   on_stage=None) -> dict[str, torch.Tensor]:
+    """Robust flags after each stage of pyautoattack's standard version (its own loop);
+    ``on_stage(name, n_attacked, seconds)`` is called after each stage."""
     from pyautoattack import AutoAttack as PyAA
 
     aa = PyAA(model, eps=EPS, norm=norm, seed=seed, version="standard")
@@ -56,8 +57,10 @@ def original_chain(model, x, y, seed: int, norm: str = "Linf",
             with torch.no_grad():
                 robust[idx] = model(adv).argmax(1) == ys
         flags[name] = robust.clone()
-        print(f"original {name:8s} robust {int(robust.sum()):4d}  {time.perf_counter() - t0:6.1f}s",
-              flush=True)
+        seconds = time.perf_counter() - t0
+        print(f"original {name:8s} robust {int(robust.sum()):4d}  {seconds:6.1f}s", flush=True)
+        if on_stage is not None:
+            on_stage(name, int(idx.numel()), seconds)
     return flags
 
 

@@ -163,3 +163,31 @@ def test_fab_t_l1_robust_accuracy_not_above_pyautoattack(trained_digits) -> None
         r_ours = int((td.model(ours).argmax(1) == y).sum())
         r_theirs = int((td.model(theirs).argmax(1) == y).sum())
     assert r_ours <= r_theirs + 1, f"robust: ours {r_ours}/32, pyautoattack {r_theirs}/32"
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("targeted", [False, True])
+def test_passes_per_step_are_the_references(trained_digits, targeted: bool) -> None:  # noqa: ANN001
+    """One linearisation (gradient pass) and one forward pass judging the iterate per step, as
+    in the reference: the same images through gradient passes as pyautoattack's FAB, and no
+    more through plain forwards (a forward hook counts both; it also keeps the model eager)."""
+    fab_pt = pytest.importorskip("pyautoattack.fab_pt", reason="pyautoattack missing")
+    td = trained_digits
+    x, y = td.x[:24], td.y[:24]
+    counts = {"grad": 0, "nograd": 0}
+
+    def hook(module, inputs, output) -> None:  # noqa: ANN001
+        counts["grad" if output.requires_grad else "nograd"] += len(inputs[0])
+
+    handle = td.model.register_forward_hook(hook)
+    try:
+        fab_pt.FABAttack_PT(td.model, norm="Linf", n_iter=10, eps=0.05, seed=0, device="cpu",
+                            targeted=targeted, n_target_classes=2).perturb(x, y)
+        theirs, counts = dict(counts), {"grad": 0, "nograd": 0}
+        attack = (FABT(n_target_classes=2, eps=0.05, steps=10, early_stop=False) if targeted
+                  else FAB(eps=0.05, steps=10, early_stop=False))
+        attack(td.model, x, y)
+    finally:
+        handle.remove()
+    assert counts["grad"] == theirs["grad"] > 0, (counts, theirs)
+    assert counts["nograd"] <= theirs["nograd"], (counts, theirs)

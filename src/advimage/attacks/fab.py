@@ -20,6 +20,14 @@ row stops once it has an adversarial point within ``eps`` (it cannot count more 
 reference keeps shrinking it); random starts draw from the attack's generator and sit at
 ``eps / 2`` (the reference: ``min(eps, best norm so far) / 2``).
 :meth:`FAB.run` also returns each sample's smallest adversarial norm found.
+
+Cost per step, as in the reference: one linearisation (a forward pass with its input-gradient
+backward pass: one for FAB-T, one per class for FAB) and one forward pass that judges the new
+iterate. On a CPU that judging pass runs through the checked, inference-optimised trace of
+:mod:`advimage.attacks.fast_forward` (``fast_queries``), like Square's queries. An earlier
+version judged the iterate with the next step's linearisation and linearised the rows pulled
+back by ``beta`` again; on robust points about half the rows are pulled back at every step,
+so that made more gradient passes than the reference (``bench/autoattack_passes.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from advimage.attacks.base import (
     check_positive_int,
 )
 from advimage.attacks.fab_projections import project_onto_boundary
+from advimage.attacks.fast_forward import inference_forward
 from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, rows_view, take
@@ -80,6 +89,11 @@ class FAB(ResultAttack[FABResult]):
         eta: Overshoot of the projection step (1.05).
         beta: Backward step towards the clean image after an adversarial iterate (0.9).
         early_stop: With a finite ``eps``, stop a row once it is fooled within ``eps``.
+        fast_queries: Judge each iterate (one forward pass per step) through an
+            inference-optimised trace of the model where it is safe (CPU, eval mode,
+            deterministic, logits checked against the eager model; see
+            :mod:`advimage.attacks.fast_forward`), else the model itself. The linearisation
+            always uses the model itself.
     """
 
     name: ClassVar[str] = "fab"
@@ -91,6 +105,7 @@ class FAB(ResultAttack[FABResult]):
     eta: float = 1.05
     beta: float = 0.9
     early_stop: bool = True
+    fast_queries: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()  # refuses norms outside ``norms`` in one line
@@ -116,6 +131,9 @@ class FAB(ResultAttack[FABResult]):
         """All rounds and restarts, each on the rows not yet fooled within ``eps``."""
         with torch.no_grad():
             best = BestSoFar(x, is_success(model(x), y, target))
+            query = model  # judges each iterate: the optimised trace where it is safe
+            if self.fast_queries and not bool(best.done.all()):
+                query = inference_forward(model, x[~best.done])[0]
         clean_done = best.done.clone()
         for aim in self._boundary_targets(model, x, target):
             for r in range(self.restarts):
@@ -123,8 +141,8 @@ class FAB(ResultAttack[FABResult]):
                 if todo.numel() == 0:
                     break
                 outcome = self._single_run(
-                    model, take(x, todo), take(y, todo), take(aim, todo), take(target, todo),
-                    r > 0, gen,
+                    model, query, take(x, todo), take(y, todo), take(aim, todo),
+                    take(target, todo), r > 0, gen,
                 )
                 best.merge(todo, *outcome)
         norms = torch.where(clean_done, 0.0, -best.loss)  # loss = -norm of the best found
@@ -135,6 +153,7 @@ class FAB(ResultAttack[FABResult]):
     def _single_run(
         self,
         model: Model,
+        query: Model,
         x0: Tensor,
         y: Tensor,
         aim: Tensor | None,
@@ -143,33 +162,29 @@ class FAB(ResultAttack[FABResult]):
         gen: torch.Generator,
     ) -> RunOutcome:
         """One FAB run: per row the closest adversarial point, success = within ``eps``,
-        loss = minus its distance (``-inf`` where none was found)."""
+        loss = minus its distance (``-inf`` where none was found). Each step costs one
+        gradient pass (the linearisation at ``x1``) and one forward pass through ``query``
+        that judges the new iterate, as in the reference."""
         threat = self.threat
         x1 = self._random_start(x0, gen) if random_start else x0.clone()
         rows = ActiveRows(x0)
         best_x, res = x0.clone(), torch.full((len(x0),), math.inf, device=x0.device)
         stop = self.early_stop and math.isfinite(self.eps)
-        df, dg, _ = self._linearise(model, x1, y, aim)
         for _ in range(self.steps):
+            df, dg = self._linearise(model, x1, y, aim)
             x1 = self._step(x1, x0, df, dg)
-            # the next step's linearisation also judges x1 (the reference spends an extra
-            # forward pass on that); rows pulled back by beta are linearised again below
-            df, dg, logits = self._linearise(model, x1, y, aim)
-            is_adv = is_success(logits, y, target)  # (b,)
+            with torch.no_grad():
+                is_adv = is_success(query(x1), y, target)  # (b,)
             dist = threat.distance(x0, x1).to(res.dtype)
             closer = is_adv & (dist < res)
             best_x = torch.where(rows_view(closer, x1), x1, best_x)
             res = torch.where(closer, dist, res)
-            if bool(is_adv.any()):
-                idx = is_adv.nonzero().flatten()
-                x1 = torch.where(rows_view(is_adv, x1), x0 + (x1 - x0) * self.beta, x1)
-                sdf, sdg, _ = self._linearise(model, take(x1, idx), take(y, idx), take(aim, idx))
-                df, dg = df.index_copy(0, idx, sdf), dg.index_copy(0, idx, sdg)
+            x1 = torch.where(rows_view(is_adv, x1), x0 + (x1 - x0) * self.beta, x1)
             if stop and bool((res <= self.eps).any()):
                 keep = rows.retire(res <= self.eps, best_x, -res)
                 if keep.numel() == 0:
                     return rows.outcome()
-                x0, y, x1, df, dg = (take(t, keep) for t in (x0, y, x1, df, dg))
+                x0, y, x1 = (take(t, keep) for t in (x0, y, x1))
                 best_x, res = take(best_x, keep), take(res, keep)
                 aim, target = take(aim, keep), take(target, keep)
         rows.finish(best_x, -res, res <= self.eps)
@@ -212,10 +227,10 @@ class FAB(ResultAttack[FABResult]):
     @staticmethod
     def _linearise(
         model: Model, x1: Tensor, y: Tensor, aim: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Logit differences ``f_j - f_y`` ``(b, m)``, their input gradients ``(b, m, D)``
-        (all classes, ``f_y``'s own entry set far away, or the one class ``aim``) and the
-        logits ``(b, K)`` at ``x1``."""
+    ) -> tuple[Tensor, Tensor]:
+        """Logit differences ``f_j - f_y`` ``(b, m)`` at ``x1`` and their input gradients
+        ``(b, m, D)`` (all classes, ``f_y``'s own entry set far away, or the one class
+        ``aim``)."""
         xg = x1.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xg)  # (b, K)
@@ -223,8 +238,7 @@ class FAB(ResultAttack[FABResult]):
             if aim is not None:
                 diff = logits[u, aim] - logits[u, y]  # (b,)
                 (grad,) = torch.autograd.grad(diff.sum(), xg)
-                return (diff.detach().unsqueeze(1), grad.reshape(len(x1), 1, -1),
-                        logits.detach())
+                return diff.detach().unsqueeze(1), grad.reshape(len(x1), 1, -1)
             grads = []
             for k in range(logits.shape[1]):  # one backward pass per class (the Jacobian)
                 (g,) = torch.autograd.grad(logits[:, k].sum(), xg, retain_graph=True)
@@ -233,7 +247,7 @@ class FAB(ResultAttack[FABResult]):
         z = logits.detach()
         df = z - z[u, y].unsqueeze(1)
         df[u, y] = _NOT_THIS_CLASS
-        return df, jac - jac[u, y].unsqueeze(1), z
+        return df, jac - jac[u, y].unsqueeze(1)
 
 
 @register_attack("fab-t")
