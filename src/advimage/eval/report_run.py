@@ -78,6 +78,15 @@ def _error_bars(pts: Sequence[tuple[float, float, int | None]]) -> list[list[flo
 _NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1"}
 
 
+def _eps_axis_label(norms: set[str]) -> str:
+    """The x-axis title for budgets of ``norms`` (one norm per figure in run reports)."""
+    if norms == {"l0"}:
+        return "eps (L0 budget: pixels changed)"
+    if len(norms) == 1 and next(iter(norms)) in _NORM_NAMES:
+        return f"eps ({_NORM_NAMES[next(iter(norms))]} budget, [0, 1] images)"
+    return "eps (budget, [0, 1] images)"
+
+
 def accuracy_vs_eps_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> plt.Figure:
     """Robust accuracy against eps, one line per attack label (and norm) with Wilson 95% error
     bars where rows carry ``n``; clean accuracy dashed (its interval shaded); eps ticks as
@@ -100,10 +109,7 @@ def accuracy_vs_eps_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -
             ax.axhspan(*rate_interval(clean, n), color="gray", alpha=0.15, lw=0)
     if ticks:
         ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
-    norms = {r["norm"] for r in rows}
-    ax.set_xlabel("eps (L0 budget: pixels changed)" if norms == {"l0"} else
-                  f"eps ({_NORM_NAMES.get(next(iter(norms)), '')} budget, [0, 1] images)"
-                  if len(norms) == 1 else "eps (budget, [0, 1] images)")
+    ax.set_xlabel(_eps_axis_label({r["norm"] for r in rows}))
     ax.set_ylabel("robust accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10)
@@ -193,9 +199,10 @@ def _accuracy_section(report: HtmlReport, config: Mapping[str, Any], results: li
         report.how_to_read(_READ_CURVES)
     several = len({norm for _, norm in by_curve}) > 1  # budgets of different norms: one axis each
     for (defense, norm), rows in by_curve.items():
-        which = f"defense {defense}" + (f", {norm}" if several else "")
-        report.figure(accuracy_vs_eps_figure(rows, which.replace("defense ", "defense: ", 1)),
-                      f"robust accuracy vs eps, {which}; bars: Wilson 95% intervals")
+        suffix = f", {norm}" if several else ""
+        report.figure(accuracy_vs_eps_figure(rows, f"defense: {defense}{suffix}"),
+                      f"robust accuracy vs eps, defense {defense}{suffix}; bars: Wilson 95% "
+                      "intervals")
 
 
 def _roc_section(report: HtmlReport, store: ResultStore, results: list[Any]) -> None:
