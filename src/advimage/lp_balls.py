@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "l1_steepest", "lp_norms", "pixel_changes", "project_l0", "project_l1_box", "random_delta",
-    "random_pixels", "rows",
+    "l1_steepest", "largest_distance", "lp_norms", "pixel_changes", "project_l0",
+    "project_l1_box", "random_delta", "random_pixels", "rows",
 ]
 
 # Floor for norms before dividing (unitless); zero rows stay zero, never NaN.
@@ -55,6 +55,26 @@ def lp_norms(delta: Tensor, norm: str) -> Tensor:
     if norm == "l0":
         return (pixel_changes(delta).flatten(1) > 0).sum(dim=1).to(delta.dtype)
     raise ValueError(f"unknown norm {norm!r}; choose one of: linf, l2, l1, l0")
+
+
+def largest_distance(norm: str, shape: tuple[int, ...], bounds: tuple[float, float]
+                     ) -> tuple[float, str]:
+    """The largest ``norm`` distance between two images of ``shape`` ``(C, H, W)`` (or any
+    per-sample shape) inside ``bounds``, and what it is, for error messages: the box diagonal
+    ``(hi - lo) * sqrt(C H W)`` (l2), every value moved across the box ``(hi - lo) C H W``
+    (l1), the pixel count ``H W`` (l0), the box width (linf)."""
+    lo, hi = bounds
+    n = math.prod(shape)
+    shape_text = "x".join(str(s) for s in shape)
+    if norm == "l0":
+        pixels = n // shape[0] if len(shape) == 3 else n  # a pixel is one (h, w) position
+        return float(pixels), (f"the number of pixels of images of shape {shape_text}; an l0 "
+                               "budget counts changed pixels")
+    size, what = {"l2": ((hi - lo) * math.sqrt(n), "the diagonal sqrt(C*H*W)"),
+                  "l1": ((hi - lo) * n, "every value moved across the box"),
+                  "linf": (hi - lo, "the whole box")}[norm]
+    return size, (f"the largest {norm.upper()} distance between images of shape {shape_text} "
+                  f"in [{lo:g}, {hi:g}] ({what}); eps is in pixel units of those images")
 
 
 def _room(delta: Tensor, x: Tensor, bounds: tuple[float, float]) -> Tensor:

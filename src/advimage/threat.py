@@ -110,37 +110,19 @@ class ThreatModel:
         object.__setattr__(self, "bounds", (lo, hi))
 
     def check_budget(self, x: Tensor) -> None:
-        """Refuse a budget beyond the largest distance inside the box for ``x``'s shape.
-
-        That distance is the box diagonal ``(high - low) * sqrt(C * H * W)`` in L2, the whole
-        box ``(high - low) * C * H * W`` in L1 and the pixel count ``H * W`` in L0 (it counts
-        changed pixels); a larger budget means the caller mistook the units (linf budgets
-        are checked at construction).
+        """Refuse a budget beyond the largest distance between images of ``x``'s shape in
+        ``bounds`` (:func:`advimage.lp_balls.largest_distance`: the box diagonal in L2, the
+        whole box in L1, the pixel count in L0); a larger budget means the caller mistook the
+        units (linf budgets are checked at construction).
 
         Raises:
             UserInputError: in one line, naming the image shape and the largest useful eps.
         """
         if self.norm == "linf" or not math.isfinite(self.eps) or x.dim() < 2:
             return
-        lo, hi = self.bounds
-        n = x[0].numel()
-        shape = "x".join(str(s) for s in x.shape[1:])
-        if self.norm == "l0":
-            pixels = x[0, 0].numel() if x.dim() == 4 else n  # (C, H, W): a pixel is (h, w)
-            if self.eps > pixels:
-                raise UserInputError(
-                    f"eps={self.eps:g} is larger than {pixels}, the number of pixels of images of "
-                    f"shape {shape}; an l0 budget counts changed pixels"
-                )
-            return
-        largest, what = ((hi - lo) * math.sqrt(n), "the diagonal sqrt(C*H*W)") \
-            if self.norm == "l2" else ((hi - lo) * n, "every value moved across the box")
+        largest, what = lp_balls.largest_distance(self.norm, tuple(x.shape[1:]), self.bounds)
         if self.eps > largest:
-            raise UserInputError(
-                f"eps={self.eps:g} is larger than {largest:.4g}, the largest {self.norm.upper()} "
-                f"distance between images of shape {shape} in [{lo:g}, {hi:g}] ({what}); eps "
-                f"is in pixel units of those images"
-            )
+            raise UserInputError(f"eps={self.eps:g} is larger than {largest:.4g}, {what}")
 
     # ------------------------------------------------------------------ distances
     def _norm(self, v: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from advimage.cli.common import (
 )
 from advimage.cli.eval_minimal import add_minimal_parser
 from advimage.cli.run import add_executor_args, executor_settings
+from advimage.cli.transfer_options import add_surrogate_args, surrogate_keys
 
 if TYPE_CHECKING:  # the CLI imports torch-heavy modules lazily, when a command runs
     import torch
@@ -38,7 +39,7 @@ def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]
     from advimage.eval.config import parse_config
 
     attacks = []
-    transfer = _surrogate_keys(a)
+    transfer = surrogate_keys(a)
     for n in names:
         kw = attack_kwargs(a, n, budgets[0], strict=False)
         attacks.append({"name": n, "eps": budgets, "norm": a.norm, **transfer,
@@ -55,24 +56,6 @@ def _robust_config(a: argparse.Namespace, names: list[str], budgets: list[float]
         "model": {"path": a.model}, "data": data, "attacks": attacks, "defenses": defenses,
         "checks": {"enabled": False}, "precision": a.precision,
     })
-
-
-def _surrogate_keys(a: argparse.Namespace) -> dict[str, Any]:
-    """``surrogate`` (one path, or the list of a logit ensemble) and ``surrogate_weights`` of
-    every attack from ``--surrogate`` / ``--surrogate-weights``; empty without them."""
-    paths = [p.strip() for p in (a.surrogate or "").split(",") if p.strip()]
-    if not paths:
-        if a.surrogate_weights:
-            raise CliError("--surrogate-weights needs --surrogate with two or more models")
-        return {}
-    out: dict[str, Any] = {"surrogate": paths[0] if len(paths) == 1 else paths}
-    if a.surrogate_weights:
-        try:
-            out["surrogate_weights"] = [float(w) for w in a.surrogate_weights.split(",")]
-        except ValueError:
-            raise CliError(f"--surrogate-weights must be comma-separated numbers, got "
-                           f"{a.surrogate_weights!r}") from None
-    return out
 
 
 def cmd_eval_robust(a: argparse.Namespace) -> int:
@@ -98,7 +81,7 @@ def cmd_eval_robust(a: argparse.Namespace) -> int:
                        "another --out")
     names = [n.strip() for n in a.attacks.split(",") if n.strip()]
     budgets = eps_list(a.eps)
-    _surrogate_keys(a)  # --surrogate-weights without --surrogate etc.: before any work
+    surrogate_keys(a)  # --surrogate-weights without --surrogate etc.: before any work
     for n in names:  # each attack's own one-line errors (name, norm, steps) before any work
         for e in budgets:
             create_attack(n, **attack_kwargs(a, n, e, strict=False))
@@ -239,11 +222,7 @@ def _add_robust_parser(esub: Any) -> None:
                          "robust.json")
     er.add_argument("--resume", action="store_true",
                     help="continue the interrupted run in --out (finished batches are kept)")
-    er.add_argument("--surrogate", default=None, metavar="MODEL[,MODEL...]",
-                    help="craft on this model instead (a transfer attack; several: on their "
-                         "logit ensemble, Dong et al. 2018) and evaluate on --model")
-    er.add_argument("--surrogate-weights", default=None, metavar="W1,W2,...",
-                    help="one weight >= 0 per --surrogate model (default: equal)")
+    add_surrogate_args(er)
     er.add_argument("--defense", default=None, metavar="NAME[:PATH][,k=v]",
                     help="defense to attack, e.g. cache:runs/c (cache from `advimage cache "
                          "tune`), cache:runs/c,lam=1,bpda_theta=5")
