@@ -45,31 +45,21 @@ def test_linf_eps_above_one_is_refused_at_construction(name) -> None:
 
 
 @pytest.mark.parametrize("name", ATTACKS)
-def test_l2_eps_beyond_the_diagonal_is_refused_at_call(name, trained_digits) -> None:
-    attack = _create(name, norm="l2", eps=8.5)  # digits are 1x8x8: diagonal 8
+@pytest.mark.parametrize(("norm", "largest"), [("l2", 8.0), ("l1", 64.0)])
+def test_eps_beyond_the_largest_distance_is_refused_at_call(name, norm, largest,
+                                                            trained_digits) -> None:
+    """Digits are 1x8x8: the L2 diagonal is 8, the L1 distance at most 64."""
+    attack = _create(name, norm=norm, eps=largest + 0.5)
     if attack is None:
-        pytest.skip(f"{name} has no l2 variant")
+        pytest.skip(f"{name} has no {norm} variant")
     x, y = trained_digits.x[:4], trained_digits.y[:4]
     with pytest.raises(UserInputError) as info:
         attack(trained_digits.model, x, y)
     msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(f"{name}: eps=8.5 ") and "1x8x8" in msg
-    assert "larger than 8," in msg
-    ok = _create(name, norm="l2", eps=8.0)
+    assert "\n" not in msg and msg.startswith(f"{name}: eps={largest + 0.5:g} ") and "1x8x8" in msg
+    assert f"larger than {largest:g}," in msg and norm.upper() in msg
+    ok = _create(name, norm=norm, eps=largest)
     assert ok(trained_digits.model, x, y).shape == x.shape
-
-
-@pytest.mark.parametrize("name", ATTACKS)
-def test_l1_eps_beyond_the_whole_box_is_refused_at_call(name, trained_digits) -> None:
-    attack = _create(name, norm="l1", eps=64.5)  # digits are 1x8x8: at most 64 in L1
-    if attack is None:
-        pytest.skip(f"{name} has no l1 variant")
-    x, y = trained_digits.x[:4], trained_digits.y[:4]
-    with pytest.raises(UserInputError) as info:
-        attack(trained_digits.model, x, y)
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(f"{name}: eps=64.5 ") and "1x8x8" in msg
-    assert "larger than 64," in msg and "L1" in msg
 
 
 @pytest.mark.parametrize("name", ATTACKS)
