@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "l1_steepest", "largest_distance", "lp_norms", "pixel_changes", "project_l0",
-    "project_l1_box", "random_delta", "random_pixels", "rows",
+    "l1_steepest", "l2_apgd", "largest_distance", "lp_norms", "pixel_changes", "project_l0",
+    "project_l1_box", "random_delta", "random_pixels", "round_towards", "rows",
+    "surface_delta", "unit_l2_apgd",
 ]
 
 # Floor for norms before dividing (unitless); zero rows stay zero, never NaN.
@@ -176,6 +177,29 @@ def random_delta(x: Tensor, norm: str, eps: float, generator: torch.Generator | 
     return direction * rows(radius, direction)
 
 
+def surface_delta(x: Tensor, norm: str, eps: float, generator: torch.Generator | None) -> Tensor:
+    """APGD's random perturbation in Croce & Hein's reference code (linf, l2): a uniform draw in
+    [-1, 1] (linf) or a Gaussian one (l2), ``t``, scaled to norm ``eps`` as
+    ``eps * t / (||t|| + 1e-12)``, in the code's order of operations (same draws, same bits)."""
+    if norm == "linf":
+        t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
+        return eps * (t / (rows(t.abs().view(t.shape[0], -1).max(1)[0], t) + 1e-12))
+    if norm == "l2":
+        t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return eps * unit_l2_apgd(t)
+    raise ValueError(f"surface_delta is for linf and l2, got {norm!r}")
+
+
+def l2_apgd(v: Tensor) -> Tensor:
+    """Per-sample L2 norms ``(B,)`` summed as APGD's reference code sums them (same bits)."""
+    return (v ** 2).view(v.shape[0], -1).sum(-1).sqrt()
+
+
+def unit_l2_apgd(v: Tensor) -> Tensor:
+    """``v / (||v||_2 + 1e-12)`` per sample, APGD's reference ``normalize`` (same bits)."""
+    return v / (rows(l2_apgd(v), v) + 1e-12)
+
+
 def random_pixels(
     x: Tensor, k: float, bounds: tuple[float, float], generator: torch.Generator | None
 ) -> Tensor:
@@ -196,3 +220,15 @@ def l1_steepest(grad: Tensor) -> Tensor:
     top = (a == a.amax(dim=1, keepdim=True)) & (a > 0)
     step = grad.sign().flatten(1) * top
     return (step / top.sum(dim=1, keepdim=True).clamp_min(1)).view_as(grad)
+
+
+def round_towards(p: Tensor, x: Tensor) -> Tensor:
+    """``p`` (float32) in ``x.dtype``, rounded towards ``x``: ``|q - x| <= |p - x|`` per element.
+
+    Rounding to nearest may step past ``p``, away from ``x``; then the neighbour towards ``x``
+    lies between ``x`` and ``p`` (``x`` itself is representable, so it is never passed).
+    """
+    q = p.to(x.dtype)
+    qf, xf = q.float(), x.float()  # exact: float32 holds every float16/bfloat16 value
+    past = ((p >= xf) & (qf > p)) | ((p <= xf) & (qf < p))
+    return torch.where(past, torch.nextafter(q, x), q)

@@ -198,15 +198,35 @@ class ThreatModel:
             return self._project(x, self.clamp(x_adv))
         return x + self._into_ball(self.clamp(x_adv) - x)
 
-    def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def project_apgd(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """:meth:`project` in the order of Croce & Hein's APGD code, where results must match
+        it bit for bit: linf ``min(max(x_adv, x - eps), x + eps)``, l2 ``x + d / (||d|| +
+        1e-12) * min(eps, ||d||)``, then the box (l1, l0, low precision, ``eps = inf``:
+        :meth:`project`). In the ball up to one rounding."""
+        if self.norm not in ("linf", "l2") or is_low_precision(x.dtype) or \
+                not math.isfinite(self.eps):
+            return self.project(x, x_adv)
+        if self.norm == "linf":
+            return self.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps))
+        d = x_adv - x
+        n = lp_balls.l2_apgd(d).view(-1, *([1] * (d.dim() - 1)))  # (B, 1, ...)
+        return self.clamp(x + lp_balls.unit_l2_apgd(d) * torch.min(torch.full_like(x, self.eps), n))
+
+    def random_start(
+        self, x: Tensor, generator: torch.Generator | None = None, surface: bool = False
+    ) -> Tensor:
         """A random point of the threat model around ``x`` (already projected).
 
         linf: uniform in the cube. l2, l1: uniform in the ball (Gaussian or Laplace direction,
         radius ``eps * u ** (1/d)``). l0: ``eps`` random pixels set to uniform box values.
-        With ``eps = inf`` the start is uniform in ``bounds``.
+        With ``eps = inf`` the start is uniform in ``bounds``. ``surface`` (linf, l2): APGD's
+        start in its reference code, at distance eps (:func:`advimage.lp_balls.surface_delta`),
+        clipped to the box (in the ball up to one rounding).
         """
         if is_low_precision(x.dtype):
-            return self.project(x, self.random_start(x.float(), generator))
+            return self.project(x, self.random_start(x.float(), generator, surface))
+        if surface and self.norm in ("linf", "l2") and math.isfinite(self.eps):
+            return self.clamp(x + lp_balls.surface_delta(x, self.norm, self.eps, generator))
         lo, hi = self.bounds
         if not math.isfinite(self.eps):
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -216,21 +236,20 @@ class ThreatModel:
         return self.project(x, x + lp_balls.random_delta(x, self.norm, self.eps, generator))
 
     # ------------------------------------------------------------------ steps
-    def direction(self, grad: Tensor) -> Tensor:
+    def direction(self, grad: Tensor, apgd: bool = False) -> Tensor:
         """Steepest-ascent unit step for ``grad`` under the norm: sign (linf), grad/||grad|| (l2
-        and l0, whose projection makes the step sparse), the unit vector on the largest
-        ``|grad|`` coordinate (l1; ties share the step).
-
-        Rows whose gradient is zero map to zero (never NaN); low-precision gradients are
-        normalized in float32.
+        and l0, whose projection makes the step sparse; ``apgd``: ``grad / (||grad|| + 1e-12)``
+        as APGD's reference code computes it), the unit vector on the largest ``|grad|``
+        coordinate (l1; ties share the step). Zero rows map to zero (never NaN); low-precision
+        gradients are normalized in float32.
         """
         if is_low_precision(grad.dtype):
-            return self.direction(grad.float()).to(grad.dtype)
+            return self.direction(grad.float(), apgd).to(grad.dtype)
         if self.norm == "linf":
             return grad.sign()
         if self.norm == "l1":
             return lp_balls.l1_steepest(grad)
-        return unit_l2(grad)
+        return lp_balls.unit_l2_apgd(grad) if apgd else unit_l2(grad)
 
     # ------------------------------------------------------------------ low precision
     def _fit(self, x: Tensor, p: Tensor) -> Tensor:
@@ -243,14 +262,14 @@ class ThreatModel:
         """
         box = self._representable_box(x.dtype)
         xf = x.float()
-        q = _round_towards(p, x).clamp(*box)
+        q = lp_balls.round_towards(p, x).clamp(*box)
         for k in range(_FIT_ROUNDS):
             bad = self._outside(x, q)  # broadcasts against x
             if not bool(bad.any()):
                 return q
             shrink = 1.0 - 2.0 ** (k - 1) * torch.finfo(x.dtype).eps  # from unit roundoff up
             p = torch.where(bad, xf + (p - xf) * shrink, p)
-            q = _round_towards(p, x).clamp(*box)
+            q = lp_balls.round_towards(p, x).clamp(*box)
         return torch.where(self._outside(x, q), x.clamp(*box), q)
 
     def _outside(self, x: Tensor, q: Tensor) -> Tensor:
@@ -278,15 +297,3 @@ class ThreatModel:
         if float(hi) > self.bounds[1]:
             hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
         return float(lo), float(hi)
-
-
-def _round_towards(p: Tensor, x: Tensor) -> Tensor:
-    """``p`` (float32) in ``x.dtype``, rounded towards ``x``: ``|q - x| <= |p - x|`` per element.
-
-    Rounding to nearest may step past ``p``, away from ``x``; then the neighbour towards ``x``
-    lies between ``x`` and ``p`` (``x`` itself is representable, so it is never passed).
-    """
-    q = p.to(x.dtype)
-    qf, xf = q.float(), x.float()  # exact: float32 holds every float16/bfloat16 value
-    past = ((p >= xf) & (qf > p)) | ((p <= xf) & (qf < p))
-    return torch.where(past, torch.nextafter(q, x), q)

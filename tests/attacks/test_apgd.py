@@ -38,14 +38,19 @@ def test_checkpoints_match_paper_recurrence(steps: int) -> None:
 
 
 def _reference_halving(trace: list[float], steps: int, rho: float = 0.75) -> dict[int, bool]:
-    """Plain-Python reading of Sec. 3.2 for one sample: trace = [f(x^0), ..., f(x^steps)]."""
-    result, prev_w, halved_prev = {}, 0, False
+    """The reference code's rule for one sample (``pyautoattack``'s ``check_oscillation`` and
+    ``fl_reduce_no_impr``, transcribed), at the paper's checkpoints (the code's own at 100
+    steps): trace = [f(x^0), ..., f(x^steps)]."""
+    loss_steps = [0.0] * steps  # the code's zero-filled buffer: loss_steps[i] = f(x^(i+1))
+    result, prev_w, reduced_last, best_last = {}, 0, True, trace[0]
     for w in _reference_checkpoints(steps):
-        n_inc = sum(trace[i + 1] > trace[i] for i in range(prev_w, w))
-        cond1 = n_inc < rho * (w - prev_w)
-        cond2 = (not halved_prev) and max(trace[: prev_w + 1]) == max(trace[: w + 1])
-        result[w] = cond1 or cond2
-        halved_prev, prev_w = result[w], w
+        loss_steps[prev_w:w] = trace[prev_w + 1:w + 1]
+        j, k = w - 1, w - prev_w
+        # index -1 is the buffer's last entry, still 0 at the first checkpoint
+        n_inc = sum(loss_steps[j - c] > loss_steps[j - c - 1] for c in range(k))
+        best = max(trace[: w + 1])
+        result[w] = n_inc <= k * rho or (not reduced_last and best_last >= best)
+        reduced_last, best_last, prev_w = result[w], best, w
     return result
 
 
@@ -54,7 +59,7 @@ def test_step_size_rule_matches_reference_on_synthetic_traces() -> None:
     g = torch.Generator().manual_seed(3)
     traces = torch.cat([
         torch.randn(16, steps + 1, generator=g).cumsum(1),  # random walks
-        torch.arange(steps + 1.0).expand(8, -1),  # always increasing: never halve
+        (torch.arange(steps + 1.0) + 1).expand(8, -1),  # increasing from 1: never halves
         torch.zeros(8, steps + 1),  # flat: condition 1 every time
         (torch.arange(steps + 1.0) % 2).expand(8, -1),  # oscillating 0,1,0,1: ~50% increases
         torch.randn(8, steps + 1, generator=g).sign().cumsum(1) * 0.5,  # +-1 walks with ties
@@ -75,7 +80,8 @@ def test_step_size_rule_matches_reference_on_synthetic_traces() -> None:
             assert bool(got[w][b]) == flag, f"sample {b} checkpoint {w}"
             n_halved += flag
     assert 0 < n_halved < n * len(got)  # both outcomes exercised
-    assert not any(bool(h[16:24].any()) for h in got.values())  # increasing trace never halves
+    # an increasing trace never halves (from 0: its first loss counts as an increase)
+    assert not any(bool(h[16:24].any()) for h in got.values())
     assert all(bool(h[24:32].all()) for h in got.values())  # flat trace always halves
 
 

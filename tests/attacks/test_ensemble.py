@@ -111,9 +111,9 @@ def test_rand_judges_over_several_draws(trained_digits, monkeypatch) -> None:
     seen: list[int] = []
     import advimage.attacks.ensemble as ens
 
-    def judge(attack, model, xs, ys, gen, draws=1):  # noqa: ANN001, ANN202
+    def judge(attack, model, xs, ys, gen, draws=1, seed=None):  # noqa: ANN001, ANN202
         seen.append(draws)
-        return ens.__dict__["_member_run_orig"](attack, model, xs, ys, gen, draws)
+        return ens.__dict__["_member_run_orig"](attack, model, xs, ys, gen, draws, seed)
 
     monkeypatch.setitem(ens.__dict__, "_member_run_orig", ens._member_run)
     monkeypatch.setattr(ens, "_member_run", judge)

@@ -7,10 +7,14 @@ of Sec. 3.2, :mod:`advimage.attacks.apgd_schedule`), restarting from the best po
 far. APGD-T (:class:`~advimage.attacks.apgd_targeted.APGDT`) runs the
 targeted DLR loss against each of the top-k other classes in turn.
 
-Differences from the reference implementation, all deliberate: samples that already succeeded
-are dropped from the batch (``early_stop``) instead of being carried along; the random start is
-uniform in the eps-ball (``ThreatModel.random_start``); an unsuccessful sample returns its
-highest-loss point rather than the clean input (the final projection is identical).
+In L-inf and L2 the random start (``ThreatModel.random_start(surface=True)``), the step-size
+rule (:class:`~advimage.attacks.apgd_schedule.StepSizeRule`) and the order of the operations of
+the step and the projection (``ThreatModel.project_apgd``) are the reference code's, so that on
+the same points with the same seed advimage's APGD-CE and APGD-T compute the reference's
+iterates (``tests/attacks/test_apgd_reference.py``). Differences, deliberate: samples that
+already succeeded are dropped from the batch (``early_stop``) instead of being carried along;
+an unsuccessful sample returns its highest-loss point rather than the clean input (the final
+projection is identical).
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ class APGD(Attack):
         threat = self.threat
         if self.norm == "l1":
             return self._single_run_l1(model, x, y, target, loss_target, generator)
-        x_adv = threat.project(x, threat.random_start(x, generator))  # (B, C, H, W)
+        x_adv = threat.random_start(x, generator, surface=True)  # (B, C, H, W)
         rows = ActiveRows(x_adv)
         logits, loss, grad = self._forward(model, x_adv, y, loss_target)
         rule = StepSizeRule(self.steps, loss, self.rho)
@@ -247,8 +251,8 @@ class APGD(Attack):
         threat = self.threat
         a = 1.0 if i == 0 else self.momentum
         xc, xa = s["x"], s["x_adv"]
-        z = threat.project(xc, xa + s["step"] * threat.direction(s["grad"]))
-        s["x_prev"], s["x_adv"] = xa, threat.project(
+        z = threat.project_apgd(xc, xa + s["step"] * threat.direction(s["grad"], apgd=True))
+        s["x_prev"], s["x_adv"] = xa, threat.project_apgd(
             xc, xa + a * (z - xa) + (1.0 - a) * (xa - s["x_prev"])
         )
         logits, loss, s["grad"] = self._forward(model, s["x_adv"], s["y"], s.get("loss_target"))

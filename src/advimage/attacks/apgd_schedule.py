@@ -48,27 +48,34 @@ class StepSizeRule:
 
     At checkpoint ``w_j`` the step size of a sample is halved when either
 
-    1. the loss increased in fewer than ``rho * (w_j - w_{j-1})`` of the iterations since the
+    1. the loss increased in at most ``rho * (w_j - w_{j-1})`` of the iterations since the
        previous checkpoint (counting ``f(x^(i+1)) > f(x^(i))``), or
     2. the step size was not halved at ``w_{j-1}`` and the best loss did not improve since.
 
     Feed it the per-sample loss of every iterate with :meth:`update`; :meth:`select` keeps the
     state of a subset when the attack drops finished samples.
 
-    This follows the paper's text: condition 1 is a strict ``<`` and counts the step from the
-    starting point, and condition 2 may already fire at ``w_1`` (the reference code uses ``<=``
-    and skips condition 2 at the first checkpoint); the robust accuracies agree in practice.
+    This follows the reference code (``pyautoattack``'s ``check_oscillation`` and
+    ``fl_reduce_no_impr``), which departs from the paper's text in three details, kept so that
+    advimage's APGD computes the reference's iterates (``tests/attacks/test_apgd_reference.py``):
+    condition 1 is ``<=``; in the first window the first iterate's loss is compared with 0 (the
+    code's zero-filled loss buffer), not with the start's, so a cross-entropy run counts it as
+    an increase and a targeted DLR run, whose loss is negative until it succeeds, does not;
+    condition 2 never fires at the first checkpoint. The checkpoints are the paper's (the
+    code's own at 100 steps).
     """
 
     def __init__(self, steps: int, loss0: Tensor, rho: float = 0.75) -> None:
         self.checkpoints = frozenset(apgd_checkpoints(steps))
         self.rho = rho  # fraction of iterations that must increase the loss
         self.last_check = 0  # w_{j-1}
-        self.prev_loss = loss0.detach().clone()  # f(x^(i)), shape (B,)
+        # f(x^(i)), shape (B,); the reference compares the first iterate's loss with 0
+        self.prev_loss = torch.zeros_like(loss0.detach())
         self.n_increase = torch.zeros_like(self.prev_loss)  # increases since w_{j-1}
-        self.best = self.prev_loss.clone()  # f_max so far
+        self.best = loss0.detach().clone()  # f_max so far
         self.best_at_check = self.best.clone()  # f_max at w_{j-1}
-        self.halved_at_check = torch.zeros_like(self.prev_loss, dtype=torch.bool)
+        # condition 2 is off at the first checkpoint, as if the step had been halved at w_0
+        self.halved_at_check = torch.ones_like(self.prev_loss, dtype=torch.bool)
 
     def update(self, loss: Tensor, it: int) -> tuple[Tensor, Tensor | None]:
         """Record the loss of iterate ``it`` (1-based).
@@ -85,7 +92,7 @@ class StepSizeRule:
         self.best = torch.where(improved, loss, self.best)
         if it not in self.checkpoints:
             return improved, None
-        cond1 = self.n_increase < self.rho * (it - self.last_check)
+        cond1 = self.n_increase <= self.rho * (it - self.last_check)
         cond2 = ~self.halved_at_check & (self.best <= self.best_at_check)
         halve = cond1 | cond2
         self.halved_at_check = halve

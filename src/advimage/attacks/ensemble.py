@@ -24,10 +24,13 @@ Departure in ``rand``: the original judges each member's result on one forward p
 randomized model; advimage judges it on ``RAND_DRAWS`` passes and counts a point as fooled only
 if most of them misclassify it, so one lucky draw of the defense's randomness does not decide.
 
-Like the reference implementation (its ``bs``), each member attacks the remaining points in
-chunks of at most ``batch_size``: memory stays bounded, and on a CPU larger batches are slower per
-point (activations above glibc's 32 MiB mmap threshold are fresh pages on every pass: LeNet5
-queries cost 2x per point at 900 points than at 256).
+Like the reference implementation (its ``bs``, 250), each member attacks the remaining points
+in chunks of at most ``batch_size``: memory stays bounded, and on a CPU larger batches are slower
+per point (activations above glibc's 32 MiB mmap threshold are fresh pages on every pass: LeNet5
+queries cost 2x per point at 900 points than at 256). As in the reference, each member starts
+every chunk from ``seed`` (the reference reseeds in every ``perturb`` call): with the same
+``batch_size`` and seed, the APGD members draw the reference's random starts and, in L-inf,
+fool exactly the points the reference's fool (``tests/attacks/test_apgd_reference.py``).
 
 The result per point is the first successful adversarial example found, else the clean point;
 :meth:`AutoAttack.run` also returns robust accuracy and wall time after each attack.
@@ -136,7 +139,7 @@ class AutoAttack(Attack):
             module doc) or ``"fast"`` (25 steps, 3 targets, 500 queries: for CI, weaker).
         eot: Gradient samples per APGD step; version ``"rand"`` uses 20 unless this is set
             above 1.
-        batch_size: Most points a member attacks at once (the reference's ``bs`` is 250);
+        batch_size: Most points a member attacks at once (250, the reference's ``bs``);
             ``None``: all remaining points in one batch.
 
     :meth:`run` returns the images with an :class:`AutoAttackReport`.
@@ -147,7 +150,7 @@ class AutoAttack(Attack):
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
     version: str = "standard"
     eot: int = 1
-    batch_size: int | None = 256
+    batch_size: int | None = 250
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -238,7 +241,8 @@ class AutoAttack(Attack):
             start = time.perf_counter()
             before = best.done.clone()
             draws = RAND_DRAWS if self.version == "rand" else 1
-            attack_remaining(best, _member_run(attack, model, x, y, generator, draws),
+            run = _member_run(attack, model, x, y, generator, draws, self.seed)
+            attack_remaining(best, run,
                              chunk_size=self.batch_size)
             hit = best.done & ~before  # (B,) the points this member fooled
             fooled_by[hit] = k
@@ -261,12 +265,16 @@ class AutoAttack(Attack):
 
 
 def _member_run(
-    attack: Attack, model: Model, x: Tensor, y: Tensor, generator: torch.Generator, draws: int = 1
+    attack: Attack, model: Model, x: Tensor, y: Tensor, generator: torch.Generator,
+    draws: int = 1, seed: int | None = None,
 ) -> Callable[[Tensor], RunOutcome]:
-    """``attack`` on given rows of the batch, judged by ``draws`` forward passes (no loss: a
-    row is kept only where the member fooled the model on more than half of them)."""
+    """``attack`` on given rows of the batch (each chunk from ``seed``, when one is set), judged
+    by ``draws`` forward passes (no loss: a row is kept only where the member fooled the model
+    on more than half of them)."""
 
     def run(idx: Tensor) -> RunOutcome:
+        if seed is not None:
+            generator.manual_seed(int(seed))
         xs, ys = take(x, idx), take(y, idx)
         adv = attack.run_prepared(model, xs, ys, None, generator)
         with torch.no_grad():

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from advimage.attacks.base import AttackResult, Model
 from advimage.attacks.losses import is_success
 from advimage.attacks.result_attack import ResultAttack
-from advimage.lp_balls import lp_norms, rows
+from advimage.lp_balls import lp_norms, round_towards, rows
 from advimage.model_flags import Wrapper
-from advimage.threat import _round_towards, is_low_precision  # the projection's own rounding
+from advimage.threat import is_low_precision
 
 __all__ = ["MinimalNormAttack", "MinimalNormResult", "Search", "snap"]
 
@@ -106,7 +106,7 @@ def snap(model: Model, x_adv: Tensor, x: Tensor) -> Tensor:
     ``x`` (the rounding of :meth:`advimage.threat.ThreatModel.project`); else unchanged."""
     if not isinstance(model, _Rounded):
         return x_adv
-    return _round_towards(x_adv.float(), x.to(model.dtype)).to(x_adv.dtype)
+    return round_towards(x_adv.float(), x.to(model.dtype)).to(x_adv.dtype)
 
 
 class _Rounded(nn.Module, Wrapper):
