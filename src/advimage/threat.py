@@ -209,7 +209,7 @@ class ThreatModel:
         if self.norm == "linf":
             return self.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps))
         d = x_adv - x
-        n = lp_balls.l2_apgd(d).view(-1, *([1] * (d.dim() - 1)))  # (B, 1, ...)
+        n = _per_sample(lp_balls.l2_apgd(d), d)  # (B, 1, ...)
         return self.clamp(x + lp_balls.unit_l2_apgd(d) * torch.min(torch.full_like(x, self.eps), n))
 
     def random_start(

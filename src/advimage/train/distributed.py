@@ -27,6 +27,7 @@ draw it gets in one process.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -121,9 +122,19 @@ class DistContext:
                     p.grad /= self.world
 
     def finish(self) -> bool:
-        """Leave the process group; whether this process writes the results (rank 0)."""
+        """Leave the process group once every rank is done with it; whether this process
+        writes the results (rank 0).
+
+        Call it after dropping the DDP wrappers. A barrier first, so no rank tears down while
+        another still communicates; then the group is destroyed and collected while the
+        interpreter is fully alive, so gloo's worker threads are joined here and not by a late
+        destructor during interpreter shutdown, which can abort the process ("terminate called
+        without an active exception") after its work is done.
+        """
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
+        gc.collect()
         return self.is_main
 
 

@@ -289,6 +289,7 @@ def _finish(run: _Run, history: list[dict[str, Any]], t_start: float) -> dict[st
                "train_seconds_total": sum(h["seconds"] for h in history),
                "test_images": len(run.test_ds)}
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    run.net = run.model  # drop the DDP wrapper before leaving the process group
     if run.dist is not None and not run.dist.finish():  # off rank 0: nothing to write
         return metrics
     meta = {"dataset": cfg.dataset, "accuracy": final_acc, "train_config": cfg.to_dict(),

@@ -248,6 +248,7 @@ def pretrain(
             save_train_state(out, model, opt, {"epoch": epoch + 1, "history": history,
                                                "settings": settings})
     model.eval()
+    run.net = model  # drop the DDP wrapper before leaving the process group
     if ctx is not None and not ctx.finish():  # off rank 0: nothing to write
         return model, history
     save_nim(model, out / "nim", meta={"history": history, "settings": settings})
