@@ -199,7 +199,7 @@ class ThreatModel:
         return x + self._into_ball(self.clamp(x_adv) - x)
 
     def project_apgd(self, x: Tensor, x_adv: Tensor) -> Tensor:
-        """:meth:`project` in the order of Croce & Hein's APGD code, where results must match
+        """:meth:`project` in the order of Croce & Hein's AutoAttack code (APGD, Square), to match
         it bit for bit: linf ``min(max(x_adv, x - eps), x + eps)``, l2 ``x + d / (||d|| +
         1e-12) * min(eps, ||d||)``, then the box (l1, l0, low precision, ``eps = inf``:
         :meth:`project`). In the ball up to one rounding."""

@@ -206,3 +206,34 @@ def test_p_schedule() -> None:
 def test_bad_config_raises(config: dict) -> None:
     with pytest.raises(ValueError):
         Square(**config)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_reference_draws_propose_the_originals_squares(trained_digits, seed: int) -> None:
+    """``reference_draws`` (AutoAttack's L-inf member): from the same seed, the original's
+    ``SquareAttack`` loop and ours visit the same points, bit for bit, and spend the same
+    queries; through the public call (queries through the checked trace) the same points are
+    fooled."""
+    sq = pytest.importorskip("pyautoattack.square", reason="pyautoattack missing")
+    td = trained_digits
+    with torch.no_grad():
+        keep = td.model(td.x).argmax(1) == td.y
+    x, y, eps, n = td.x[keep][:64], td.y[keep][:64], 0.1, 150
+    ref = sq.SquareAttack(td.model, norm="Linf", n_queries=n, eps=eps, p_init=0.8, seed=seed,
+                          device="cpu", resc_schedule=False)
+    ref.init_hyperparam(x)
+    torch.manual_seed(seed)
+    n_ref, best_ref = ref.attack_single_run(x, y)
+    ours = Square(eps=eps, queries=n, p_init=0.8, rescale_schedule=False, reference_draws=True)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        best, success, _, queries = ours._single_run(td.model, x, y, None, gen)
+    assert 0 < int(success.sum()) < len(x)  # both outcomes exercised
+    assert torch.equal(best, best_ref)
+    assert torch.equal(queries.float(), n_ref)
+    adv = Square(eps=eps, queries=n, p_init=0.8, rescale_schedule=False, reference_draws=True,
+                 seed=seed)(td.model, x, y)
+    theirs = sq.SquareAttack(td.model, norm="Linf", n_queries=n, eps=eps, p_init=0.8,
+                             seed=seed, device="cpu", resc_schedule=False).perturb(x, y)
+    with torch.no_grad():
+        assert torch.equal(td.model(adv).argmax(1) != y, td.model(theirs).argmax(1) != y)

@@ -28,9 +28,11 @@ Like the reference implementation (its ``bs``, 250), each member attacks the rem
 in chunks of at most ``batch_size``: memory stays bounded, and on a CPU larger batches are slower
 per point (activations above glibc's 32 MiB mmap threshold are fresh pages on every pass: LeNet5
 queries cost 2x per point at 900 points than at 256). As in the reference, each member starts
-every chunk from ``seed`` (the reference reseeds in every ``perturb`` call): with the same
-``batch_size`` and seed, the APGD members draw the reference's random starts and, in L-inf,
-fool exactly the points the reference's fool (``tests/attacks/test_apgd_reference.py``).
+every chunk from ``seed`` (the reference reseeds in every ``perturb`` call). The APGD members
+compute the reference's iterates and Square (``reference_draws``, L-inf) proposes its squares,
+so on a CPU, with the same ``batch_size`` and seed, the L-inf ensemble fools exactly the points
+the original fools (``tests/attacks/test_ensemble.py``; in L2 and L1 Square draws a window per
+image, the paper's code, where the original draws one per batch).
 
 The result per point is the first successful adversarial example found, else the clean point;
 :meth:`AutoAttack.run` also returns robust accuracy and wall time after each attack.
@@ -199,8 +201,9 @@ class AutoAttack(Attack):
             return FABT(n_target_classes=9, **c)
         if fast:
             return Square(queries=500, p_init=0.8, **c)
-        # 5000 queries on the 10,000-query p schedule, not rescaled (resc_schedule=False)
-        return Square(queries=5000, p_init=0.8, rescale_schedule=False, **c)
+        # 5000 queries on the 10,000-query p schedule, not rescaled (resc_schedule=False), the
+        # original's squares in L-inf (one window per query for the whole batch)
+        return Square(queries=5000, p_init=0.8, rescale_schedule=False, reference_draws=True, **c)
 
     def run(self, model: Model, x: Tensor, y: Tensor) -> AutoAttackResult:
         """Attack like ``self(model, x, y)`` and report what each member did.

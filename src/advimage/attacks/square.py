@@ -44,7 +44,14 @@ from advimage.attacks.restarts import (
     take,
 )
 from advimage.attacks.result_attack import ResultAttack
-from advimage.attacks.square_patterns import eta_grid, placed_eta, random_sign, random_windows
+from advimage.attacks.square_patterns import (
+    eta_grid,
+    placed_eta,
+    random_sign,
+    random_windows,
+    reference_sign,
+    reference_window,
+)
 from advimage.lp_balls import lp_norms, project_l1_box
 from advimage.threat import l2_norms
 
@@ -108,6 +115,12 @@ class Square(ResultAttack[SquareResult]):
             eager model; see :mod:`advimage.attacks.fast_forward`), else the model itself.
         rescale_schedule: Stretch the paper's 10,000-query ``p`` schedule over ``queries``
             (the reference's default); AutoAttack turns it off, as the original ensemble does.
+        reference_draws: L-inf: draw as the original AutoAttack's Square (``pyautoattack``)
+            does, one window and one sign per channel per query for the whole batch
+            (:func:`~.square_patterns.reference_window`), and make ``queries`` proposals after
+            the stripes as its loop does, so that on a CPU, from the same seed and batch, it
+            proposes the original's squares (AutoAttack's member; the paper's code, and the
+            default, draw per sample).
 
     :meth:`run` returns the queries spent per sample and the forward used with the images.
     """
@@ -120,6 +133,7 @@ class Square(ResultAttack[SquareResult]):
     loss: str = "margin"
     fast_queries: bool = True
     rescale_schedule: bool = True
+    reference_draws: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -184,7 +198,8 @@ class Square(ResultAttack[SquareResult]):
         ok, loss = self._scores(model(x_best), y, target)
         rows = ActiveRows(x_best)
         queries = torch.ones_like(y)
-        for it in range(self.queries - 1):
+        shared = self.reference_draws and self.norm == "linf"
+        for it in range(self.queries - (0 if shared else 1)):
             if bool(ok.any()):  # drop fooled samples: they are never queried again
                 keep = rows.retire(ok, x_best, loss)
                 if keep.numel() == 0:
@@ -208,12 +223,18 @@ class Square(ResultAttack[SquareResult]):
     def _init_linf(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """Vertical stripes: one sign per (sample, channel, column), at distance eps."""
         n, c, _, w = x.shape
+        if self.reference_draws:
+            return self.threat.clamp(x + self.eps * reference_sign((n, c, 1, w), x, gen))
         return self.threat.project(x, x + self.eps * random_sign((n, c, 1, w), x, gen))
 
     def _propose_linf(self, x: Tensor, x_best: Tensor, p: float, gen: torch.Generator) -> Tensor:
         """Paste an s x s square whose channels jump to x +- eps onto ``x_best``."""
         b, c, h, w = x.shape
         s = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)  # side of the square (px)
+        if self.reference_draws:  # x_best + 2 eps sign in the window, projected (its bits)
+            mask, sign = reference_window(x, s, gen)
+            deltas = torch.where(mask, 2.0 * self.eps * sign, torch.zeros_like(sign))
+            return self.threat.project_apgd(x, x_best + deltas)
         mask, _, _ = random_windows(x, s, gen)
         corner = x + self.eps * random_sign((b, c, 1, 1), x, gen)  # (b, C, H, W)
         return self.threat.clamp(torch.where(mask, corner, x_best))

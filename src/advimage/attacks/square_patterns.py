@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["eta_grid", "eta_pattern", "placed_eta", "random_sign", "random_windows",
-           "rect_pattern"]
+           "rect_pattern", "reference_sign", "reference_window"]
 
 _PATTERN_NORMS = ("l2", "l1")
 
@@ -70,6 +70,28 @@ def random_windows(x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Ten
     lj = torch.arange(w, device=x.device) - vw  # (b, W)
     mask = ((li >= 0) & (li < s))[:, None, :, None] & ((lj >= 0) & (lj < s))[:, None, None, :]
     return mask, li.clamp(0, s - 1), lj.clamp(0, s - 1)
+
+
+def reference_sign(shape: tuple[int, ...], like: Tensor, gen: torch.Generator) -> Tensor:
+    """``sign(2 u - 1)`` of float32 uniforms ``u`` of ``shape``, in ``like``'s dtype: the original
+    AutoAttack Square's ``random_choice`` (the same draws from the same seed)."""
+    u = torch.rand(shape, generator=gen, device=like.device, dtype=torch.float32)
+    return torch.sign(2 * u - 1).to(like.dtype)
+
+
+def reference_window(x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One s x s window and one sign per channel for the whole batch ``x`` ``(b, C, H, W)``,
+    drawn as the original AutoAttack's L-inf Square draws them (``pyautoattack``: top row and
+    left column ``int((H - s) u)``, so never the last position): mask (1, 1, H, W) and signs
+    (1, C, 1, 1)."""
+    _, c, h, w = x.shape
+    kw = {"generator": gen, "device": x.device, "dtype": torch.float32}
+    vh = int(((h - s) * torch.rand([1], **kw)).long())
+    vw = int(((w - s) * torch.rand([1], **kw)).long())
+    sign = reference_sign((c, 1, 1), x, gen).unsqueeze(0)
+    mask = torch.zeros((1, 1, h, w), dtype=torch.bool, device=x.device)
+    mask[..., vh:vh + s, vw:vw + s] = True
+    return mask, sign
 
 
 def eta_grid(x: Tensor, norm: str, gen: torch.Generator) -> Tensor:
