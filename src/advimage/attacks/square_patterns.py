@@ -85,9 +85,11 @@ def reference_window(x: Tensor, s: int, gen: torch.Generator) -> tuple[Tensor, T
     left column ``int((H - s) u)``, so never the last position): mask (1, 1, H, W) and signs
     (1, C, 1, 1)."""
     _, c, h, w = x.shape
-    kw = {"generator": gen, "device": x.device, "dtype": torch.float32}
-    vh = int(((h - s) * torch.rand([1], **kw)).long())
-    vw = int(((w - s) * torch.rand([1], **kw)).long())
+    def uniform() -> Tensor:  # (1,) float32, one draw of the generator
+        return torch.rand([1], generator=gen, device=x.device, dtype=torch.float32)
+
+    vh = int(((h - s) * uniform()).long())
+    vw = int(((w - s) * uniform()).long())
     sign = reference_sign((c, 1, 1), x, gen).unsqueeze(0)
     mask = torch.zeros((1, 1, h, w), dtype=torch.bool, device=x.device)
     mask[..., vh:vh + s, vw:vw + s] = True
