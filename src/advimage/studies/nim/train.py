@@ -231,8 +231,7 @@ def pretrain(
     _check_schedule(epochs, batch_size, lr, weight_decay, warmup_epochs)
     bs, steps_per_epoch, total, warmup = _steps(len(images), batch_size, epochs, warmup_epochs)
     ctx, dev = setup(bs, resolve_device(device))  # torchrun: join its group; nothing written yet
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = NIMAutoencoder(config).to(dev)
     opt = _adamw(model, lr, weight_decay)
