@@ -7,9 +7,9 @@ images. All contenders run in the same process on the same tensors, one after an
 (original first, then advimage, then torchattacks). Targets (issue 18): robust accuracy at
 most 0.1 point above the original's, wall time at most 0.5x the original's.
 
-The original and advimage both attack in chunks of 250 / 256 points; torchattacks' standard
-version runs 10-step APGD/APGD-T/FAB members (its classes' defaults), a fifth of the paper's
-gradient work, and is optional (``--torchattacks``) because it is slow.
+The original and advimage both attack in chunks of 250 points, each member reseeded per chunk;
+torchattacks' standard version runs 10-step APGD/APGD-T/FAB members (its classes' defaults), a
+fifth of the paper's gradient work, and is optional (``--torchattacks``) because it is slow.
 
     python bench/autoattack_speed.py --case mnist --n 200 --threads 2 [--torchattacks]
     python bench/autoattack_speed.py --case cifar --n 200 --threads 2
