@@ -245,8 +245,7 @@ class AutoAttack(Attack):
             before = best.done.clone()
             draws = RAND_DRAWS if self.version == "rand" else 1
             run = _member_run(attack, model, x, y, generator, draws, self.seed)
-            attack_remaining(best, run,
-                             chunk_size=self.batch_size)
+            attack_remaining(best, run, chunk_size=self.batch_size)
             hit = best.done & ~before  # (B,) the points this member fooled
             fooled_by[hit] = k
             _sync(x)

@@ -11,7 +11,8 @@ the initial grid projected exactly onto the l1 ball in the box). The square's ar
 spent. No gradients are used, so the attack is immune to gradient masking; that is why
 AutoAttack includes it.
 
-Only samples not yet fooled are queried (each sample's own square position and signs, batched);
+Only samples not yet fooled are queried (each sample's own square position and signs, batched;
+``reference_draws``: one per query for the whole batch, as the original AutoAttack's L-inf Square);
 :meth:`Square.run` reports the number of model evaluations per sample. On a CPU the
 queries run through an inference-optimised trace of the model where it is checked to give the
 model's logits (:func:`advimage.attacks.fast_forward.inference_forward`; 1.7-3x faster queries).
