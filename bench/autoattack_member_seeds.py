@@ -20,33 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from autoattack_stages import EPS
-from common import add_common_args, header, load_mnist, setup_threads
+from autoattack_stages import EPS, original_member
+from common import add_common_args, header, load_mnist, peers, setup_threads
 
 from advimage.attacks import AutoAttack
-
-
-def original_member(model, x, y, name: str, seed: int) -> torch.Tensor:
-    """Adversarial images of the original's member ``name`` (its standard-version budgets)."""
-    from pyautoattack import AutoAttack as PyAA
-
-    aa = PyAA(model, eps=EPS, norm="Linf", seed=seed, version="standard")
-    if name == "apgd-ce":
-        aa.apgd.loss, aa.apgd.seed = "ce", seed
-        return aa.apgd.perturb(x, y)
-    if name == "apgd-t":
-        aa.apgd_targeted.seed = seed
-        return aa.apgd_targeted.perturb(x, y)
-    if name == "fab-t":
-        aa.fab.targeted, aa.fab.n_restarts, aa.fab.seed = True, 1, seed
-        return aa.fab.perturb(x, y)
-    aa.square.seed = seed
-    return aa.square.perturb(x, y)
-
-
-def fooled(model, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(1) != y
 
 
 def main() -> None:
@@ -77,10 +54,14 @@ def main() -> None:
         for lib in counts:
             t0 = time.perf_counter()
             if lib == "original":
-                adv = original_member(model, xs, ys, args.member, seed)
+                from pyautoattack import AutoAttack as PyAA
+
+                aa = PyAA(model, eps=EPS, norm="Linf", seed=seed, version="standard")
+                adv = original_member(aa, args.member, xs, ys, seed)
             else:
                 adv = AutoAttack(eps=EPS, seed=seed).member(args.member)(model, xs, ys)
-            f = fooled(model, adv, ys)
+            with torch.no_grad():
+                f = ~peers.robust_mask(model, adv, ys)
             counts[lib].append(int(f.sum()))
             hits[lib] += f.float()
             robust_all[idx[f]] = False

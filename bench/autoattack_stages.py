@@ -27,6 +27,22 @@ from advimage.attacks import AutoAttack
 EPS = 0.3
 
 
+def original_member(aa, name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    """Adversarial images of member ``name`` of the original's ensemble ``aa`` (a
+    ``pyautoattack.AutoAttack``, its standard-version budgets) on ``x``, ``y``."""
+    if name == "apgd-ce":
+        aa.apgd.loss, aa.apgd.seed = "ce", seed
+        return aa.apgd.perturb(x, y)
+    if name == "apgd-t":
+        aa.apgd_targeted.seed = seed
+        return aa.apgd_targeted.perturb(x, y)
+    if name == "fab-t":
+        aa.fab.targeted, aa.fab.n_restarts, aa.fab.seed = True, 1, seed
+        return aa.fab.perturb(x, y)
+    aa.square.seed = seed
+    return aa.square.perturb(x, y)
+
+
 def original_chain(model, x, y, seed: int, norm: str = "Linf", stages: int | None = None,
                    on_stage=None) -> dict[str, torch.Tensor]:
     """Robust flags after each stage of pyautoattack's standard version (its own loop);
@@ -42,18 +58,7 @@ def original_chain(model, x, y, seed: int, norm: str = "Linf", stages: int | Non
         t0 = time.perf_counter()
         if len(idx):
             xs, ys = x[idx], y[idx]
-            if name == "apgd-ce":
-                aa.apgd.loss, aa.apgd.seed = "ce", seed
-                adv = aa.apgd.perturb(xs, ys)
-            elif name == "apgd-t":
-                aa.apgd_targeted.seed = seed
-                adv = aa.apgd_targeted.perturb(xs, ys)
-            elif name == "fab-t":
-                aa.fab.targeted, aa.fab.n_restarts, aa.fab.seed = True, 1, seed
-                adv = aa.fab.perturb(xs, ys)
-            else:
-                aa.square.seed = seed
-                adv = aa.square.perturb(xs, ys)
+            adv = original_member(aa, name, xs, ys, seed)
             with torch.no_grad():
                 robust[idx] = model(adv).argmax(1) == ys
         flags[name] = robust.clone()

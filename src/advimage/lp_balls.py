@@ -183,7 +183,7 @@ def surface_delta(x: Tensor, norm: str, eps: float, generator: torch.Generator |
     ``eps * t / (||t|| + 1e-12)``, in the code's order of operations (same draws, same bits)."""
     if norm == "linf":
         t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
-        return eps * (t / (rows(t.abs().view(t.shape[0], -1).max(1)[0], t) + 1e-12))
+        return eps * (t / (rows(lp_norms(t, "linf"), t) + 1e-12))
     if norm == "l2":
         t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return eps * unit_l2_apgd(t)

@@ -210,7 +210,7 @@ class ThreatModel:
             return self.clamp(torch.min(torch.max(x_adv, x - self.eps), x + self.eps))
         d = x_adv - x
         n = _per_sample(lp_balls.l2_apgd(d), d)  # (B, 1, ...)
-        return self.clamp(x + lp_balls.unit_l2_apgd(d) * torch.min(torch.full_like(x, self.eps), n))
+        return self.clamp(x + lp_balls.unit_l2_apgd(d) * n.clamp_max(self.eps))
 
     def random_start(
         self, x: Tensor, generator: torch.Generator | None = None, surface: bool = False
