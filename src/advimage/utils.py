@@ -20,6 +20,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_writer",
+    "chunk_sizes",
     "resolve_device",
     "run_metadata",
     "seed_everything",
@@ -157,3 +158,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any] | list[Any]) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def chunk_sizes(rows: int, max_rows: int | None) -> list[int]:
+    """Sizes of the fewest near-equal chunks (they differ by at most 1) of ``<= max_rows`` rows.
+
+    ``None`` (or ``rows <= max_rows``) gives one chunk of all ``rows``.
+    """
+    if max_rows is None or rows <= max_rows:
+        return [rows]
+    parts = -(-rows // max_rows)  # ceil
+    return [rows // parts + (i < rows % parts) for i in range(parts)]

@@ -157,7 +157,7 @@ class APGD(Attack):
         """Logits (B, K), per-sample loss (B,) and input gradient (B, C, H, W) at ``x_adv``."""
         with torch.enable_grad():
             grad, loss, logits = input_gradient(
-                model, x_adv, lambda z: self._loss(z, y, loss_target), self.eot
+                model, x_adv, self._loss, self.eot, per_row=(y, loss_target)
             )
         return logits, loss, grad
 

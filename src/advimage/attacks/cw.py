@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import Tensor
@@ -109,11 +108,12 @@ class CarliniWagnerL2(Attack):
             w = w0.clone()
             adam = AdamState.zeros_like(w)
             found = torch.zeros(n, dtype=torch.bool, device=x.device)
-            objective = partial(self._objective, y=y, target=target, const=const)
             for _ in range(self.steps):
                 tw = torch.tanh(w)
                 x_adv = lo + (tw + 1) * half  # (B, C, H, W)
-                grad_obj, _, logits = input_gradient(model, x_adv, objective, self.eot)
+                grad_obj, _, logits = input_gradient(
+                    model, x_adv, self._objective, self.eot, per_row=(y, target, const)
+                )
                 diff = x_adv - x
                 l2 = l2_norms(diff)  # (B,)
                 # success of this iterate (judged before its update) -> keep the closest

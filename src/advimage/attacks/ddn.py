@@ -81,7 +81,7 @@ class DDN(MinimalNormAttack):
         for i in range(self.steps):
             alpha = cosine_anneal(self.max_stepsize, _MIN_STEP, i, self.steps)
             x_adv = snap(model, x + delta, x)
-            grad, _, logits = input_gradient(model, x_adv, lambda z: ce_loss(z, y, target))
+            grad, _, logits = input_gradient(model, x_adv, ce_loss, per_row=(y, target))
             adv = is_success(logits, y, target)
             search.offer(x_adv, adv)
             delta = delta + alpha * grad / rows(lp_norms(grad, "l2").clamp_min(_TINY), grad)

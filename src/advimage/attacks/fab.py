@@ -39,6 +39,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from advimage.attacks import gradient
 from advimage.attacks.base import (
     AttackResult,
     Model,
@@ -51,6 +52,7 @@ from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, rows_view, take
 from advimage.attacks.result_attack import ResultAttack
+from advimage.utils import chunk_sizes
 
 __all__ = ["FAB", "FABT", "FABResult"]
 
@@ -230,7 +232,21 @@ class FAB(ResultAttack[FABResult]):
     ) -> tuple[Tensor, Tensor]:
         """Logit differences ``f_j - f_y`` ``(b, m)`` at ``x1`` and their input gradients
         ``(b, m, D)`` (all classes, ``f_y``'s own entry set far away, or the one class
-        ``aim``)."""
+        ``aim``), in slices of ``GRADIENT_ROWS`` rows (:mod:`advimage.attacks.gradient`)."""
+        sizes = chunk_sizes(len(x1), gradient.GRADIENT_ROWS)  # near-equal, as input_gradient
+        aims = [None] * len(sizes) if aim is None else list(aim.split(sizes))
+        parts = [FAB._linearise_rows(model, xs, ys, a)
+                 for xs, ys, a in zip(x1.split(sizes), y.split(sizes), aims, strict=True)]
+        if len(parts) == 1:
+            return parts[0]
+        df, dg = (torch.cat(ts) for ts in zip(*parts, strict=True))
+        return df, dg
+
+    @staticmethod
+    def _linearise_rows(
+        model: Model, x1: Tensor, y: Tensor, aim: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`_linearise` in one forward pass."""
         xg = x1.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(xg)  # (b, K)

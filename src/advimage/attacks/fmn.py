@@ -147,7 +147,7 @@ class FMN(MinimalNormAttack):
             gamma = cosine_anneal(self.gamma, _GAMMA_FINAL, i, self.steps)
             x_adv = snap(model, x + delta, x)
             grad, margin, logits = input_gradient(
-                model, x_adv, lambda z: margin_loss(z, y, target)
+                model, x_adv, margin_loss, per_row=(y, target)
             )
             adv = is_success(logits, y, target)
             grad = self._feasible(x_adv, grad) if self.box_aware else grad

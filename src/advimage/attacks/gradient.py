@@ -4,19 +4,38 @@
 gradient over that many passes (Athalye et al., 2018, "Synthesizing Robust Adversarial
 Examples"), and :func:`declares_deterministic` lets a model that declares itself deterministic
 take one pass. The iterative loop (:mod:`advimage.attacks.loop`) re-exports both.
+
+A pass over a large batch runs in near-equal slices of at most :data:`GRADIENT_ROWS` rows when
+the caller hands the objective its per-row tensors (``per_row``). Each slice's forward and
+backward allocate and free their activations before the next slice starts, so the working set
+stays small enough for glibc's malloc to reuse freed memory instead of returning it to the kernel
+and faulting it back in on the next pass (an eager CPU forward+backward of the MNIST LeNet5 at
+250 rows takes about 12,500 page faults). Rows of a frozen model are independent, so the values
+are those of one pass up to the summation order the backend picks for a slice's size: with
+slices of 33-64 rows the MNIST LeNet5's and the CIFAR ResNet-20's gradients, losses and logits
+are one pass's bit for bit (``tests/attacks/test_gradient_rows.py``); oneDNN and MKL change the
+last bits only for slices of about 16 rows or fewer, which near-equal slicing never makes from a
+batch above 64. ``bench/gradient_rows.py`` measures the time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from advimage.attacks.base import Model, check_positive_int
 from advimage.model_flags import DeclaresFlags, model_flags, unwrap
+from advimage.utils import chunk_sizes
 
-__all__ = ["declares_deterministic", "input_gradient"]
+__all__ = ["GRADIENT_ROWS", "declares_deterministic", "input_gradient"]
+
+# Most rows per forward+backward pass when the objective takes its per-row tensors. 64 keeps a
+# pass's activations at ~22 MB for the MNIST LeNet5 and ~200 MB for the CIFAR ResNet-20, where
+# bench/gradient_rows.py measured the fastest passes; smaller slices lose BLAS efficiency.
+GRADIENT_ROWS = 64
 
 
 def declares_deterministic(model: Model) -> bool:
@@ -39,7 +58,13 @@ def declares_deterministic(model: Model) -> bool:
 
 
 def input_gradient(
-    model: Model, x_adv: Tensor, objective: Callable[[Tensor], Tensor], eot: int = 1
+    model: Model,
+    x_adv: Tensor,
+    objective: Callable[..., Tensor],
+    eot: int = 1,
+    *,
+    per_row: Sequence[Tensor | None] | None = None,
+    max_rows: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradient of ``objective(model(x_adv))`` w.r.t. ``x_adv``, averaged over ``eot`` passes.
 
@@ -47,23 +72,69 @@ def input_gradient(
     all of them. ``objective`` maps logits ``(B, K)`` to a per-sample loss ``(B,)``; samples are
     independent, so the gradient of the sum is each sample's own gradient.
 
+    Args:
+        per_row: The tensors (or ``None``) aligned with ``x_adv``'s rows that ``objective``
+            takes after the logits: ``objective(logits, *per_row)``, each sliced like the rows.
+            Given, a batch above ``max_rows`` runs in slices (module doc); ``None``:
+            ``objective(logits)`` on the whole batch in one pass (it may close over the batch).
+        max_rows: Most rows per pass when ``per_row`` is given; ``None``: :data:`GRADIENT_ROWS`.
+
     Returns:
         ``(grad (B, ...), loss (B,), logits (B, K))``, all detached; loss and logits are the
         means over the ``eot`` passes (one pass for a model that declares itself deterministic,
         see :func:`declares_deterministic`).
     """
     check_positive_int(eot, "eot")
+    max_rows = GRADIENT_ROWS if max_rows is None else check_positive_int(max_rows, "max_rows")
     if eot > 1 and declares_deterministic(model):
         eot = 1  # every pass would give the same gradient
-    grad_sum, loss_sum, logits_sum = _one_pass(model, x_adv, objective)
+    if per_row is not None:
+        per_row = _aligned(per_row, len(x_adv))
+    grad_sum, loss_sum, logits_sum = _pass(model, x_adv, objective, per_row, max_rows)
     for _ in range(eot - 1):
-        grad, loss, logits = _one_pass(model, x_adv, objective)
+        grad, loss, logits = _pass(model, x_adv, objective, per_row, max_rows)
         grad_sum = grad_sum + grad
         loss_sum = loss_sum + loss
         logits_sum = logits_sum + logits
     if eot > 1:
         return grad_sum / eot, loss_sum / eot, logits_sum / eot
     return grad_sum, loss_sum, logits_sum
+
+
+def _aligned(per_row: Sequence[Tensor | None], n: int) -> list[Tensor | None]:
+    """``per_row`` as a list, each tensor checked to have ``n`` rows."""
+    for i, t in enumerate(per_row):
+        if t is not None and (t.dim() == 0 or len(t) != n):
+            raise ValueError(f"per_row[{i}] has shape {tuple(t.shape)}, expected {n} rows "
+                             "(one per input)")
+    return list(per_row)
+
+
+def _pass(
+    model: Model,
+    x_adv: Tensor,
+    objective: Callable[..., Tensor],
+    per_row: list[Tensor | None] | None,
+    max_rows: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One pass over the batch, in slices of ``max_rows`` when ``per_row`` is given."""
+    if per_row is None:
+        return _one_pass(model, x_adv, objective)
+    sizes = chunk_sizes(len(x_adv), max_rows)  # near-equal slices, none tiny
+    cols = [[None] * len(sizes) if t is None else list(t.split(sizes)) for t in per_row]
+    slices = list(zip(*cols, strict=True)) if cols else [()] * len(sizes)
+    parts = [_one_pass(model, xs, functools.partial(_with_rows, objective, args))
+             for xs, args in zip(x_adv.split(sizes), slices, strict=True)]
+    if len(parts) == 1:
+        return parts[0]
+    grad, loss, logits = (torch.cat(ts) for ts in zip(*parts, strict=True))
+    return grad, loss, logits
+
+
+def _with_rows(objective: Callable[..., Tensor], args: Sequence[Tensor | None],
+               logits: Tensor) -> Tensor:
+    """``objective(logits, *args)``: the objective on one slice's logits and per-row tensors."""
+    return objective(logits, *args)
 
 
 def _one_pass(
@@ -74,5 +145,8 @@ def _one_pass(
     with torch.enable_grad():
         logits = model(xg)  # (B, K)
         loss = objective(logits)  # (B,)
+    if loss.shape != (len(x_adv),):
+        raise ValueError(f"the objective returned shape {tuple(loss.shape)}; it must return one "
+                         f"loss per sample, shape ({len(x_adv)},)")
     (grad,) = torch.autograd.grad(loss.sum(), xg)
     return grad, loss.detach(), logits.detach()

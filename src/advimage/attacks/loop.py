@@ -165,7 +165,7 @@ class IterativeAttack(Attack):
         self, model: Model, x_adv: Tensor, y: Tensor, target: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(grad, loss, logits)`` of :meth:`loss_fn` at ``x_adv``, averaged over ``eot``."""
-        return input_gradient(model, x_adv, lambda z: self.loss_fn(z, y, target), self.eot)
+        return input_gradient(model, x_adv, self.loss_fn, self.eot, per_row=(y, target))
 
     @torch.no_grad()
     def evaluate(

@@ -20,19 +20,9 @@ import torch
 from torch import Tensor
 
 from advimage.attacks.base import Model, check_positive_int
+from advimage.utils import chunk_sizes
 
 __all__ = ["RowChunks", "chunk_sizes"]
-
-
-def chunk_sizes(rows: int, max_rows: int | None) -> list[int]:
-    """Sizes of the fewest near-equal chunks (they differ by at most 1) of ``<= max_rows`` rows.
-
-    ``None`` (or ``rows <= max_rows``) gives one chunk of all ``rows``.
-    """
-    if max_rows is None or rows <= max_rows:
-        return [rows]
-    parts = -(-rows // max_rows)  # ceil
-    return [rows // parts + (i < rows % parts) for i in range(parts)]
 
 
 class RowChunks:

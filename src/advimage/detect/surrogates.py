@@ -50,7 +50,7 @@ def one_step_attack(
     lr = check_positive_float(lr, "lr")
     threat = ThreatModel("linf", radius, bounds)
     x0 = x.detach()
-    grad = input_gradient(model, x0, lambda z: ce_loss(z, label, target))[0]  # (B, C, H, W)
+    grad = input_gradient(model, x0, ce_loss, per_row=(label, target))[0]  # (B, C, H, W)
     stepped = threat.project(x0, x0 + lr * grad)  # (B, C, H, W)
     return x + (stepped - x0)  # value = stepped; gradient w.r.t. x = identity
 
