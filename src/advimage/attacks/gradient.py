@@ -12,10 +12,11 @@ stays small enough for glibc's malloc to reuse freed memory instead of returning
 and faulting it back in on the next pass (an eager CPU forward+backward of the MNIST LeNet5 at
 250 rows takes about 12,500 page faults). Rows of a frozen model are independent, so the values
 are those of one pass up to the summation order the backend picks for a slice's size: with
-slices of 33-64 rows the MNIST LeNet5's and the CIFAR ResNet-20's gradients, losses and logits
-are one pass's bit for bit (``tests/attacks/test_gradient_rows.py``); oneDNN and MKL change the
-last bits only for slices of about 16 rows or fewer, which near-equal slicing never makes from a
-batch above 64. ``bench/gradient_rows.py`` measures the time.
+slices of 32-64 rows the gradients, losses and logits are one pass's bit for bit (a LeNet5 and
+the tests' digits CNN in ``tests/attacks/test_gradient_rows.py``; the reference LeNet5 and
+ResNet-20 in ``bench/gradient_rows.py``, which also measures the time); oneDNN and MKL change
+the last bits only in slices of about 10 rows or fewer, which near-equal slicing never makes
+from a batch above 64 (its smallest slice is 32 rows).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from advimage.utils import chunk_sizes
 
 __all__ = ["GRADIENT_ROWS", "declares_deterministic", "input_gradient"]
 
-# Most rows per forward+backward pass when the objective takes its per-row tensors. 64 keeps a
-# pass's activations at ~22 MB for the MNIST LeNet5 and ~200 MB for the CIFAR ResNet-20, where
-# bench/gradient_rows.py measured the fastest passes; smaller slices lose BLAS efficiency.
+# Most rows per forward+backward pass when the objective takes its per-row tensors: ~22 MB of
+# activations for the MNIST LeNet5, ~200 MB for the CIFAR ResNet-20. A sweep while choosing it
+# (bench/README.md, "Gradient passes in slices") found the fastest slices at 50-84 rows for the
+# one and 32-64 for the other; slices of 8 rows or fewer were slower than one whole pass.
 GRADIENT_ROWS = 64
 
 
