@@ -32,6 +32,7 @@ so that made more gradient passes than the reference (``bench/autoattack_passes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -52,7 +53,6 @@ from advimage.attacks.losses import is_success
 from advimage.attacks.registry import register_attack
 from advimage.attacks.restarts import ActiveRows, BestSoFar, RunOutcome, rows_view, take
 from advimage.attacks.result_attack import ResultAttack
-from advimage.utils import chunk_sizes
 
 __all__ = ["FAB", "FABT", "FABResult"]
 
@@ -233,13 +233,8 @@ class FAB(ResultAttack[FABResult]):
         """Logit differences ``f_j - f_y`` ``(b, m)`` at ``x1`` and their input gradients
         ``(b, m, D)`` (all classes, ``f_y``'s own entry set far away, or the one class
         ``aim``), in slices of ``GRADIENT_ROWS`` rows (:mod:`advimage.attacks.gradient`)."""
-        sizes = chunk_sizes(len(x1), gradient.GRADIENT_ROWS)  # near-equal, as input_gradient
-        aims = [None] * len(sizes) if aim is None else list(aim.split(sizes))
-        parts = [FAB._linearise_rows(model, xs, ys, a)
-                 for xs, ys, a in zip(x1.split(sizes), y.split(sizes), aims, strict=True)]
-        if len(parts) == 1:
-            return parts[0]
-        df, dg = (torch.cat(ts) for ts in zip(*parts, strict=True))
+        df, dg = gradient.in_row_slices(functools.partial(FAB._linearise_rows, model),
+                                        gradient.GRADIENT_ROWS, x1, y, aim)
         return df, dg
 
     @staticmethod

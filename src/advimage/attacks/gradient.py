@@ -31,7 +31,7 @@ from advimage.attacks.base import Model, check_positive_int
 from advimage.model_flags import DeclaresFlags, model_flags, unwrap
 from advimage.utils import chunk_sizes
 
-__all__ = ["GRADIENT_ROWS", "declares_deterministic", "input_gradient"]
+__all__ = ["GRADIENT_ROWS", "declares_deterministic", "in_row_slices", "input_gradient"]
 
 # Most rows per forward+backward pass when the objective takes its per-row tensors: ~22 MB of
 # activations for the MNIST LeNet5, ~200 MB for the CIFAR ResNet-20. A sweep while choosing it
@@ -122,15 +122,29 @@ def _pass(
     """One pass over the batch, in slices of ``max_rows`` when ``per_row`` is given."""
     if per_row is None:
         return _one_pass(model, x_adv, objective)
-    sizes = chunk_sizes(len(x_adv), max_rows)  # near-equal slices, none tiny
-    cols = [[None] * len(sizes) if t is None else list(t.split(sizes)) for t in per_row]
-    slices = list(zip(*cols, strict=True)) if cols else [()] * len(sizes)
-    parts = [_one_pass(model, xs, functools.partial(_with_rows, objective, args))
-             for xs, args in zip(x_adv.split(sizes), slices, strict=True)]
-    if len(parts) == 1:
-        return parts[0]
-    grad, loss, logits = (torch.cat(ts) for ts in zip(*parts, strict=True))
+
+    def one_slice(xs: Tensor, *args: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        return _one_pass(model, xs, functools.partial(_with_rows, objective, args))
+
+    grad, loss, logits = in_row_slices(one_slice, max_rows, x_adv, *per_row)
     return grad, loss, logits
+
+
+def in_row_slices(
+    fn: Callable[..., tuple[Tensor, ...]], max_rows: int, x: Tensor, *per_row: Tensor | None
+) -> tuple[Tensor, ...]:
+    """``fn(x, *per_row)`` over near-equal slices of at most ``max_rows`` rows (module doc).
+
+    Each of ``x`` and the ``per_row`` tensors is sliced alike (``None`` stays ``None``); the
+    outputs of the slices, all per-row tensors, are concatenated along the rows. A batch that
+    fits in one slice is one call.
+    """
+    sizes = chunk_sizes(len(x), max_rows)  # near-equal slices, none tiny
+    if len(sizes) == 1:
+        return fn(x, *per_row)
+    cols = [[None] * len(sizes) if t is None else list(t.split(sizes)) for t in (x, *per_row)]
+    parts = [fn(*args) for args in zip(*cols, strict=True)]
+    return tuple(torch.cat(ts) for ts in zip(*parts, strict=True))
 
 
 def _with_rows(objective: Callable[..., Tensor], args: Sequence[Tensor | None],
