@@ -13,7 +13,6 @@ leave the batch as soon as they flip (active-set compaction). The counts are exa
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from torch import Tensor
 
 from advimage.attacks.base import Model, check_positive_float, check_positive_int, frozen
 from advimage.attacks.loop import input_gradient
-from advimage.detect.row_chunks import RowChunks, chunk_sizes
+from advimage.detect.row_chunks import RowChunks
 from advimage.threat import ThreatModel
 
 __all__ = ["StepSearch", "joint_steps_to_flip"]
@@ -137,15 +136,10 @@ def _gradient(
     cls = torch.cat([r.label if r.target is None else r.target for r in rows])  # (b,)
     sign = torch.cat([torch.full((len(r.act),), 1.0 if r.target is None else -1.0,
                                  dtype=x.dtype, device=x.device) for r in rows])  # (b,)
-    sizes = chunk_sizes(len(x), max_rows)
-    grads, logits = [], []
-    for xc, cc, sc in zip(x.split(sizes), cls.split(sizes), sign.split(sizes), strict=True):
-        g, _, lg = input_gradient(model, xc, functools.partial(_signed_ce, cls=cc, sign=sc))
-        grads.append(g)
-        logits.append(lg)
-    if len(grads) == 1:
-        return grads[0], logits[0]
-    return torch.cat(grads), torch.cat(logits)
+    one_pass = max(len(x), 1)  # max_rows None: the whole batch in one pass
+    grad, _, logits = input_gradient(model, x, _signed_ce, per_row=(cls, sign),
+                                     max_rows=one_pass if max_rows is None else max_rows)
+    return grad, logits
 
 
 def _step(
